@@ -1,0 +1,714 @@
+"""Pascal VOC folders -> sharded TFRecords plus a manifest (the one converter).
+
+Two thin entry points call ``main`` with a profile:
+
+* ``dataset/convert_voc_sample_tfrecords.py`` (profile 'sample'): train images
+  listed in ``<split>/ImageSets/Main/train.txt``, validation images in
+  ``<split>/ImageSets/Main/val.txt``; a missing list file is an error.
+* ``dataset/convert_tfrecords.py`` (profile 'voc', full VOC): train from
+  ``trainval.txt`` of 'VOC2007, VOC2012', validation from ``test.txt`` of
+  'VOC2007TEST'; a missing list file falls back to every ``Annotations/*.xml``.
+
+Layout expected under ``--dataset_directory``::
+
+    <split>/JPEGImages/<id>.jpg  <split>/Annotations/<id>.xml  <split>/ImageSets/Main/<list>.txt
+
+Output in ``--output_directory``: ``train-00000-of-00016`` ... and
+``val-00000-of-00016`` ... (one ``tf.train.Example`` per image, keys listed in
+``dataset_common``), and ``manifest.json`` with the counts per split.
+
+Boxes: an annotation's 1-based inclusive pixel box is clipped to
+``[1, width] x [1, height]`` and stored as ``v / width`` (x) and ``v / height``
+(y) (the seed's convention); inverted or zero-area boxes are dropped.
+"""
+
+import argparse
+import io
+import json
+import math
+import os
+import random
+import re
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ElementTree
+from concurrent import futures
+
+import tensorflow as tf
+from PIL import Image
+
+from dataset.dataset_common import LABEL_IDS, MANIFEST_NAME, VOC_LABELS
+
+SHUFFLE_SEED = 180428  # the seed's RANDOM_SEED: same shard assignment idea
+MANIFEST_VERSION = 1
+PIXEL_CONVENTION = (
+    'Boxes are stored as [ymin, xmin, ymax, xmax] lists normalized by the decoded image '
+    'size: a VOC 1-based inclusive pixel coordinate v (clipped to [1, width] or '
+    '[1, height]) is stored as v / width for x and v / height for y, so '
+    'normalized * width (or height) gives the VOC pixel coordinate back.')
+
+PROFILES = {
+    'sample': {
+        'description': 'Convert the VOC-format sample (or any VOC-layout folder) to '
+                       'TFRecords: train images from ImageSets/Main/train.txt, '
+                       'validation images from ImageSets/Main/val.txt.',
+        'train_splits': 'VOC2012_sample',
+        'validation_splits': 'VOC2012_sample',
+        'train_list': 'train',
+        'validation_list': 'val',
+        'list_fallback': False,
+    },
+    'voc': {
+        'description': 'Convert Pascal VOC to TFRecords: train images from '
+                       'ImageSets/Main/trainval.txt, validation images from '
+                       'ImageSets/Main/test.txt (every Annotations/*.xml if a list is '
+                       'missing).',
+        'train_splits': 'VOC2007, VOC2012',
+        'validation_splits': 'VOC2007TEST',
+        'train_list': 'trainval',
+        'validation_list': 'test',
+        'list_fallback': True,
+    },
+}
+
+_SHARD_RE = r'^%s-\d{5}-of-\d{5}$'
+_DTD_RE = re.compile(br'<!\s*(DOCTYPE|ENTITY)', re.IGNORECASE)
+
+
+class ConversionError(Exception):
+    """A problem that stops the conversion; the message is one line naming the
+    cause and the fix (the entry scripts print it and exit 1)."""
+
+
+class AnnotationError(Exception):
+    """An annotation file that cannot be used (the image is skipped)."""
+
+
+class ImageError(Exception):
+    """An image file that cannot be decoded (the image is skipped)."""
+
+
+class Reporter(object):
+    """Thread-safe progress and warning printer."""
+
+    def __init__(self, out=None, err=None, progress_every=500, progress_seconds=10.0):
+        self._out = out
+        self._err = err
+        self._lock = threading.Lock()
+        self.progress_every = progress_every
+        self.progress_seconds = progress_seconds
+
+    def info(self, message):
+        with self._lock:
+            print(message, file=self._out or sys.stdout, flush=True)
+
+    def warn(self, message):
+        with self._lock:
+            print('WARNING: %s' % message, file=self._err or sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_comma_list(text):
+    """'VOC2007, VOC2012' -> ['VOC2007', 'VOC2012'] (empty items removed)."""
+    return [item.strip() for item in (text or '').split(',') if item.strip()]
+
+
+def _text(element, tag):
+    child = element.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        return None
+    return child.text.strip()
+
+
+def _number(element, tag, default=None):
+    text = _text(element, tag)
+    if text is None:
+        if default is None:
+            raise AnnotationError('<%s> is missing or empty' % tag)
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise AnnotationError('<%s> is not a number: %r' % (tag, text))
+    if not math.isfinite(value):
+        raise AnnotationError('<%s> is not finite: %r' % (tag, text))
+    return value
+
+
+def parse_annotation_bytes(data):
+    """Parses VOC annotation XML (bytes) without expanding entities.
+
+    Returns:
+      dict(width, height, depth (int or None when <size> is absent),
+           objects=[dict(name, pose, truncated, difficult,
+                         bbox_pixels=(xmin, ymin, xmax, ymax) floats, 1-based)])
+    Raises:
+      AnnotationError: not XML, has a DOCTYPE/ENTITY declaration, or an object
+        lacks its name or a numeric bndbox coordinate.
+    """
+    if _DTD_RE.search(data):
+        raise AnnotationError('DOCTYPE/ENTITY declarations are not allowed in annotations')
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as e:
+        raise AnnotationError('not well-formed XML (%s)' % e)
+    size = root.find('size')
+    width = height = depth = None
+    if size is not None:
+        try:
+            width = int(_number(size, 'width', default=0)) or None
+            height = int(_number(size, 'height', default=0)) or None
+            depth = int(_number(size, 'depth', default=0)) or None
+        except AnnotationError:
+            width = height = depth = None  # <size> is advisory; the image decides
+    objects = []
+    for k, obj in enumerate(root.findall('object')):
+        name = _text(obj, 'name')
+        if name is None:
+            raise AnnotationError('object %d has no <name>' % k)
+        box = obj.find('bndbox')
+        if box is None:
+            raise AnnotationError('object %d (%s) has no <bndbox>' % (k, name))
+        try:
+            bbox = tuple(_number(box, tag) for tag in ('xmin', 'ymin', 'xmax', 'ymax'))
+            truncated = int(_number(obj, 'truncated', default=0.0))
+            difficult = int(_number(obj, 'difficult', default=0.0))
+        except AnnotationError as e:
+            raise AnnotationError('object %d (%s): %s' % (k, name, e))
+        objects.append({'name': name, 'pose': _text(obj, 'pose') or 'Unspecified',
+                        'truncated': truncated, 'difficult': difficult,
+                        'bbox_pixels': bbox})
+    return {'width': width, 'height': height, 'depth': depth, 'objects': objects}
+
+
+def parse_annotation(path):
+    """``parse_annotation_bytes`` of the file at ``path`` (AnnotationError if unreadable)."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        raise AnnotationError('cannot read the file (%s)' % e.strerror)
+    return parse_annotation_bytes(data)
+
+
+def prepare_image(data):
+    """Checks encoded image bytes and returns RGB JPEG bytes.
+
+    A complete baseline/progressive RGB JPEG is kept byte for byte; PNG (or any
+    other format Pillow reads), CMYK or grayscale data are re-encoded as RGB JPEG.
+
+    Returns:
+      (jpeg_bytes, height, width, note) where note is None or says what was
+      converted.
+    Raises:
+      ImageError: the data is truncated, empty or not an image.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        image_format, mode = image.format, image.mode
+        image.load()
+    except Exception as e:  # Pillow raises many types for bad data
+        raise ImageError('unreadable or truncated image data (%s)' % (str(e) or type(e).__name__))
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError('image has no pixels (%dx%d)' % (width, height))
+    if image_format == 'JPEG' and mode == 'RGB':
+        return data, height, width, None
+    if image_format != 'JPEG':
+        note = '%s data (mode %s) behind a .jpg name' % (image_format, mode)
+    else:
+        note = '%s JPEG' % {'L': 'grayscale', 'CMYK': 'CMYK'}.get(mode, mode)
+    buffer = io.BytesIO()
+    image.convert('RGB').save(buffer, format='JPEG', quality=95)
+    return buffer.getvalue(), height, width, 'converted %s to RGB JPEG' % note
+
+
+def normalize_objects(objects, width, height):
+    """Clips pixel boxes to the image and normalizes them.
+
+    Args:
+      objects: parsed objects (``bbox_pixels`` = 1-based xmin, ymin, xmax, ymax)
+        that have a 'label' entry.
+      width, height: decoded image size in pixels.
+    Returns:
+      (kept, dropped, clipped): kept objects with 'bbox' = (ymin, xmin, ymax,
+      xmax) normalized, [(object index, reason)] for dropped boxes, and
+      [(object index, description)] for clipped boxes.
+    """
+    kept, dropped, clipped = [], [], []
+    for k, obj in enumerate(objects):
+        xmin, ymin, xmax, ymax = obj['bbox_pixels']
+        if xmax < xmin or ymax < ymin:
+            dropped.append((k, 'inverted box %s (xmin, ymin, xmax, ymax)'
+                            % (_fmt_box(obj['bbox_pixels']),)))
+            continue
+        cx = (min(max(xmin, 1.0), width), min(max(xmax, 1.0), width))
+        cy = (min(max(ymin, 1.0), height), min(max(ymax, 1.0), height))
+        box = (cx[0], cy[0], cx[1], cy[1])
+        if box[2] <= box[0] or box[3] <= box[1]:
+            dropped.append((k, 'zero-area box %s after clipping to the %dx%d image'
+                            % (_fmt_box(obj['bbox_pixels']), width, height)))
+            continue
+        if box != tuple(obj['bbox_pixels']):
+            clipped.append((k, 'box %s clipped to %s' % (_fmt_box(obj['bbox_pixels']),
+                                                        _fmt_box(box))))
+        item = dict(obj)
+        item['bbox'] = (box[1] / height, box[0] / width, box[3] / height, box[2] / width)
+        kept.append(item)
+    return kept, dropped, clipped
+
+
+def _fmt_box(box):
+    return '(%s)' % ', '.join('%g' % v for v in box)
+
+
+def make_example(filename, jpeg_bytes, height, width, objects):
+    """``tf.train.Example`` with the seed's keys; objects carry 'bbox'
+    (ymin, xmin, ymax, xmax normalized), 'label', 'name', 'difficult', 'truncated'."""
+    def ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    def floats(values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+    def byte_list(values):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+    feature = {
+        'image/encoded': byte_list([jpeg_bytes]),
+        'image/format': byte_list([b'jpeg']),
+        'image/filename': byte_list([filename.encode('utf-8')]),
+        'image/height': ints([height]),
+        'image/width': ints([width]),
+        'image/channels': ints([3]),
+        'image/shape': ints([height, width, 3]),
+        'image/object/bbox/ymin': floats([o['bbox'][0] for o in objects]),
+        'image/object/bbox/xmin': floats([o['bbox'][1] for o in objects]),
+        'image/object/bbox/ymax': floats([o['bbox'][2] for o in objects]),
+        'image/object/bbox/xmax': floats([o['bbox'][3] for o in objects]),
+        'image/object/bbox/label': ints([o['label'] for o in objects]),
+        'image/object/bbox/label_text': byte_list([o['name'].encode('utf-8') for o in objects]),
+        'image/object/bbox/difficult': ints([o['difficult'] for o in objects]),
+        'image/object/bbox/truncated': ints([o['truncated'] for o in objects]),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def _split_dir(dataset_directory, split):
+    path = os.path.join(dataset_directory, split)
+    if not os.path.isdir(path):
+        raise ConversionError('split directory not found: %s; check --dataset_directory and '
+                              'the split names (make the sample with python3 '
+                              'dataset/make_voc_sample.py)' % path)
+    return path
+
+
+def read_image_ids(split_dir, list_name, allow_fallback, reporter):
+    """Image ids of one split folder, in list order (duplicates removed).
+
+    Reads ``<split_dir>/ImageSets/Main/<list_name>.txt`` (first token per line);
+    when it is missing, lists ``Annotations/*.xml`` if ``allow_fallback``, or
+    raises ConversionError.
+    """
+    list_path = os.path.join(split_dir, 'ImageSets', 'Main', list_name + '.txt')
+    if os.path.isfile(list_path):
+        with open(list_path, 'r', encoding='utf-8', errors='replace') as f:
+            raw = [line.split()[0] for line in f if line.strip()]
+        source = list_path
+    elif allow_fallback:
+        ann_dir = os.path.join(split_dir, 'Annotations')
+        if not os.path.isdir(ann_dir):
+            raise ConversionError('neither %s nor %s exists; point --dataset_directory at the '
+                                  'folder that holds the VOC split folders'
+                                  % (list_path, ann_dir))
+        raw = sorted(os.path.splitext(n)[0] for n in os.listdir(ann_dir) if n.endswith('.xml'))
+        source = ann_dir
+        reporter.info('NOTE: %s is missing; using all %d annotations in %s instead.'
+                      % (list_path, len(raw), ann_dir))
+    else:
+        raise ConversionError('image list not found: %s; create it (one image id per line) '
+                              'or check the split name' % list_path)
+    ids, seen = [], set()
+    for image_id in raw:
+        if image_id in seen:
+            reporter.warn('%s lists %s more than once; converting it once.' % (source, image_id))
+            continue
+        seen.add(image_id)
+        ids.append(image_id)
+    return ids, source
+
+
+# --------------------------------------------------------------------------- converting
+
+
+def _load_record(dataset_directory, split, image_id, skip_unknown_classes, reporter):
+    """Annotation pre-pass for one listed image: a record dict, with 'skip'
+    set to a reason when the image cannot be used."""
+    split_dir = os.path.join(dataset_directory, split)
+    record = {'split': split, 'id': image_id,
+              'image_path': os.path.join(split_dir, 'JPEGImages', image_id + '.jpg'),
+              'xml_path': os.path.join(split_dir, 'Annotations', image_id + '.xml'),
+              'skip': None, 'dropped': [], 'annotation': None}
+    if not os.path.isfile(record['xml_path']):
+        record['skip'] = 'missing annotation file %s' % record['xml_path']
+    elif not os.path.isfile(record['image_path']):
+        record['skip'] = 'missing image file %s' % record['image_path']
+    else:
+        try:
+            record['annotation'] = parse_annotation(record['xml_path'])
+        except AnnotationError as e:
+            record['skip'] = 'malformed annotation %s: %s' % (record['xml_path'], e)
+    if record['skip']:
+        reporter.warn('skipping image %s: %s' % (image_id, record['skip']))
+        return record
+    objects = []
+    for k, obj in enumerate(record['annotation']['objects']):
+        label = LABEL_IDS.get(obj['name'], 0)
+        if label == 0:
+            if not skip_unknown_classes:
+                raise ConversionError(
+                    'unknown class %r in %s; use one of the 20 VOC class names or rerun '
+                    'with --skip_unknown_classes to drop such objects'
+                    % (obj['name'], record['xml_path']))
+            reason = 'unknown class %r' % obj['name']
+            record['dropped'].append((k, reason))
+            reporter.warn('dropping object %d of %s: %s' % (k, record['xml_path'], reason))
+            continue
+        item = dict(obj)
+        item['label'] = label
+        item['index'] = k
+        objects.append(item)
+    record['objects'] = objects
+    return record
+
+
+def _process_record(record, reporter):
+    """Decodes the image and builds the serialized Example; returns a result dict."""
+    result = {'split': record['split'], 'id': record['id'], 'skip': record['skip'],
+              'dropped': list(record['dropped']), 'clipped': 0, 'note': None,
+              'labels': [], 'difficult': 0, 'truncated': 0, 'serialized': None}
+    if result['skip']:
+        return result
+    try:
+        with open(record['image_path'], 'rb') as f:
+            data = f.read()
+        jpeg, height, width, note = prepare_image(data)
+    except (OSError, ImageError) as e:
+        result['skip'] = 'bad image %s: %s' % (record['image_path'], e)
+        reporter.warn('skipping image %s: %s' % (record['id'], result['skip']))
+        return result
+    if note:
+        result['note'] = note
+        reporter.warn('%s: %s' % (record['image_path'], note))
+    ann = record['annotation']
+    if ann['width'] and ann['height'] and (ann['width'], ann['height']) != (width, height):
+        reporter.warn('%s says %dx%d but the image is %dx%d; using the image size.'
+                      % (record['xml_path'], ann['width'], ann['height'], width, height))
+    kept, dropped, clipped = normalize_objects(record['objects'], width, height)
+    for k, reason in dropped:
+        index = record['objects'][k]['index']
+        result['dropped'].append((index, reason))
+        reporter.warn('dropping object %d of %s: %s' % (index, record['xml_path'], reason))
+    for k, description in clipped:
+        reporter.warn('object %d of %s: %s' % (record['objects'][k]['index'],
+                                               record['xml_path'], description))
+    result['clipped'] = len(clipped)
+    result['labels'] = [o['label'] for o in kept]
+    result['difficult'] = sum(1 for o in kept if o['difficult'])
+    result['truncated'] = sum(1 for o in kept if o['truncated'])
+    example = make_example(record['id'] + '.jpg', jpeg, height, width, kept)
+    result['serialized'] = example.SerializeToString()
+    return result
+
+
+class _Progress(object):
+    def __init__(self, name, total, reporter):
+        self.name, self.total, self.reporter = name, total, reporter
+        self.count = 0
+        self.start = self.last = time.time()
+        self.lock = threading.Lock()
+
+    def tick(self):
+        with self.lock:
+            self.count += 1
+            now = time.time()
+            due = (self.count % max(1, self.reporter.progress_every) == 0 or
+                   now - self.last >= self.reporter.progress_seconds)
+            if not due or self.count == self.total:
+                return
+            self.last = now
+            count, rate = self.count, self.count / max(now - self.start, 1e-9)
+        self.reporter.info('%s: %d/%d images (%.1f images/s)' % (self.name, count,
+                                                                self.total, rate))
+
+
+def shard_names(name, num_shards):
+    """['<name>-00000-of-000NN', ...] for ``num_shards`` shards."""
+    return ['%s-%05d-of-%05d' % (name, s, num_shards) for s in range(num_shards)]
+
+
+def convert_split(dataset_directory, source_splits, list_name, name, output_directory,
+                  num_shards, num_threads, skip_unknown_classes=False, list_fallback=False,
+                  reporter=None):
+    """Converts the images of ``source_splits`` into ``<name>-SSSSS-of-NNNNN`` shards.
+
+    Images are ordered (split order, list order), shuffled with a fixed seed and
+    cut into ``num_shards`` contiguous shards written by up to ``num_threads``
+    threads; bad images are skipped, never their neighbours.
+
+    Returns:
+      The manifest entry for the split (a dict of counts and lists).
+    Raises:
+      ConversionError: missing split folder or list, unknown class (without
+        ``skip_unknown_classes``), or zero records written.
+    """
+    reporter = reporter or Reporter()
+    if num_shards < 1 or num_threads < 1:
+        raise ConversionError('shards and threads must be >= 1 (got %d shards, %d threads); '
+                              'fix --%s_shards / --num_threads' % (num_shards, num_threads,
+                                                                  'train' if name == 'train'
+                                                                  else 'validation'))
+    listed, lists = [], []
+    for split in source_splits:
+        ids, source = read_image_ids(_split_dir(dataset_directory, split), list_name,
+                                     list_fallback, reporter)
+        lists.append(os.path.relpath(source, dataset_directory))
+        listed.extend((split, image_id) for image_id in ids)
+    records = [_load_record(dataset_directory, split, image_id, skip_unknown_classes, reporter)
+               for split, image_id in listed]
+    random.Random(SHUFFLE_SEED).shuffle(records)
+
+    bounds = [len(records) * s // num_shards for s in range(num_shards + 1)]
+    names = shard_names(name, num_shards)
+    os.makedirs(output_directory, exist_ok=True)
+    temps = [os.path.join(output_directory, '.%s.tmp' % n) for n in names]
+    if len(records) < num_shards:
+        reporter.warn('%s: %d images for %d shards; some shards will be empty.'
+                      % (name, len(records), num_shards))
+    progress = _Progress(name, len(records), reporter)
+    reporter.info('%s: converting %d listed images from %s into %d shards with %d threads'
+                  % (name, len(records), ', '.join(source_splits), num_shards,
+                     min(num_threads, num_shards)))
+
+    def write_shard(s):
+        results = []
+        with tf.io.TFRecordWriter(temps[s]) as writer:
+            for record in records[bounds[s]:bounds[s + 1]]:
+                result = _process_record(record, reporter)
+                if result['serialized'] is not None:
+                    writer.write(result.pop('serialized'))
+                results.append(result)
+                progress.tick()
+        return results
+
+    try:
+        with futures.ThreadPoolExecutor(max_workers=min(num_threads, num_shards)) as pool:
+            per_shard = list(pool.map(write_shard, range(num_shards)))
+        written = [sum(1 for r in rs if not r['skip']) for rs in per_shard]
+        if sum(written) == 0:
+            raise ConversionError(
+                'no records were written for split %r: all %d listed images were skipped or '
+                'none were listed (see the warnings above); fix the inputs and rerun'
+                % (name, len(records)))
+        pattern = re.compile(_SHARD_RE % re.escape(name))
+        for stale in sorted(os.listdir(output_directory)):
+            if pattern.match(stale) and stale not in names:
+                os.remove(os.path.join(output_directory, stale))
+                reporter.info('removed stale shard %s' % stale)
+        for temp, final in zip(temps, names):
+            os.replace(temp, os.path.join(output_directory, final))
+    finally:
+        for temp in temps:
+            if os.path.exists(temp):
+                os.remove(temp)
+
+    results = [r for rs in per_shard for r in rs]
+    elapsed = max(time.time() - progress.start, 1e-9)
+    summary = _summarize(results, source_splits, lists, names, written)
+    reporter.info('%s: wrote %d images (%d objects: %d difficult, %d truncated) to %d shards in '
+                  '%s; skipped %d images, dropped %d boxes, clipped %d boxes, re-encoded %d '
+                  'images; %.1f images/s'
+                  % (name, summary['images'], summary['objects'], summary['difficult'],
+                     summary['truncated'], num_shards, output_directory,
+                     len(summary['skipped_images']), len(summary['dropped_boxes']),
+                     summary['clipped_boxes'], len(summary['re_encoded_images']),
+                     len(results) / elapsed))
+    return summary
+
+
+def _summarize(results, source_splits, lists, names, written):
+    per_class = {label: 0 for label in VOC_LABELS[1:]}
+    kept = [r for r in results if not r['skip']]
+    for r in kept:
+        for label in r['labels']:
+            per_class[VOC_LABELS[label]] += 1
+    by_id = lambda item: (item['split'], item['image'])  # noqa: E731
+    return {
+        'images': len(kept),
+        'listed_images': len(results),
+        'objects': sum(per_class.values()),
+        'objects_per_class': per_class,
+        'difficult': sum(r['difficult'] for r in kept),
+        'truncated': sum(r['truncated'] for r in kept),
+        'background_only_images': sum(1 for r in kept if not r['labels']),
+        'skipped_images': sorted(({'split': r['split'], 'image': r['id'], 'reason': r['skip']}
+                                  for r in results if r['skip']), key=by_id),
+        'dropped_boxes': sorted(({'split': r['split'], 'image': r['id'], 'object': k,
+                                  'reason': reason}
+                                 for r in results for k, reason in r['dropped']),
+                                key=lambda d: (d['split'], d['image'], d['object'])),
+        'clipped_boxes': sum(r['clipped'] for r in kept),
+        're_encoded_images': sorted(({'split': r['split'], 'image': r['id'], 'reason': r['note']}
+                                     for r in kept if r['note']), key=by_id),
+        'source_splits': list(source_splits),
+        'image_lists': lists,
+        'shards': len(names),
+        'shard_files': names,
+        'images_per_shard': written,
+        'shuffle_seed': SHUFFLE_SEED,
+    }
+
+
+def update_manifest(output_directory, name, summary, reporter=None):
+    """Writes ``summary`` as split ``name`` of ``<output_directory>/manifest.json``,
+    keeping the other splits already recorded there. Returns the manifest."""
+    reporter = reporter or Reporter()
+    path = os.path.join(output_directory, MANIFEST_NAME)
+    manifest = {}
+    if os.path.isfile(path):
+        try:
+            with open(path, 'r', encoding='utf-8') as f:
+                manifest = json.load(f)
+            if not isinstance(manifest.get('splits'), dict):
+                raise ValueError('no "splits" table')
+        except ValueError as e:
+            reporter.warn('%s is unreadable (%s); writing a new one.' % (path, e))
+            manifest = {}
+    splits = dict(manifest.get('splits') or {})
+    splits[name] = summary
+    manifest = {
+        'format': 'voc-tfrecords',
+        'version': MANIFEST_VERSION,
+        'pixel_convention': PIXEL_CONVENTION,
+        'labels': list(VOC_LABELS),
+        'splits': {k: splits[k] for k in sorted(splits)},
+    }
+    temp = path + '.tmp'
+    with open(temp, 'w', encoding='utf-8') as f:
+        json.dump(manifest, f, indent=2)
+        f.write('\n')
+    os.replace(temp, path)
+    return manifest
+
+
+def convert_dataset(dataset_directory, output_directory, train_splits, validation_splits,
+                    train_shards=16, validation_shards=16, num_threads=8, train_list='train',
+                    validation_list='val', skip_unknown_classes=False, list_fallback=False,
+                    reporter=None):
+    """Converts the train and validation splits; an empty split list skips that
+    split (so train and val can be converted in separate runs).
+
+    Args:
+      train_splits / validation_splits: lists of split folder names (or
+        comma-separated strings) under ``dataset_directory``.
+      train_list / validation_list: ImageSets/Main list names ('train', 'val',
+        'trainval', 'test').
+    Returns:
+      The manifest dict (also written to ``<output_directory>/manifest.json``).
+    Raises:
+      ConversionError: see ``convert_split``; paths are checked for both splits
+        before anything is written.
+    """
+    reporter = reporter or Reporter()
+    if isinstance(train_splits, str):
+        train_splits = parse_comma_list(train_splits)
+    if isinstance(validation_splits, str):
+        validation_splits = parse_comma_list(validation_splits)
+    jobs = [('train', list(train_splits), train_list, train_shards),
+            ('val', list(validation_splits), validation_list, validation_shards)]
+    jobs = [job for job in jobs if job[1]]
+    if not jobs:
+        raise ConversionError('nothing to convert: --train_splits and --validation_splits are '
+                              'both empty; name at least one split folder')
+    for name, _splits, _list_name, shards in jobs:
+        if shards < 1 or num_threads < 1:
+            raise ConversionError('shards and threads must be >= 1 (got %d %s shards, %d '
+                                  'threads); fix --%s_shards or --num_threads'
+                                  % (shards, name, num_threads,
+                                     'train' if name == 'train' else 'validation'))
+    # Check every folder and list first so a typo fails before anything is written.
+    quiet = Reporter(out=io.StringIO(), err=io.StringIO())
+    for _name, splits, list_name, _shards in jobs:
+        for split in splits:
+            read_image_ids(_split_dir(dataset_directory, split), list_name, list_fallback, quiet)
+    reporter.info('Saving results to %s' % output_directory)
+    manifest = None
+    for name, splits, list_name, shards in jobs:
+        summary = convert_split(dataset_directory, splits, list_name, name, output_directory,
+                                shards, num_threads, skip_unknown_classes, list_fallback,
+                                reporter)
+        manifest = update_manifest(output_directory, name, summary, reporter)
+    return manifest
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _bool_flag(text):
+    value = str(text).strip().lower()
+    if value in ('1', 'true', 't', 'yes', 'y'):
+        return True
+    if value in ('0', 'false', 'f', 'no', 'n'):
+        return False
+    raise argparse.ArgumentTypeError('expected true or false, got %r' % text)
+
+
+def build_parser(profile='sample'):
+    """argparse parser with the seed's flags and this profile's defaults."""
+    defaults = PROFILES[profile]
+    script_dir = os.path.dirname(os.path.abspath(__file__))
+    parser = argparse.ArgumentParser(description=defaults['description'])
+    parser.add_argument('--dataset_directory', default=script_dir,
+                        help='folder holding the VOC split folders (default: %(default)s)')
+    parser.add_argument('--output_directory', default='./tfrecords',
+                        help='where shards and manifest.json go (default: %(default)s)')
+    parser.add_argument('--train_splits', default=defaults['train_splits'],
+                        help='comma-separated training split folders; empty skips training '
+                             '(default: %(default)s)')
+    parser.add_argument('--validation_splits', default=defaults['validation_splits'],
+                        help='comma-separated validation split folders; empty skips '
+                             'validation (default: %(default)s)')
+    parser.add_argument('--train_shards', type=int, default=16)
+    parser.add_argument('--validation_shards', type=int, default=16)
+    parser.add_argument('--num_threads', type=int, default=8)
+    parser.add_argument('--skip_unknown_classes', type=_bool_flag, nargs='?', const=True,
+                        default=False,
+                        help='drop objects whose class is not a VOC class instead of failing')
+    parser.set_defaults(profile=profile)
+    return parser
+
+
+def main(argv=None, profile='sample'):
+    """Command-line entry; returns the exit status (0 ok, 1 conversion error)."""
+    args = build_parser(profile).parse_args(argv)
+    settings = PROFILES[profile]
+    try:
+        convert_dataset(args.dataset_directory, args.output_directory,
+                        args.train_splits, args.validation_splits,
+                        train_shards=args.train_shards,
+                        validation_shards=args.validation_shards,
+                        num_threads=args.num_threads,
+                        train_list=settings['train_list'],
+                        validation_list=settings['validation_list'],
+                        skip_unknown_classes=args.skip_unknown_classes,
+                        list_fallback=settings['list_fallback'])
+    except ConversionError as e:
+        print('ERROR: %s' % e, file=sys.stderr, flush=True)
+        return 1
+    return 0

@@ -1,0 +1,46 @@
+"""Shared pytest fixtures.
+
+* ``voc_sample_dir``: a 12-image synthetic VOC split folder made once per test
+  session by ``dataset.make_voc_sample`` (seed 0): ``<tmp>/VOC2012_sample`` with
+  JPEGImages/, Annotations/ and ImageSets/Main/{train,val,trainval}.txt (10 train,
+  2 val images). Its parent folder is the converter's ``--dataset_directory``.
+* ``tfrecord_dir``: that sample converted once per session: ``train-0000{0,1}-of-00002``,
+  ``val-0000{0,1}-of-00002`` and ``manifest.json``.
+
+Treat both as read-only; copy them (``shutil.copytree``) before changing anything.
+"""
+import os
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+SAMPLE_NAME = 'VOC2012_sample'
+SAMPLE_IMAGES = 12
+SAMPLE_SEED = 0
+SAMPLE_TRAIN_SHARDS = 2
+SAMPLE_VALIDATION_SHARDS = 2
+
+
+@pytest.fixture(scope='session')
+def voc_sample_dir(tmp_path_factory):
+    """Path (str) of the session's 12-image ``VOC2012_sample`` split folder."""
+    from dataset.make_voc_sample import make_voc_sample
+    root = tmp_path_factory.mktemp('voc_sample')
+    return make_voc_sample(str(root), num_images=SAMPLE_IMAGES, seed=SAMPLE_SEED,
+                           name=SAMPLE_NAME)
+
+
+@pytest.fixture(scope='session')
+def tfrecord_dir(voc_sample_dir, tmp_path_factory):
+    """Path (str) of the folder with the sample's TFRecord shards and manifest.json."""
+    from dataset import voc_to_tfrecords
+    out = str(tmp_path_factory.mktemp('tfrecords'))
+    voc_to_tfrecords.convert_dataset(
+        os.path.dirname(voc_sample_dir), out, [SAMPLE_NAME], [SAMPLE_NAME],
+        train_shards=SAMPLE_TRAIN_SHARDS, validation_shards=SAMPLE_VALIDATION_SHARDS,
+        num_threads=2, train_list='train', validation_list='val')
+    return out
