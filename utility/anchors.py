@@ -1,0 +1,121 @@
+"""The one SSD anchor spec and the anchor generator built from it.
+
+The spec is a plain JSON-serializable dict; it travels in the Estimator's
+`params['anchor_spec']`, and both the input pipeline (target encoding) and the model
+(decoding) rebuild the same anchors from it with `generate_anchors(spec)`.
+
+Anchors are `[ymin, xmin, ymax, xmax]`, normalized to the image size, NOT clipped to
+[0, 1] (as the original SSD.TensorFlow code: anchors near the border or with extreme aspect
+ratios reach outside the image).
+"""
+import math
+
+import numpy as np
+
+# SSD300 on a 300x300 input: VGG-16 conv4_3, fc7 and four extra layers.
+SSD300_SPEC = {
+    'image_size': 300,
+    'feature_shapes': [38, 19, 10, 5, 3, 1],
+    'layer_steps': [8, 16, 32, 64, 100, 300],
+    'anchor_offset': 0.5,
+    # s_k of each layer: the square anchor of side s_k and the ratio-r anchors of area s_k^2.
+    'anchor_scales': [0.1, 0.2, 0.375, 0.55, 0.725, 0.9],
+    # The notional s_7 that follows the last layer: the last layer's extra square anchor has
+    # side sqrt(s_6 * s_7) (every other layer uses sqrt(s_k * s_{k+1})).
+    'anchor_scale_end': 1.075,
+    # Aspect ratios (w / h) besides the two squares, per layer.
+    'anchor_ratios': [[2.0, 0.5],
+                      [2.0, 3.0, 0.5, 1.0 / 3.0],
+                      [2.0, 3.0, 0.5, 1.0 / 3.0],
+                      [2.0, 3.0, 0.5, 1.0 / 3.0],
+                      [2.0, 0.5],
+                      [2.0, 0.5]],
+    # Box-code variances: (cy, cx, h, w) offsets are divided by these when encoding.
+    'prior_scaling': [0.1, 0.1, 0.2, 0.2],
+}
+
+_LAYER_KEYS = ('feature_shapes', 'layer_steps', 'anchor_scales', 'anchor_ratios')
+_REQUIRED_KEYS = _LAYER_KEYS + ('image_size', 'anchor_offset', 'anchor_scale_end',
+                                'prior_scaling')
+
+
+def validate_spec(spec):
+    """Raises ValueError naming the problem if `spec` is not a usable anchor spec."""
+    missing = [k for k in _REQUIRED_KEYS if k not in spec]
+    if missing:
+        raise ValueError('anchor spec lacks %s; start from utility.anchors.SSD300_SPEC and '
+                         'override only the keys you change.' % ', '.join(missing))
+    lengths = {k: len(spec[k]) for k in _LAYER_KEYS}
+    if len(set(lengths.values())) != 1:
+        raise ValueError('anchor spec has per-layer lists of different lengths %s; give one '
+                         'entry per feature map in each of them.' % lengths)
+    if len(spec['prior_scaling']) != 4:
+        raise ValueError('anchor spec prior_scaling has %d values; give 4 (cy, cx, h, w).'
+                         % len(spec['prior_scaling']))
+
+
+def extra_anchor_scales(spec):
+    """Side of the extra square anchor per layer: sqrt(s_k * s_{k+1}), s_{L+1} = anchor_scale_end.
+
+    For SSD300_SPEC: [0.1414, 0.2739, 0.4541, 0.6315, 0.8078, 0.9836] (rounded).
+    Returns a list of floats, one per layer.
+    """
+    scales = list(spec['anchor_scales']) + [spec['anchor_scale_end']]
+    return [math.sqrt(scales[k] * scales[k + 1]) for k in range(len(scales) - 1)]
+
+
+def anchors_per_location(spec):
+    """Anchors per feature-map cell, per layer: 2 squares + one per ratio; SSD300: [4,6,6,6,4,4]."""
+    validate_spec(spec)
+    return [2 + len(ratios) for ratios in spec['anchor_ratios']]
+
+
+def anchors_per_layer(spec):
+    """Anchors per layer (H * W * k); SSD300: [5776, 2166, 600, 150, 36, 4]."""
+    return [int(size) * int(size) * k
+            for size, k in zip(spec['feature_shapes'], anchors_per_location(spec))]
+
+
+def num_anchors(spec):
+    """Total anchor count A; SSD300: 8732."""
+    return int(sum(anchors_per_layer(spec)))
+
+
+def layer_anchor_sizes(spec, layer):
+    """(heights, widths) of the anchor types of one layer, normalized, in anchor-type order.
+
+    Order: [s_k square, sqrt(s_k * s_{k+1}) square, ratio r for r in anchor_ratios[layer]];
+    a ratio-r anchor has h = s_k / sqrt(r), w = s_k * sqrt(r) (r = w / h).
+    Returns two float64 numpy arrays of shape [k].
+    """
+    scale = float(spec['anchor_scales'][layer])
+    extra = extra_anchor_scales(spec)[layer]
+    heights = [scale, extra] + [scale / math.sqrt(r) for r in spec['anchor_ratios'][layer]]
+    widths = [scale, extra] + [scale * math.sqrt(r) for r in spec['anchor_ratios'][layer]]
+    return np.array(heights, np.float64), np.array(widths, np.float64)
+
+
+def generate_anchors(spec):
+    """All anchors of `spec` as a numpy float32 array [A, 4] of [ymin, xmin, ymax, xmax].
+
+    Order: layer, then row y, then column x, then anchor type (see `layer_anchor_sizes`),
+    which matches a head output [B, H, W, k * 4] reshaped to [B, H * W * k, 4] and
+    concatenated over layers. The centre of cell (y, x) is
+    ((y + offset) * step / image_size, (x + offset) * step / image_size). Not clipped.
+    """
+    validate_spec(spec)
+    image_size = float(spec['image_size'])
+    offset = float(spec['anchor_offset'])
+    layers = []
+    for layer, (size, step) in enumerate(zip(spec['feature_shapes'], spec['layer_steps'])):
+        centres = (np.arange(int(size), dtype=np.float64) + offset) * float(step) / image_size
+        cy, cx = np.meshgrid(centres, centres, indexing='ij')  # [H, W]
+        heights, widths = layer_anchor_sizes(spec, layer)  # [k]
+        cy = cy[:, :, None]
+        cx = cx[:, :, None]
+        half_h = heights[None, None, :] / 2.0
+        half_w = widths[None, None, :] / 2.0
+        boxes = np.stack(np.broadcast_arrays(cy - half_h, cx - half_w, cy + half_h, cx + half_w),
+                         axis=-1)  # [H, W, k, 4]
+        layers.append(boxes.reshape(-1, 4))
+    return np.concatenate(layers, axis=0).astype(np.float32)

@@ -1,0 +1,92 @@
+"""SSD post-processing: box codes and logits -> per-image detections (used by eval, demo, export).
+
+Per image, following the original SSD.TensorFlow evaluation:
+  1. decode the box codes against the anchors, clip the boxes to [0, 1];
+  2. softmax over classes; for each class c in 1..C-1 keep the anchors with
+     score > select_threshold and, if min_size > 0, clipped height and width > min_size;
+  3. per class, the keep_topk best of those enter greedy NMS (IoU > nms_threshold
+     suppresses), which keeps at most nms_topk per class;
+  4. across classes, the nms_topk best detections of the image are returned, best first.
+Steps 3 and 4 run in one tf.image.combined_non_max_suppression call.
+"""
+import tensorflow as tf
+
+from utility import anchor_manipulator
+
+
+def clip_boxes(boxes):
+    """Clips [..., 4] [ymin, xmin, ymax, xmax] boxes to [0, 1], keeping min <= max."""
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, 4, axis=-1)
+    ymax = tf.clip_by_value(ymax, 0.0, 1.0)
+    xmax = tf.clip_by_value(xmax, 0.0, 1.0)
+    ymin = tf.minimum(tf.maximum(ymin, 0.0), ymax)
+    xmin = tf.minimum(tf.maximum(xmin, 0.0), xmax)
+    return tf.stack([ymin, xmin, ymax, xmax], axis=-1)
+
+
+def postprocess(cls_logits, loc_preds, anchors, prior_scaling, select_threshold=0.01,
+                min_size=0.03, keep_topk=400, nms_threshold=0.45, nms_topk=200):
+    """Detections of a batch from the network outputs.
+
+    Args:
+      cls_logits: float [B, A, C] class logits, class 0 = background.
+      loc_preds: float [B, A, 4] box codes [ty, tx, th, tw].
+      anchors: float32 [A, 4] [ymin, xmin, ymax, xmax] (numpy or tensor).
+      prior_scaling: 4 floats (spec['prior_scaling']).
+      select_threshold: a class score must be above this to be considered.
+      min_size: boxes whose clipped normalized height or width is not above this are
+        dropped; 0 disables the check.
+      keep_topk: candidates per class that enter NMS.
+      nms_threshold: IoU above which NMS suppresses the lower-scored box of a class.
+      nms_topk: detections kept per class by NMS and per image in the output (K).
+    Returns:
+      dict with
+        boxes: float32 [B, K, 4] [ymin, xmin, ymax, xmax] in [0, 1],
+        scores: float32 [B, K], descending,
+        classes: int32 [B, K] in 1..C-1,
+        num_detections: int32 [B];
+      entries from num_detections[b] on are padding (zeros, class 0).
+    """
+    nms_topk = int(nms_topk)
+    keep_topk = int(keep_topk)
+    if nms_topk < 1 or keep_topk < 1:
+        raise ValueError('nms_topk=%d and keep_topk=%d must both be >= 1; pass positive counts.'
+                         % (nms_topk, keep_topk))
+    with tf.name_scope('postprocess'):
+        cls_logits = tf.cast(cls_logits, tf.float32)
+        boxes = clip_boxes(anchor_manipulator.decode_boxes(
+            tf.cast(loc_preds, tf.float32), anchors, prior_scaling))  # [B, A, 4]
+        scores = tf.nn.softmax(cls_logits, axis=-1)[:, :, 1:]  # [B, A, C-1]
+        keep = scores > select_threshold
+        if min_size > 0:
+            heights = boxes[:, :, 2] - boxes[:, :, 0]
+            widths = boxes[:, :, 3] - boxes[:, :, 1]
+            big_enough = tf.logical_and(heights > min_size, widths > min_size)  # [B, A]
+            keep = tf.logical_and(keep, big_enough[:, :, None])
+        scores = tf.where(keep, scores, 0.0)
+
+        # Per-class top-k candidates: [B, C-1, k] scores and their boxes [B, C-1, k, 4].
+        per_class = tf.transpose(scores, [0, 2, 1])
+        k = tf.minimum(keep_topk, tf.shape(per_class)[2])
+        top_scores, top_index = tf.nn.top_k(per_class, k=k, sorted=True)
+        top_boxes = tf.gather(boxes, top_index, batch_dims=1)
+        nmsed = tf.image.combined_non_max_suppression(
+            boxes=tf.transpose(top_boxes, [0, 2, 1, 3]),  # [B, k, C-1, 4]
+            scores=tf.transpose(top_scores, [0, 2, 1]),  # [B, k, C-1]
+            max_output_size_per_class=nms_topk,
+            max_total_size=nms_topk,
+            iou_threshold=float(nms_threshold),
+            # Filtered-out candidates carry score 0 <= select_threshold, so they never enter.
+            score_threshold=max(float(select_threshold), 0.0),
+            pad_per_class=False,
+            clip_boxes=False)
+        nmsed_boxes, nmsed_scores, nmsed_classes, num_detections = nmsed
+        num_detections = tf.cast(num_detections, tf.int32)
+        valid = tf.range(nms_topk)[None, :] < num_detections[:, None]  # [B, K]
+        classes = tf.where(valid, tf.cast(nmsed_classes, tf.int32) + 1, 0)
+        return {
+            'boxes': tf.where(valid[:, :, None], nmsed_boxes, 0.0),
+            'scores': tf.where(valid, nmsed_scores, 0.0),
+            'classes': classes,
+            'num_detections': num_detections,
+        }
