@@ -1,0 +1,282 @@
+"""SSD300 network: VGG-16 reduced-fc backbone + SSD extra layers + multibox heads (tf_slim).
+
+Graph-mode (tf.compat.v1) building blocks; importing this module has no side effects.
+
+Layout of the variables under the model scope (default ``ssd300``)::
+
+    ssd300/conv1/conv1_1/{weights,biases} ... ssd300/conv5/conv5_3/{weights,biases}
+    ssd300/fc6/{weights [3,3,512,1024], biases}      (3x3, dilation 6)
+    ssd300/fc7/{weights [1,1,1024,1024], biases}
+    ssd300/conv4_3_scale/weights [512]                (L2-norm scale, initialised to 20)
+    ssd300/additional_layers/conv8/conv8_1 ... conv11/conv11_2/{weights,biases}
+    ssd300/multibox_head/loc_{0..5}/{weights,biases}, ssd300/multibox_head/cls_{0..5}/{...}
+
+The backbone names are the public reduced-fc VGG-16 checkpoint's names with ``vgg_16``
+replaced by the model scope (see ``VGG_REDUCED_FC_SHAPES``), so restoring the backbone is a
+prefix remap (``utility/checkpoint_utils.py``). The new SSD layers live under
+``NEW_LAYER_SCOPES``, the seed's default ``--checkpoint_exclude_scopes``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import collections
+
+import tensorflow as tf
+import tf_slim as slim
+
+# Scope of the backbone variables in the public reduced-fc VGG-16 checkpoint.
+CHECKPOINT_MODEL_SCOPE = 'vgg_16'
+# Default model scope: variable names are MODEL_SCOPE + the checkpoint name minus 'vgg_16'.
+MODEL_SCOPE = 'ssd300'
+
+# (number of 3x3 convs, filters) of the five VGG-16 blocks conv1..conv5.
+_VGG_BLOCKS = (('conv1', 2, 64), ('conv2', 2, 128), ('conv3', 3, 256),
+               ('conv4', 3, 512), ('conv5', 3, 512))
+
+
+def _vgg_reduced_fc_shapes():
+    shapes = []
+    in_channels = 3
+    for block, repeat, filters in _VGG_BLOCKS:
+        for i in range(1, repeat + 1):
+            prefix = '%s/%s/%s_%d/' % (CHECKPOINT_MODEL_SCOPE, block, block, i)
+            shapes.append((prefix + 'weights', (3, 3, in_channels, filters)))
+            shapes.append((prefix + 'biases', (filters,)))
+            in_channels = filters
+    shapes += [
+        (CHECKPOINT_MODEL_SCOPE + '/fc6/weights', (3, 3, 512, 1024)),
+        (CHECKPOINT_MODEL_SCOPE + '/fc6/biases', (1024,)),
+        (CHECKPOINT_MODEL_SCOPE + '/fc7/weights', (1, 1, 1024, 1024)),
+        (CHECKPOINT_MODEL_SCOPE + '/fc7/biases', (1024,)),
+    ]
+    return tuple(shapes)
+
+
+# The 30 backbone variables of the reduced-fc VGG-16 checkpoint, (name, shape) in checkpoint
+# naming ('vgg_16/...'), HWIO conv kernels. Used by the network test, the checkpoint converters
+# and model/README.md. In the model they are named 'ssd300/...' instead of 'vgg_16/...'.
+VGG_REDUCED_FC_SHAPES = _vgg_reduced_fc_shapes()
+
+# Scopes (under the model scope) of the variables SSD adds to the backbone. They are not in a
+# backbone checkpoint; this is the seed's default --checkpoint_exclude_scopes.
+NEW_LAYER_SCOPES = ('multibox_head', 'additional_layers', 'conv4_3_scale')
+
+# Source feature maps of the six multibox heads, in anchor order.
+SOURCE_LAYERS = ('conv4_3_norm', 'fc7', 'conv8', 'conv9', 'conv10', 'conv11')
+# Their spatial sizes for a 300x300 input (= utility/anchors SSD300_SPEC['feature_shapes']).
+SSD300_FEATURE_SHAPES = (38, 19, 10, 5, 3, 1)
+
+# Extra layers: (block, 1x1 filters, 3x3 filters, 3x3 stride). Stride-2 layers pad 1 pixel on
+# each side explicitly and convolve VALID (19 -> 10 -> 5); stride-1 ones are VALID (5 -> 3 -> 1).
+_EXTRA_LAYERS = (('conv8', 256, 512, 2), ('conv9', 128, 256, 2),
+                 ('conv10', 128, 256, 1), ('conv11', 128, 256, 1))
+
+_DATA_FORMATS = {'channels_last': 'NHWC', 'channels_first': 'NCHW'}
+
+
+def _check_data_format(data_format):
+    if data_format not in _DATA_FORMATS:
+        raise ValueError("data_format=%r is not supported; use 'channels_last' (NHWC) or "
+                         "'channels_first' (NCHW)." % (data_format,))
+
+
+def default_data_format():
+    """'channels_first' when a GPU is visible (faster in cuDNN), else 'channels_last'."""
+    return 'channels_first' if tf.config.list_physical_devices('GPU') else 'channels_last'
+
+
+def resolve_data_format(requested):
+    """Returns the data format to build the model with.
+
+    'channels_first' needs a GPU: TF's CPU kernels do not support NCHW reliably (TF 2.15's
+    oneDNN build runs NCHW max-pooling but returns wrong values). When it is requested and no
+    GPU is visible, logs a notice and returns 'channels_last'.
+    Raises ValueError for anything but 'channels_first' / 'channels_last'.
+    """
+    _check_data_format(requested)
+    if requested == 'channels_first' and not tf.config.list_physical_devices('GPU'):
+        tf.compat.v1.logging.warning(
+            "data_format='channels_first' was requested but no GPU is visible; using "
+            "'channels_last' (NHWC): TensorFlow's CPU kernels do not support NCHW reliably.")
+        return 'channels_last'
+    return requested
+
+
+def ssd_arg_scope(data_format='channels_last'):
+    """arg_scope shared by every SSD conv/pool: SAME, ReLU, Xavier weights, zero biases."""
+    _check_data_format(data_format)
+    fmt = _DATA_FORMATS[data_format]
+    with slim.arg_scope([slim.conv2d],
+                        activation_fn=tf.nn.relu,
+                        padding='SAME',
+                        weights_initializer=tf.compat.v1.glorot_uniform_initializer(),
+                        biases_initializer=tf.compat.v1.zeros_initializer(),
+                        data_format=fmt):
+        with slim.arg_scope([slim.max_pool2d], padding='SAME', data_format=fmt) as sc:
+            return sc
+
+
+def _channel_axis(data_format):
+    return 3 if data_format == 'channels_last' else 1
+
+
+def _pad_spatial(net, pad, data_format):
+    if data_format == 'channels_last':
+        paddings = [[0, 0], [pad, pad], [pad, pad], [0, 0]]
+    else:
+        paddings = [[0, 0], [0, 0], [pad, pad], [pad, pad]]
+    return tf.pad(net, paddings)
+
+
+def _l2_normalize_scaled(net, data_format, init_scale=20.):
+    """L2-normalizes over channels and multiplies by a learnable per-channel scale.
+
+    The scale is the model variable 'conv4_3_scale/weights' [channels], initialised to 20.
+    """
+    channels = net.get_shape().as_list()[_channel_axis(data_format)]
+    with tf.compat.v1.variable_scope('conv4_3_scale'):
+        scale = slim.model_variable(
+            'weights', shape=[channels],
+            initializer=tf.compat.v1.constant_initializer(init_scale))
+        shape = [1, 1, 1, channels] if data_format == 'channels_last' else [1, channels, 1, 1]
+        normed = tf.math.l2_normalize(net, axis=_channel_axis(data_format), epsilon=1e-12)
+        return tf.multiply(normed, tf.reshape(scale, shape), name='conv4_3_norm')
+
+
+def vgg16_reduced_fc(inputs, data_format='channels_last'):
+    """VGG-16 with fc6/fc7 as (dilated) convolutions, as used by SSD.
+
+    Args:
+      inputs: float32 [B, H, W, 3] ('channels_last') or [B, 3, H, W] ('channels_first').
+      data_format: layout of `inputs` and of every op.
+    Returns:
+      (conv4_3, fc7): the ReLU outputs of conv4_3 (38x38x512 for 300x300) and
+      fc7 (19x19x1024), in `data_format`.
+    Variables: conv1/conv1_1 ... conv5/conv5_3, fc6, fc7 under the current variable scope.
+    """
+    net = inputs
+    conv4_3 = None
+    for index, (block, repeat, filters) in enumerate(_VGG_BLOCKS):
+        net = slim.repeat(net, repeat, slim.conv2d, filters, [3, 3], scope=block)
+        if block == 'conv4':
+            conv4_3 = net
+        if index < 4:  # pool1..pool4: 300 -> 150 -> 75 -> 38 -> 19
+            net = slim.max_pool2d(net, [2, 2], stride=2, scope='pool%d' % (index + 1))
+    net = slim.max_pool2d(net, [3, 3], stride=1, scope='pool5')
+    net = slim.conv2d(net, 1024, [3, 3], rate=6, scope='fc6')
+    net = slim.conv2d(net, 1024, [1, 1], scope='fc7')
+    return conv4_3, net
+
+
+def extra_layers(net, data_format='channels_last'):
+    """SSD's extra feature layers conv8..conv11 on top of fc7.
+
+    Args:
+      net: fc7 output, [B, 19, 19, 1024] (or NCHW) for a 300x300 input.
+    Returns:
+      list of the four block outputs: 10x10x512, 5x5x256, 3x3x256, 1x1x256 for 300x300.
+    Variables: additional_layers/convN/convN_1 (1x1) and convN_2 (3x3).
+    """
+    outputs = []
+    with tf.compat.v1.variable_scope('additional_layers'):
+        for block, filters_1x1, filters_3x3, stride in _EXTRA_LAYERS:
+            with tf.compat.v1.variable_scope(block):
+                net = slim.conv2d(net, filters_1x1, [1, 1], scope=block + '_1')
+                if stride == 2:
+                    net = _pad_spatial(net, 1, data_format)
+                net = slim.conv2d(net, filters_3x3, [3, 3], stride=stride, padding='VALID',
+                                  scope=block + '_2')
+            outputs.append(net)
+    return outputs
+
+
+def multibox_head(feature_maps, num_classes, anchors_per_location, data_format='channels_last'):
+    """One 3x3 loc conv (k*4) and one 3x3 cls conv (k*num_classes) per source map, no activation.
+
+    Args:
+      feature_maps: list of source maps in `data_format`, [B, H_i, W_i, C_i] (or NCHW).
+      num_classes: classes including background (21 for VOC).
+      anchors_per_location: k_i per source map, e.g. [4, 6, 6, 6, 4, 4].
+    Returns:
+      (cls_logits [B, A, num_classes], loc_preds [B, A, 4]), A = sum_i H_i*W_i*k_i, anchors
+      ordered (layer, y, x, anchor type) as utility/anchors.generate_anchors.
+    Variables: multibox_head/loc_i, multibox_head/cls_i.
+    """
+    cls_list, loc_list = [], []
+    with tf.compat.v1.variable_scope('multibox_head'):
+        for i, (feature, k) in enumerate(zip(feature_maps, anchors_per_location)):
+            loc = slim.conv2d(feature, k * 4, [3, 3], activation_fn=None, scope='loc_%d' % i)
+            cls = slim.conv2d(feature, k * num_classes, [3, 3], activation_fn=None,
+                              scope='cls_%d' % i)
+            if data_format == 'channels_first':  # back to NHWC so anchors are (y, x, k)
+                loc = tf.transpose(loc, [0, 2, 3, 1])
+                cls = tf.transpose(cls, [0, 2, 3, 1])
+            height, width = loc.get_shape().as_list()[1:3]
+            if height is None or width is None:
+                raise ValueError('Feature map %d has unknown spatial size; give the input a '
+                                 'static height and width (300x300 for SSD300).' % i)
+            num_anchors = height * width * k
+            loc_list.append(tf.reshape(loc, [-1, num_anchors, 4]))
+            cls_list.append(tf.reshape(cls, [-1, num_anchors, num_classes]))
+        cls_logits = tf.concat(cls_list, axis=1, name='cls_logits')
+        loc_preds = tf.concat(loc_list, axis=1, name='loc_preds')
+    return cls_logits, loc_preds
+
+
+def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
+           data_format='channels_last', scope=MODEL_SCOPE):
+    """Builds SSD300 (VGG-16 reduced-fc + extra layers + multibox heads).
+
+    Args:
+      inputs: float32 [B, 300, 300, 3], NHWC, mean-subtracted BGR (always NHWC; with
+        data_format='channels_first' the network transposes to NCHW inside).
+      num_classes: classes including background (21 for VOC).
+      anchors_per_location: anchors per cell for the six source maps, [4, 6, 6, 6, 4, 4]
+        (utility/anchors.anchors_per_location(spec)).
+      is_training: accepted for interface symmetry; SSD300 has no dropout or batch norm, so
+        the graph is the same either way.
+      data_format: 'channels_last' or 'channels_first' (GPU only; see resolve_data_format).
+      scope: model variable scope; backbone variables are scope + checkpoint name minus 'vgg_16'.
+    Returns:
+      cls_logits: float32 [B, 8732, num_classes], unnormalized class scores.
+      loc_preds: float32 [B, 8732, 4], encoded box offsets; anchor order (layer, y, x, anchor
+        type) as utility/anchors.generate_anchors.
+      end_points: dict: every slim layer output keyed by its scope path, the six source maps
+        under SOURCE_LAYERS names ('conv4_3_norm', 'fc7', 'conv8', ..., 'conv11') in
+        `data_format` (38, 19, 10, 5, 3, 1 pixels for 300x300), 'feature_maps' (the same six
+        as a list), 'cls_logits' and 'loc_preds'.
+    """
+    del is_training  # no train-only layers in SSD300
+    _check_data_format(data_format)
+    anchors_per_location = list(anchors_per_location)
+    if len(anchors_per_location) != len(SOURCE_LAYERS):
+        raise ValueError('anchors_per_location has %d entries but SSD300 has %d source layers; '
+                         'pass utility.anchors.anchors_per_location(spec) (6 numbers).'
+                         % (len(anchors_per_location), len(SOURCE_LAYERS)))
+    inputs = tf.convert_to_tensor(inputs, dtype=tf.float32)
+    shape = inputs.get_shape()
+    if shape.rank is not None and (shape.rank != 4 or shape.as_list()[3] != 3):
+        raise ValueError('ssd300 expects NHWC images [batch, 300, 300, 3], got shape %s; '
+                         'pass images in channels_last layout (the model transposes itself).'
+                         % (shape,))
+
+    with tf.compat.v1.variable_scope(scope, 'ssd300', [inputs]) as sc:
+        collection = sc.original_name_scope + '_end_points'
+        with slim.arg_scope(ssd_arg_scope(data_format)), \
+                slim.arg_scope([slim.conv2d, slim.max_pool2d], outputs_collections=collection):
+            net = inputs
+            if data_format == 'channels_first':
+                net = tf.transpose(net, [0, 3, 1, 2], name='to_nchw')
+            conv4_3, fc7 = vgg16_reduced_fc(net, data_format)
+            conv4_3_norm = _l2_normalize_scaled(conv4_3, data_format)
+            extras = extra_layers(fc7, data_format)
+            feature_maps = [conv4_3_norm, fc7] + extras
+            cls_logits, loc_preds = multibox_head(feature_maps, num_classes,
+                                                  anchors_per_location, data_format)
+        end_points = collections.OrderedDict(slim.utils.convert_collection_to_dict(collection))
+        for name, feature in zip(SOURCE_LAYERS, feature_maps):
+            end_points[name] = feature
+        end_points['feature_maps'] = feature_maps
+        end_points['cls_logits'] = cls_logits
+        end_points['loc_preds'] = loc_preds
+    return cls_logits, loc_preds, end_points

@@ -1,0 +1,309 @@
+"""Restoring the pretrained backbone into the SSD graph (Estimator / Scaffold init_fn).
+
+Names: a model variable ``<model_scope>/<rest>`` (e.g. ``ssd300/conv1/conv1_1/weights``) is
+looked up in the checkpoint as ``<checkpoint_model_scope>/<rest>`` (``vgg_16/conv1/conv1_1/
+weights``); a checkpoint that calls layer variables ``kernel``/``bias`` (Keras / tf.layers style)
+instead of ``weights``/``biases`` is accepted too.
+
+Which variables are restored (semantics used by train_ssd.py):
+  * variables under one of ``exclude_scopes`` are never restored (SSD's new layers: the seed's
+    default ``--checkpoint_exclude_scopes='ssd300/multibox_head, ssd300/additional_layers,
+    ssd300/conv4_3_scale'``);
+  * every other model variable must be in the checkpoint with the same shape; a shape mismatch
+    is always an error, a variable absent from the checkpoint is an error unless
+    ``ignore_missing_vars`` (train_ssd.py's default is True, as in the seed);
+  * at least one variable must be restored (otherwise the scopes are wrong: error).
+Every model variable not restored (excluded or missing) is logged and listed in the report, so
+with train_ssd.py's defaults the backbone (30 variables) is restored and the rest listed.
+
+Importing this module has no side effects.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import os
+import re
+
+import tensorflow as tf
+
+_HOW_TO_GET_WEIGHTS = (
+    'Put the reduced-fc VGG-16 checkpoint in ./model (see model/README.md): use the public '
+    'checkpoint, or convert one with `python3 -m utility.convert_vgg_weights --from_slim '
+    'vgg_16.ckpt --output model/vgg16_reducedfc` (or `--from_pytorch vgg16_reducedfc.pth`); '
+    'pass --checkpoint_path= (empty) to train from scratch instead.')
+
+# Suffixes of the files a checkpoint prefix owns; a user may pass one of these files.
+_CHECKPOINT_FILE_SUFFIXES = ('.index', '.meta', '.data-00000-of-00001')
+
+# V1 checkpoint file names: shards '<prefix>-00000-of-00002', single files '<name>.ckpt-<step>'.
+_V1_SHARD = re.compile(r'-\d{5}-of-\d{5}$')
+_V1_STEP = re.compile(r'\.ckpt-\d+$')
+
+# Alternative last-component names tried when the checkpoint uses another layer convention.
+_NAME_ALTERNATIVES = {'weights': ('kernel',), 'biases': ('bias',),
+                      'kernel': ('weights',), 'bias': ('biases',)}
+
+
+def _is_v2_prefix(prefix):
+    return tf.io.gfile.exists(prefix + '.index')
+
+
+def _v1_path(prefix):
+    """The path a V1 checkpoint is read by ('<prefix>' or '<prefix>-?????-of-0000N'), or None."""
+    if '?' in prefix:
+        return prefix if tf.io.gfile.glob(prefix) else None
+    if tf.io.gfile.exists(prefix) and not tf.io.gfile.isdir(prefix):
+        return prefix
+    shards = tf.io.gfile.glob(prefix + '-?????-of-?????')
+    return prefix + '-?????-of-' + shards[0][-5:] if shards else None
+
+
+def _candidates_in_directory(directory):
+    """Checkpoint prefixes in `directory`, newest first.
+
+    V2: '<prefix>.index'. V1: a single file '*.ckpt' / '*.ckpt-<step>', or shards
+    '<prefix>-00000-of-00002' (returned as the pattern '<prefix>-?????-of-00002').
+    """
+    found = {}
+    for path in tf.io.gfile.glob(os.path.join(directory, '*')):
+        base = os.path.basename(path)
+        if base.endswith('.index'):
+            found.setdefault(path[:-len('.index')], path)
+        elif '.data-' in base or base.endswith('.meta') or tf.io.gfile.isdir(path):
+            continue
+        elif _V1_SHARD.search(base):
+            found.setdefault(path[:-len('00000-of-00000')] + '?????' + path[-9:], path)
+        elif base.endswith('.ckpt') or _V1_STEP.search(base):
+            found.setdefault(path, path)
+
+    def newest_first(item):
+        try:
+            mtime = tf.io.gfile.stat(item[1]).mtime_nsec
+        except tf.errors.OpError:
+            mtime = 0
+        return (mtime, item[0])
+    return [prefix for prefix, _ in sorted(found.items(), key=newest_first, reverse=True)]
+
+
+def resolve_checkpoint(path):
+    """Turns a checkpoint directory, prefix or file into a readable checkpoint prefix.
+
+    Args:
+      path: a directory with a 'checkpoint' state file (its latest entry is used), a directory
+        without one (its newest V2 '*.index' or V1 '*.ckpt' checkpoint is used), a prefix
+        ('model/vgg16_reducedfc', V2 or V1) or one of a V2 checkpoint's files ('.index',
+        '.data-*', '.meta').
+    Returns:
+      the checkpoint prefix (str), verified readable.
+    Raises:
+      ValueError: path empty, missing, holding no checkpoint, or unreadable; the message says
+        how to get the weights and that --checkpoint_path= trains from scratch.
+    """
+    if not path:
+        raise ValueError('No checkpoint path given. ' + _HOW_TO_GET_WEIGHTS)
+    path = os.path.expanduser(str(path))
+    prefix = None
+    if tf.io.gfile.isdir(path):
+        state_prefix = tf.train.latest_checkpoint(path)
+        if state_prefix and _is_v2_prefix(state_prefix):
+            prefix = state_prefix
+        elif state_prefix and _v1_path(state_prefix):
+            prefix = _v1_path(state_prefix)
+        else:
+            candidates = _candidates_in_directory(path)
+            if not candidates:
+                raise ValueError('Checkpoint directory %s holds no checkpoint (no *.index or '
+                                 '*.ckpt file). %s' % (path, _HOW_TO_GET_WEIGHTS))
+            prefix = candidates[0]
+            if len(candidates) > 1:
+                tf.compat.v1.logging.warning(
+                    '%s holds %d checkpoints and no usable "checkpoint" file; using the newest, '
+                    '%s (others: %s).', path, len(candidates), prefix, ', '.join(candidates[1:]))
+    else:
+        for suffix in _CHECKPOINT_FILE_SUFFIXES:
+            if path.endswith(suffix) and _is_v2_prefix(path[:-len(suffix)]):
+                path = path[:-len(suffix)]
+                break
+        if _is_v2_prefix(path):
+            prefix = path
+        else:
+            prefix = _v1_path(path)
+    if prefix is None:
+        raise ValueError('No checkpoint found at %s (neither a directory, a V2 prefix with a '
+                         '.index file, nor a V1 checkpoint file). %s' % (path, _HOW_TO_GET_WEIGHTS))
+    try:
+        tf.compat.v1.train.NewCheckpointReader(prefix)
+    except Exception as error:  # pylint: disable=broad-except
+        raise ValueError('Checkpoint %s cannot be read (%s: %s); it may be truncated or not a '
+                         'TensorFlow checkpoint. %s' % (prefix, type(error).__name__,
+                                                        str(error).strip().splitlines()[0],
+                                                        _HOW_TO_GET_WEIGHTS)) from None
+    return prefix
+
+
+def _parse_scopes(exclude_scopes):
+    if not exclude_scopes:
+        return []
+    if isinstance(exclude_scopes, str):
+        exclude_scopes = exclude_scopes.split(',')
+    return [scope.strip().rstrip('/') for scope in exclude_scopes if scope.strip()]
+
+
+def _in_scope(name, scope):
+    return name == scope or name.startswith(scope + '/')
+
+
+def _variable_name(variable):
+    # MirroredVariable.name is its primary component's name ('<name>:0').
+    return variable.name.split(':')[0]
+
+
+def _checkpoint_names(name, model_scope, checkpoint_model_scope):
+    """Checkpoint names to try for model variable `name`, preferred first."""
+    if model_scope:
+        if not _in_scope(name, model_scope):
+            return []
+        rest = name[len(model_scope) + 1:]
+    else:
+        rest = name
+    base = checkpoint_model_scope + '/' + rest if checkpoint_model_scope else rest
+    names = [base]
+    head, _, last = base.rpartition('/')
+    for alternative in _NAME_ALTERNATIVES.get(last, ()):
+        names.append(head + '/' + alternative if head else alternative)
+    return names
+
+
+def _component_variables(variable):
+    """The per-device variables of a distributed (e.g. Mirrored) variable; [variable] otherwise."""
+    strategy = tf.distribute.get_strategy()
+    try:
+        components = strategy.experimental_local_results(variable)
+    except (ValueError, TypeError, AttributeError):
+        components = (variable,)
+    return list(components) or [variable]
+
+
+def _model_variables(model_scope):
+    """Model variables (slim's MODEL_VARIABLES: weights, biases, conv4_3 scale) under the scope.
+
+    Optimizer slots and the global step are not model variables, so they are never looked up.
+    """
+    variables = tf.compat.v1.model_variables()
+    if not variables:
+        variables = tf.compat.v1.global_variables()
+    if model_scope:
+        variables = [v for v in variables if _in_scope(_variable_name(v), model_scope)]
+    return variables
+
+
+def build_restore_fn(checkpoint_path, model_scope='ssd300', checkpoint_model_scope='vgg_16',
+                     exclude_scopes=None, ignore_missing_vars=False, var_list=None):
+    """Builds the restore of pretrained weights for tf.compat.v1.train.Scaffold(init_fn=...).
+
+    Call it while building the graph (in model_fn, after the network exists); the returned
+    init_fn runs the restore once the variables are initialized.
+
+    Args:
+      checkpoint_path: checkpoint directory, prefix or file (see resolve_checkpoint). Empty or
+        None: nothing is restored (training from scratch); init_fn is None.
+      model_scope: scope of the model's variables ('ssd300'), replaced by
+        `checkpoint_model_scope` ('vgg_16') to get checkpoint names. Empty: no prefix on that
+        side.
+      exclude_scopes: model scopes never restored: a comma-separated string or a list
+        ('ssd300/multibox_head, ssd300/additional_layers, ssd300/conv4_3_scale').
+      ignore_missing_vars: if False, a (non-excluded) variable absent from the checkpoint is an
+        error; if True it keeps its initial value and is listed in the report.
+      var_list: variables to consider; default: the model variables under `model_scope`
+        (tf.compat.v1.model_variables(), so optimizer slots and global_step are skipped).
+    Returns:
+      (init_fn, report). init_fn(scaffold, session) restores the weights (None when
+      checkpoint_path is empty). report: dict with 'checkpoint' (prefix or None), 'restored'
+      (model variable names restored), 'name_map' ({model name: checkpoint name}),
+      'excluded', 'missing' (absent from the checkpoint) and 'not_restored' (excluded +
+      missing, sorted).
+    Raises:
+      ValueError: unreadable checkpoint, a shape mismatch (names the variable and both shapes),
+        a missing variable without ignore_missing_vars, or nothing to restore.
+    """
+    scopes = _parse_scopes(exclude_scopes)
+    variables = list(var_list) if var_list is not None else _model_variables(model_scope)
+    names = [_variable_name(v) for v in variables]
+    if not checkpoint_path:
+        tf.compat.v1.logging.info('No checkpoint_path: all %d model variables keep their '
+                                  'initial values (training from scratch).', len(variables))
+        return None, {'checkpoint': None, 'restored': [], 'name_map': {}, 'excluded': [],
+                      'missing': sorted(names), 'not_restored': sorted(names)}
+    if not variables:
+        raise ValueError('No model variables under scope %r to restore into; build the network '
+                         'before calling build_restore_fn, or fix model_scope.' % model_scope)
+    prefix = resolve_checkpoint(checkpoint_path)
+    checkpoint_shapes = tf.compat.v1.train.NewCheckpointReader(prefix).get_variable_to_shape_map()
+
+    name_map, to_restore, excluded, missing, mismatches = {}, [], [], [], []
+    for name, variable in zip(names, variables):
+        if any(_in_scope(name, scope) for scope in scopes):
+            excluded.append(name)
+            continue
+        found = [c for c in _checkpoint_names(name, model_scope, checkpoint_model_scope)
+                 if c in checkpoint_shapes]
+        if not found:
+            missing.append(name)
+            continue
+        checkpoint_name = found[0]
+        model_shape = variable.get_shape().as_list()
+        if list(checkpoint_shapes[checkpoint_name]) != model_shape:
+            mismatches.append('%s %s vs checkpoint %s %s' % (
+                name, model_shape, checkpoint_name, list(checkpoint_shapes[checkpoint_name])))
+            continue
+        name_map[name] = checkpoint_name
+        to_restore.append((checkpoint_name, variable))
+
+    if mismatches:
+        raise ValueError('Shape mismatch between the model and checkpoint %s: %s. Use a '
+                         'checkpoint of the same architecture, or add the layer\'s scope to '
+                         'exclude_scopes (--checkpoint_exclude_scopes).'
+                         % (prefix, '; '.join(mismatches)))
+    if missing and not ignore_missing_vars:
+        raise ValueError('%d model variables are not in checkpoint %s (looked up as %s/...), '
+                         'e.g. %s. Add their scopes to exclude_scopes '
+                         '(--checkpoint_exclude_scopes) or set ignore_missing_vars '
+                         '(--ignore_missing_vars) to keep their initial values.'
+                         % (len(missing), prefix, checkpoint_model_scope,
+                            ', '.join(missing[:5])))
+    if not to_restore:
+        raise ValueError('No model variable of scope %r was found in checkpoint %s under scope '
+                         '%r; check --model_scope/--checkpoint_model_scope (list the checkpoint '
+                         'with `python3 -m utility.convert_vgg_weights --list %s`).'
+                         % (model_scope, prefix, checkpoint_model_scope, prefix))
+
+    # One Saver per device copy: a MirroredVariable is restored into every replica's component
+    # (a Saver given the MirroredVariable itself would restore only the primary copy).
+    per_copy = {}
+    for checkpoint_name, variable in to_restore:
+        for index, component in enumerate(_component_variables(variable)):
+            per_copy.setdefault(index, {})[checkpoint_name] = component
+    savers = [tf.compat.v1.train.Saver(per_copy[index], reshape=False, sharded=False,
+                                       allow_empty=False, name='restore_pretrained_%d' % index)
+              for index in sorted(per_copy)]
+
+    not_restored = sorted(excluded + missing)
+    restored = sorted(name_map)
+    tf.compat.v1.logging.info('Restoring %d of %d model variables from %s.',
+                              len(restored), len(variables), prefix)
+    if not_restored:
+        tf.compat.v1.logging.info('%d model variables are NOT restored (keep their initial '
+                                  'values):\n  %s', len(not_restored), '\n  '.join(
+                                      ('%s (excluded)' if n in excluded else '%s (missing)') % n
+                                      for n in not_restored))
+    report = {'checkpoint': prefix, 'restored': restored, 'name_map': name_map,
+              'excluded': sorted(excluded), 'missing': sorted(missing),
+              'not_restored': not_restored}
+
+    def init_fn(scaffold, session):
+        del scaffold
+        for saver in savers:
+            saver.restore(session, prefix)
+        tf.compat.v1.logging.info('Restored %d variables from %s.', len(restored), prefix)
+
+    return init_fn, report
