@@ -44,3 +44,31 @@ def tfrecord_dir(voc_sample_dir, tmp_path_factory):
         train_shards=SAMPLE_TRAIN_SHARDS, validation_shards=SAMPLE_VALIDATION_SHARDS,
         num_threads=2, train_list='train', validation_list='val')
     return out
+
+
+def run_script(args, cwd=REPO_ROOT, timeout=900, env=None):
+    """Runs a repo script with the test interpreter; returns CompletedProcess (text)."""
+    import subprocess
+    full_env = dict(os.environ)
+    full_env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    full_env.update(env or {})
+    return subprocess.run([sys.executable] + list(args), cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+TRAIN_FAST_FLAGS = ['--checkpoint_path=', '--batch_size=2', '--data_format=channels_last',
+                    '--log_every_n_steps=1', '--save_checkpoints_secs=3600',
+                    '--num_readers=2', '--num_preprocessing_threads=2']
+
+
+@pytest.fixture(scope='session')
+def trained_model_dir(tfrecord_dir, tmp_path_factory):
+    """model_dir of a 2-step, batch-2 training run from scratch on the sample records.
+
+    Read-only for tests: copy it before training further in it.
+    """
+    model_dir = str(tmp_path_factory.mktemp('trained') / 'model')
+    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
+                       '--max_number_of_steps=2'] + TRAIN_FAST_FLAGS)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return model_dir

@@ -1,0 +1,269 @@
+"""The one SSD300 model_fn and input_fn, shared by training, evaluation, the demo and export.
+
+Everything the model needs arrives through `params` (see `make_params`): the anchor spec,
+thresholds, optimizer settings. The input pipeline and the model rebuild the same anchors
+from `params['anchor_spec']` as constants, so nothing is passed between them through globals.
+
+Features produced by the input_fn (per replica batch B):
+  features['image']     float32 [B, 300, 300, 3]  mean-subtracted, channel order per params
+  features['filename']  string  [B]
+  features['shape']     int32   [B, 3]            original (height, width, channels)
+  eval/predict only:
+  features['gt_boxes'] float32 [B, N, 4], features['gt_labels'] int32 [B, N] (0 = padding),
+  features['gt_difficult'] int32 [B, N]
+Labels (training only):
+  labels['loc_targets'] float32 [B, 8732, 4], labels['cls_targets'] int32 [B, 8732] (-1 ignored)
+"""
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from dataset import dataset_common
+from net import ssd_net
+from preprocessing import ssd_preprocessing
+from utility import anchor_manipulator
+from utility import anchors as anchor_lib
+from utility import checkpoint_utils
+from utility import losses as loss_lib
+from utility import postprocess as postprocess_lib
+from utility import train_utils
+
+# Every key model_fn / input_fn read, with its default. Entry scripts override from flags.
+DEFAULT_PARAMS = {
+    'num_classes': 21,
+    'train_image_size': 300,
+    'data_format': 'channels_last',
+    'channel_order': 'bgr',
+    'model_scope': 'ssd300',
+    # data
+    'data_dir': './dataset/tfrecords',
+    'batch_size': 16,              # global batch over all replicas
+    'num_replicas': 1,
+    'num_readers': 8,
+    'num_preprocessing_threads': 24,
+    'train_epochs': None,
+    'tf_random_seed': 20180503,
+    # targets and loss
+    'match_threshold': 0.5,
+    'neg_threshold': 0.5,
+    'negative_ratio': 3.0,
+    'weight_decay': 5e-4,
+    # optimizer
+    'momentum': 0.9,
+    'learning_rate': 1e-3,
+    'end_learning_rate': 1e-6,
+    'decay_boundaries': [500, 80000, 100000],
+    'lr_decay_factors': [0.1, 1.0, 0.1, 0.01],
+    'use_amp': False,
+    'log_every_n_steps': 10,
+    # backbone restore
+    'checkpoint_path': None,
+    'checkpoint_model_scope': 'vgg_16',
+    'checkpoint_exclude_scopes': '',
+    'ignore_missing_vars': True,
+    # post-processing
+    'select_threshold': 0.01,
+    'min_size': 0.03,
+    'keep_topk': 400,
+    'nms_threshold': 0.45,
+    'nms_topk': 200,
+}
+
+
+def make_params(**overrides):
+    """Returns a complete params dict: defaults, the SSD300 anchor spec, then `overrides`.
+
+    Unknown keys are an error so that a misspelt flag cannot be silently ignored.
+    """
+    unknown = sorted(set(overrides) - set(DEFAULT_PARAMS) - {'anchor_spec'})
+    if unknown:
+        raise ValueError('Unknown model parameter(s): %s.' % ', '.join(unknown))
+    params = dict(DEFAULT_PARAMS)
+    params['anchor_spec'] = anchor_lib.SSD300_SPEC
+    params.update(overrides)
+    params['anchor_spec'] = json.loads(json.dumps(params['anchor_spec']))
+    return params
+
+
+def save_params(params, model_dir):
+    """Writes the resolved params to `model_dir`/params.json so a run can be understood later."""
+    tf.io.gfile.makedirs(model_dir)
+    path = os.path.join(model_dir, 'params.json')
+    with tf.io.gfile.GFile(path, 'w') as f:
+        json.dump(params, f, indent=2, sort_keys=True, default=str)
+    return path
+
+
+def _anchors(params):
+    return anchor_lib.generate_anchors(params['anchor_spec'])
+
+
+# ----------------------------------------------------------------------------- input
+
+
+def make_input_fn(params, is_training, file_pattern=None):
+    """Returns an Estimator input_fn over the `train-*` or `val-*` shards of params['data_dir'].
+
+    The dataset is batched per replica: under MirroredStrategy the Estimator draws one batch
+    for each replica, so each batch holds batch_size / num_replicas images.
+    """
+    if file_pattern is None:
+        prefix = 'train-*' if is_training else 'val-*'
+        file_pattern = os.path.join(params['data_dir'], prefix)
+    batch = int(params['batch_size']) // int(params.get('num_replicas', 1))
+    out_size = int(params['train_image_size'])
+    order = params['channel_order']
+    prior_scaling = params['anchor_spec']['prior_scaling']
+    anchors_np = _anchors(params)
+
+    def train_map(parsed):
+        image, boxes, labels = ssd_preprocessing.preprocess_for_train(
+            parsed['image'], parsed['boxes'], parsed['labels'], out_size=out_size,
+            channel_order=order)
+        loc_targets, cls_targets, _ = anchor_manipulator.encode_targets(
+            boxes, labels, tf.constant(anchors_np),
+            match_threshold=params['match_threshold'],
+            neg_threshold=params['neg_threshold'], prior_scaling=prior_scaling)
+        features = {'image': image, 'filename': parsed['filename'], 'shape': parsed['shape']}
+        return features, {'loc_targets': loc_targets, 'cls_targets': cls_targets}
+
+    def eval_map(parsed):
+        image = ssd_preprocessing.preprocess_for_eval(
+            parsed['image'], out_size=out_size, channel_order=order)
+        return {'image': image, 'filename': parsed['filename'], 'shape': parsed['shape'],
+                'gt_boxes': parsed['boxes'], 'gt_labels': parsed['labels'],
+                'gt_difficult': parsed['difficult']}
+
+    def input_fn():
+        return dataset_common.build_dataset(
+            file_pattern, train_map if is_training else eval_map, batch_size=batch,
+            is_training=is_training, num_readers=params['num_readers'],
+            seed=params.get('tf_random_seed'), drop_remainder=is_training,
+            num_epochs=params.get('train_epochs') if is_training else 1)
+
+    return input_fn
+
+
+def serving_input_receiver_fn_builder(params):
+    """Serving input: a batch of encoded JPEG/PNG bytes -> preprocessed images."""
+    out_size = int(params['train_image_size'])
+
+    def serving_input_receiver_fn():
+        encoded = tf.compat.v1.placeholder(tf.string, [None], name='encoded_image')
+
+        def prepare(data):
+            image = tf.image.decode_image(data, channels=3, expand_animations=False)
+            shape = tf.shape(image, out_type=tf.int32)
+            image = ssd_preprocessing.preprocess_for_eval(
+                image, out_size=out_size, channel_order=params['channel_order'])
+            return image, shape
+
+        images, shapes = tf.map_fn(prepare, encoded, fn_output_signature=(tf.float32, tf.int32))
+        features = {'image': images, 'shape': shapes}
+        return tf.estimator.export.ServingInputReceiver(features, {'encoded_image': encoded})
+
+    return serving_input_receiver_fn
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def _summary_image(features, labels, params, anchors):
+    """First training image with its matched ground-truth boxes drawn, for TensorBoard."""
+    image = features['image'][:1]
+    mean = tf.constant(ssd_preprocessing.channel_mean(params['channel_order']), tf.float32)
+    image = image + mean
+    if params['channel_order'] == 'bgr':
+        image = image[..., ::-1]
+    image = tf.clip_by_value(image / 255.0, 0.0, 1.0)
+    decoded = anchor_manipulator.decode_boxes(
+        labels['loc_targets'][:1], anchors, params['anchor_spec']['prior_scaling'])
+    positive = tf.cast(labels['cls_targets'][:1] > 0, tf.float32)
+    # Non-positive anchors become zero boxes; keep the 50 positives with the largest area.
+    boxes = decoded * positive[..., None]
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    _, idx = tf.nn.top_k(area, k=50)
+    boxes = tf.gather(boxes, idx, batch_dims=1)
+    return tf.image.draw_bounding_boxes(image, boxes, colors=np.array([[1., 0., 0., 1.]]))
+
+
+def model_fn(features, labels, mode, params):
+    """SSD300 model_fn for tf.estimator: TRAIN, EVAL (losses) and PREDICT (detections)."""
+    is_training = mode == tf.estimator.ModeKeys.TRAIN
+    spec = params['anchor_spec']
+    anchors = tf.constant(_anchors(params), name='anchors')
+    images = features['image']
+
+    cls_logits, loc_preds, _ = ssd_net.ssd300(
+        images, num_classes=params['num_classes'],
+        anchors_per_location=anchor_lib.anchors_per_location(spec),
+        is_training=is_training, data_format=params['data_format'],
+        scope=params['model_scope'])
+
+    if mode == tf.estimator.ModeKeys.PREDICT:
+        detections = postprocess_lib.postprocess(
+            cls_logits, loc_preds, anchors, spec['prior_scaling'],
+            select_threshold=params['select_threshold'], min_size=params['min_size'],
+            keep_topk=params['keep_topk'], nms_threshold=params['nms_threshold'],
+            nms_topk=params['nms_topk'])
+        predictions = dict(detections)
+        for key in ('filename', 'shape', 'gt_boxes', 'gt_labels', 'gt_difficult'):
+            if key in features:
+                predictions[key] = features[key]
+        serving = {k: detections[k] for k in ('boxes', 'scores', 'classes', 'num_detections')}
+        return tf.estimator.EstimatorSpec(
+            mode, predictions=predictions,
+            export_outputs={'serving_default': tf.estimator.export.PredictOutput(serving)})
+
+    parts = loss_lib.ssd_losses(
+        cls_logits, loc_preds, labels['cls_targets'], labels['loc_targets'],
+        negative_ratio=params['negative_ratio'])
+    l2_loss = loss_lib.l2_regularization(
+        tf.compat.v1.trainable_variables(), params['weight_decay'])
+    total_loss = tf.add_n([parts['cls_loss'], parts['loc_loss'], l2_loss], name='total_loss')
+
+    if mode == tf.estimator.ModeKeys.EVAL:
+        metrics = {
+            'cls_loss': tf.compat.v1.metrics.mean(parts['cls_loss']),
+            'loc_loss': tf.compat.v1.metrics.mean(parts['loc_loss']),
+            'accuracy': tf.compat.v1.metrics.mean(parts['accuracy']),
+        }
+        return tf.estimator.EstimatorSpec(mode, loss=total_loss, eval_metric_ops=metrics)
+
+    global_step = tf.compat.v1.train.get_or_create_global_step()
+    learning_rate = train_utils.learning_rate_schedule(
+        global_step, params['learning_rate'], params['decay_boundaries'],
+        params['lr_decay_factors'], params['end_learning_rate'])
+
+    for name, value in (('cls_loss', parts['cls_loss']), ('loc_loss', parts['loc_loss']),
+                        ('l2_loss', l2_loss), ('total_loss', total_loss),
+                        ('learning_rate', learning_rate), ('accuracy', parts['accuracy'])):
+        tf.compat.v1.summary.scalar(name, value)
+    tf.compat.v1.summary.image('ground_truth', _summary_image(features, labels, params, anchors))
+
+    optimizer = tf.compat.v1.train.MomentumOptimizer(learning_rate, momentum=params['momentum'])
+    if params.get('use_amp'):
+        optimizer = tf.compat.v1.mixed_precision.enable_mixed_precision_graph_rewrite(optimizer)
+    update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+    finite_check = train_utils.assert_finite_loss(total_loss, global_step)
+    with tf.control_dependencies(update_ops + [finite_check]):
+        train_op = optimizer.minimize(total_loss, global_step=global_step)
+
+    scaffold = None
+    if params.get('checkpoint_path'):
+        init_fn, _ = checkpoint_utils.build_restore_fn(
+            params['checkpoint_path'], model_scope=params['model_scope'],
+            checkpoint_model_scope=params['checkpoint_model_scope'],
+            exclude_scopes=params['checkpoint_exclude_scopes'],
+            ignore_missing_vars=params['ignore_missing_vars'])
+        scaffold = tf.compat.v1.train.Scaffold(init_fn=init_fn)
+
+    logger = train_utils.TrainingLoggerHook(
+        {'loss': total_loss, 'cls_loss': parts['cls_loss'], 'loc_loss': parts['loc_loss'],
+         'l2_loss': l2_loss, 'lr': learning_rate, 'acc': parts['accuracy']},
+        global_step, images_per_step=int(params['batch_size']),
+        every_n_steps=params['log_every_n_steps'])
+    return tf.estimator.EstimatorSpec(
+        mode, loss=total_loss, train_op=train_op, scaffold=scaffold, training_hooks=[logger])

@@ -1,0 +1,159 @@
+"""train_ssd.py end to end: checkpoints, resume, two replicas, replica averaging, errors."""
+import json
+import os
+import re
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO_ROOT, TRAIN_FAST_FLAGS, run_script
+from utility import train_utils
+
+
+def _ckpt_step(model_dir):
+    latest = tf.train.latest_checkpoint(model_dir)
+    assert latest, 'no checkpoint in %s' % model_dir
+    return int(tf.train.load_checkpoint(latest).get_tensor('global_step'))
+
+
+def _loss_lines(output):
+    return [float(m) for m in re.findall(r'step \d+, loss ([-+0-9.e]+|nan|inf)', output)]
+
+
+def test_short_run_writes_checkpoint_params_and_finite_losses(trained_model_dir):
+    assert _ckpt_step(trained_model_dir) == 2
+    with open(os.path.join(trained_model_dir, 'params.json')) as f:
+        params = json.load(f)
+    assert params['batch_size'] == 2 and params['anchor_spec']['feature_shapes'][0] == 38
+    assert params['checkpoint_path'] is None  # trained from scratch
+
+
+def test_second_run_resumes_from_the_checkpoint(trained_model_dir, tfrecord_dir, tmp_path):
+    model_dir = str(tmp_path / 'model')
+    shutil.copytree(trained_model_dir, model_dir)
+    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
+                       '--max_number_of_steps=3'] + TRAIN_FAST_FLAGS)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert 'Resuming from' in out and 'model.ckpt-2' in out
+    # exactly one more step was run, starting at global step 2
+    assert re.search(r'step 3, loss', out) and not re.search(r'step [12], loss', out)
+    losses = _loss_lines(out)
+    assert losses and all(np.isfinite(losses))
+    assert _ckpt_step(model_dir) == 3
+
+
+def test_two_replicas_on_logical_cpus_train(tfrecord_dir, tmp_path):
+    model_dir = str(tmp_path / 'model')
+    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
+                       '--max_number_of_steps=1', '--num_cpu_replicas=2'] + TRAIN_FAST_FLAGS)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert 'MirroredStrategy on 2 logical CPU devices' in out
+    assert all(np.isfinite(_loss_lines(out)))
+    assert _ckpt_step(model_dir) == 1
+
+
+def _write_initial_checkpoint(path):
+    from net import ssd_net
+    from utility import anchors
+    with tf.Graph().as_default():
+        tf.compat.v1.set_random_seed(1)
+        images = tf.compat.v1.placeholder(tf.float32, [None, 300, 300, 3])
+        ssd_net.ssd300(images, 21, anchors.anchors_per_location(anchors.SSD300_SPEC))
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return saver.save(sess, path)
+
+
+def test_replicas_average_not_add(tmp_path):
+    """One step on two replicas == one step on one device with the same global batch."""
+    init = _write_initial_checkpoint(str(tmp_path / 'init' / 'model.ckpt'))
+    deltas = {}
+    for replicas in (1, 2):
+        model_dir = str(tmp_path / ('r%d' % replicas))
+        proc = run_script(['tests/replica_step_check.py', '--replicas=%d' % replicas,
+                           '--init_ckpt=' + init, '--model_dir=' + model_dir])
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        assert '"step": 1' in proc.stdout
+        deltas[replicas] = dict(np.load(os.path.join(model_dir, 'deltas.npz')))
+    assert set(deltas[1]) == set(deltas[2])
+    moved = 0
+    for name, one in deltas[1].items():
+        two = deltas[2][name]
+        scale = np.abs(one).max()
+        if scale == 0:
+            continue
+        moved += 1
+        # equal updates (float32 reduction-order noise only); a sum would be 2x
+        np.testing.assert_allclose(two, one, rtol=0, atol=1e-3 * scale, err_msg=name)
+    assert moved > 30
+
+
+def test_missing_checkpoint_is_a_clear_error(tfrecord_dir, tmp_path):
+    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir,
+                       '--model_dir=' + str(tmp_path / 'm'),
+                       '--checkpoint_path=' + str(tmp_path / 'nowhere'), '--batch_size=2'])
+    assert proc.returncode != 0
+    assert 'nowhere' in proc.stderr and '--checkpoint_path=' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_empty_data_dir_is_a_clear_error(tmp_path):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    proc = run_script(['train_ssd.py', '--data_dir=' + str(empty),
+                       '--model_dir=' + str(tmp_path / 'm')] + TRAIN_FAST_FLAGS)
+    assert proc.returncode != 0
+    assert 'No TFRecord files match' in proc.stderr and str(empty) in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_batch_that_does_not_divide_over_replicas_is_a_clear_error(tfrecord_dir, tmp_path):
+    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir,
+                       '--model_dir=' + str(tmp_path / 'm'), '--checkpoint_path=',
+                       '--num_cpu_replicas=2', '--batch_size=3'])
+    assert proc.returncode != 0
+    assert '--batch_size=3 does not divide evenly over 2 replicas' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_nan_loss_stops_with_step_and_last_good_checkpoint(tfrecord_dir, tmp_path):
+    model_dir = str(tmp_path / 'model')
+    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
+                       '--max_number_of_steps=6', '--learning_rate=1e30',
+                       '--lr_decay_factors=1,1,1,1'] + TRAIN_FAST_FLAGS)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-4000:]
+    match = re.search(r'loss became NaN or infinite at global step (\d+).*last good checkpoint '
+                      r'is (\S+) and was left untouched', out)
+    assert match, out[-3000:]
+    step, ckpt = int(match.group(1)), match.group(2)
+    assert 1 <= step < 6
+    # the checkpoint named is intact and holds only finite weights
+    reader = tf.train.load_checkpoint(ckpt)
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.all(np.isfinite(value)), name
+
+
+def test_learning_rate_schedule_values():
+    with tf.Graph().as_default():
+        step = tf.compat.v1.placeholder(tf.int64, [])
+        lr = train_utils.learning_rate_schedule(step, 1e-3, [500, 80000, 100000],
+                                                [0.1, 1, 0.1, 0.01], 2e-6)
+        with tf.compat.v1.Session() as sess:
+            got = [sess.run(lr, {step: s}) for s in (0, 500, 501, 80000, 80001, 100000, 100001)]
+    np.testing.assert_allclose(got, [1e-4, 1e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5], rtol=1e-6)
+    with tf.Graph().as_default():
+        lr = train_utils.learning_rate_schedule(tf.constant(200000, tf.int64), 1e-3, [10],
+                                                [1, 1e-6], 1e-6)
+        with tf.compat.v1.Session() as sess:
+            assert sess.run(lr) == pytest.approx(1e-6)  # floored at end_learning_rate
+    with pytest.raises(ValueError, match='one more entry'):
+        train_utils.learning_rate_schedule(tf.constant(0), 1e-3, [1, 2], [1, 1], 0)

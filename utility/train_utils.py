@@ -1,0 +1,201 @@
+"""Training helpers shared by the model_fn and train_ssd.py.
+
+Learning-rate schedule, the finite-loss guard, the progress-logging hook, and the
+device / distribution set-up (GPUs or N logical CPU devices).
+"""
+import logging
+import re
+import time
+
+import tensorflow as tf
+
+# Marker put in the error raised when the loss is NaN or infinite, so the entry
+# script can tell that failure from any other and report it in one sentence.
+NON_FINITE_MARKER = 'SSD_NON_FINITE_LOSS_AT_STEP'
+
+
+def parse_number_list(text, cast=float, name='value list'):
+    """Parses '500, 80000, 100000' into [500, 80000, 100000]; clear error otherwise."""
+    if isinstance(text, (list, tuple)):
+        return [cast(v) for v in text]
+    items = [t.strip() for t in str(text).split(',') if t.strip()]
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        raise ValueError('%s must be comma-separated numbers, got %r.' % (name, text)) from None
+
+
+def learning_rate_schedule(global_step, base_lr, decay_boundaries, lr_decay_factors,
+                           end_learning_rate):
+    """Piecewise-constant learning rate, floored at `end_learning_rate`.
+
+    lr = base_lr * lr_decay_factors[i] for decay_boundaries[i-1] < step <= decay_boundaries[i]
+    (tf.compat.v1.train.piecewise_constant semantics, as the seed);
+    the seed's defaults ('500, 80000, 100000' and '0.1, 1, 0.1, 0.01') give a warm-up at
+    0.1x for 500 steps, then 1x, then two decays.
+
+    Returns: a float32 scalar tensor.
+    """
+    boundaries = [int(b) for b in decay_boundaries]
+    factors = [float(f) for f in lr_decay_factors]
+    if len(factors) != len(boundaries) + 1:
+        raise ValueError(
+            'lr_decay_factors needs exactly one more entry than decay_boundaries '
+            '(got %d factors for %d boundaries).' % (len(factors), len(boundaries)))
+    if boundaries != sorted(boundaries):
+        raise ValueError('decay_boundaries must be increasing, got %s.' % boundaries)
+    values = [base_lr * f for f in factors]
+    lr = tf.compat.v1.train.piecewise_constant(
+        tf.cast(global_step, tf.int64), boundaries, values)
+    return tf.maximum(tf.cast(lr, tf.float32), tf.constant(end_learning_rate, tf.float32),
+                      name='learning_rate')
+
+
+def assert_finite_loss(loss, global_step):
+    """Returns an op that fails the step, before any weight update, when `loss` is not finite.
+
+    The error text carries NON_FINITE_MARKER and the global step, which
+    `describe_non_finite_error` turns into a user-facing sentence.
+    """
+    return tf.debugging.Assert(
+        tf.math.is_finite(loss), [NON_FINITE_MARKER, global_step, loss], summarize=3,
+        name='finite_loss_check')
+
+
+def describe_non_finite_error(error, model_dir):
+    """One-sentence report for a NaN/Inf loss error, or None if `error` is not one."""
+    text = str(error)
+    if NON_FINITE_MARKER not in text:
+        return None
+    match = re.search(NON_FINITE_MARKER + r'\]\s*\[(\d+)\]', text)
+    step = match.group(1) if match else 'unknown'
+    last = tf.train.latest_checkpoint(model_dir)
+    where = ('the last good checkpoint is %s and was left untouched' % last if last
+             else 'no checkpoint had been written yet')
+    return ('Training stopped: the loss became NaN or infinite at global step %s, before '
+            'the weights were updated; %s. Lower --learning_rate or check the input data, '
+            'then run the same command again to resume.' % (step, where))
+
+
+class TrainingLoggerHook(tf.compat.v1.train.SessionRunHook):
+    """Logs step, losses, learning rate, accuracy and images/s every `every_n_steps`.
+
+    Args:
+      tensors: dict name -> scalar tensor (fetched only on logging steps).
+      global_step: the global step tensor.
+      images_per_step: global batch size (all replicas), for images/s.
+      every_n_steps: logging period.
+    """
+
+    def __init__(self, tensors, global_step, images_per_step, every_n_steps):
+        self._tensors = dict(tensors)
+        self._global_step = global_step
+        self._images_per_step = images_per_step
+        self._every = max(1, int(every_n_steps))
+        self._next_step = None   # global step the coming run will complete
+        self._logged = None      # (step, time) of the previous log line
+
+    def before_run(self, run_context):
+        fetches = {'step': self._global_step}
+        if self._next_step is None or self._next_step % self._every == 0:
+            fetches['tensors'] = self._tensors
+        return tf.compat.v1.train.SessionRunArgs(fetches)
+
+    def after_run(self, run_context, run_values):
+        results = run_values.results
+        step = int(results['step']) + 1  # the global step this run completed
+        self._next_step = step + 1
+        if 'tensors' not in results:
+            return
+        now = time.time()
+        parts = ['step %d' % step]
+        parts += ['%s %s' % (k, _format_value(v)) for k, v in results['tensors'].items()]
+        if self._logged is not None and step > self._logged[0]:
+            rate = (step - self._logged[0]) * self._images_per_step / (now - self._logged[1])
+            parts.append('%.2f images/s' % rate)
+        tf.compat.v1.logging.info(', '.join(parts))
+        self._logged = (step, now)
+
+
+def _format_value(value):
+    value = float(value)
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return '%.3e' % value
+    return '%.4f' % value
+
+
+def setup_replicas(multi_gpu=True, num_cpu_replicas=0, batch_size=None,
+                   num_cpu_threads=0, gpu_memory_fraction=1.0, log=print):
+    """Chooses the devices to train on and builds the matching strategy and session config.
+
+    Must run before TensorFlow initializes its devices (i.e. before the first op runs).
+
+    - GPUs visible and `multi_gpu`: MirroredStrategy over every visible GPU.
+    - `num_cpu_replicas` >= 2 (and no GPU used): the CPU is split into that many logical
+      devices and MirroredStrategy runs one replica on each. This exercises the multi-replica
+      code path on a machine without GPUs (tests, CI).
+    - Otherwise: no strategy, a single device (one GPU if present, else the CPU).
+
+    `batch_size` is the global batch and must divide evenly over the replicas.
+
+    Returns:
+      (strategy or None, num_replicas, tf.compat.v1.ConfigProto)
+    """
+    gpus = tf.config.list_physical_devices('GPU')
+    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    config.intra_op_parallelism_threads = int(num_cpu_threads)
+    config.inter_op_parallelism_threads = int(num_cpu_threads)
+    if gpus:
+        config.gpu_options.per_process_gpu_memory_fraction = float(gpu_memory_fraction)
+        config.gpu_options.allow_growth = gpu_memory_fraction >= 1.0
+
+    strategy = None
+    num_replicas = 1
+    if gpus and multi_gpu:
+        devices = ['/gpu:%d' % i for i in range(len(gpus))]
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
+        num_replicas = len(devices)
+        log('Training on %d GPU(s) with MirroredStrategy: %s' % (num_replicas, ', '.join(devices)))
+    elif not gpus and num_cpu_replicas and int(num_cpu_replicas) >= 2:
+        num_replicas = int(num_cpu_replicas)
+        cpu = tf.config.list_physical_devices('CPU')[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * num_replicas)
+        except RuntimeError as err:
+            raise RuntimeError(
+                'Could not split the CPU into %d logical devices because TensorFlow was '
+                'already initialized (%s); call setup_replicas before running any op.'
+                % (num_replicas, err)) from None
+        devices = ['/cpu:%d' % i for i in range(num_replicas)]
+        strategy = tf.distribute.MirroredStrategy(
+            devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+        config.device_count['CPU'] = num_replicas
+        log('No GPU: training with MirroredStrategy on %d logical CPU devices: %s'
+            % (num_replicas, ', '.join(devices)))
+    elif gpus:
+        log('Training on one GPU without a distribution strategy (--multi_gpu is off).')
+    else:
+        log('No GPU found: training on the CPU (one replica). Use --num_cpu_replicas=2 to '
+            'exercise the MirroredStrategy path on logical CPU devices.')
+
+    if batch_size is not None and int(batch_size) % num_replicas != 0:
+        raise ValueError(
+            '--batch_size=%d does not divide evenly over %d replicas; use a multiple of %d '
+            '(it is the global batch, split equally over the replicas).'
+            % (batch_size, num_replicas, num_replicas))
+    return strategy, num_replicas, config
+
+
+def quiet_tensorflow_logs():
+    """Entry scripts only: INFO progress logs without TF's per-call deprecation notices and
+    MirroredStrategy's per-variable 'Reduce to ...' lines, which drown the progress lines."""
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
+
+    class _DropNoise(logging.Filter):
+        def filter(self, record):
+            msg = record.getMessage()
+            return not (msg.startswith('Reduce to ') or 'is deprecated' in msg
+                        or 'Instructions for updating' in msg)
+
+    tf.get_logger().addFilter(_DropNoise())
