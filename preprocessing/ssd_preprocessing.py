@@ -18,11 +18,14 @@ Training augmentation follows the SSD paper (Liu et al., 2016, section 3.6):
    whose centres fall inside the crop are kept, clipped to it and renormalized;
 3. horizontal flip with probability `FLIP_PROB`;
 4. resize to `out_size x out_size`;
-5. photometric distortion: brightness, contrast, saturation and hue, each applied
-   with probability `PHOTOMETRIC_PROB`.  All four are affine colour maps that
-   commute (see `_photometric_affine`), so they are composed into one 3x3 map plus
-   offset and the result is clipped to [0, 255] once; the paper's random order
-   would only change where intermediate clipping happens;
+5. photometric distortion, each part applied with probability `PHOTOMETRIC_PROB`:
+   brightness (add up to +-`BRIGHTNESS_MAX_DELTA`), contrast (scale about the mean
+   luminance by `CONTRAST_RANGE`), saturation (blend with the pixel's luminance,
+   `SATURATION_RANGE`) and hue (rotate the YIQ chroma plane by up to
+   +-`HUE_MAX_DELTA`), i.e. cheap affine forms of the paper's HSV operations.  They
+   commute (see `_photometric_affine`), so they are composed into one 3x3 colour
+   map plus offset and clipped to [0, 255] once; the paper's random order would
+   only change where intermediate clipping happens;
 6. mean subtraction (`MEAN_RGB`) and channel reordering (BGR by default, the
    order the reduced-fc VGG-16 weights expect).
 
@@ -173,9 +176,12 @@ def preprocess_for_eval(image, out_size=300, channel_order=DEFAULT_CHANNEL_ORDER
     with tf.name_scope('preprocess_for_eval'):
         image = _check_image(image, 'preprocess_for_eval')
         resized = _resize_window(image, tf.constant([0., 0., 1., 1.]), out_size, 0.)
-        perm = _channel_permutation(channel_order)
-        bias = -(perm @ np.asarray(MEAN_RGB, np.float32))
-        out = _conv1x1(resized, tf.constant(perm.T), tf.constant(bias))
+        # One fused pass: channel order (a permutation kernel) and mean subtraction (bias).
+        kernel = np.eye(3, dtype=np.float32)
+        if channel_order == 'bgr':
+            kernel = kernel[:, ::-1].copy()
+        bias = -np.asarray(channel_mean(channel_order), np.float32)
+        out = _conv1x1(resized, tf.constant(kernel), tf.constant(bias))
         out.set_shape([out_size, out_size, 3])
         return out
 
@@ -324,18 +330,18 @@ def _photometric_affine(params, luma_mean, channel_order='rgb'):
     For an RGB pixel row vector x the distorted pixel is `x @ m + b`, its channels in
     `channel_order` (the map's columns are permuted accordingly).  In column form, with
     `A = m^T` (RGB out): every operation is affine: brightness adds `delta`; contrast
-    scales about the mean luminance, `c (x - m) + m`; saturation blends with the pixel's
+    scales about the mean luminance, `c (x - mu) + mu`; saturation blends with the pixel's
     luminance, `f x + (1 - f) L x` with `L = 1 w^T`, `w` the ITU-R BT.601 luma weights; hue
     rotates the chroma plane (I, Q) of YIQ by `hue * 360` degrees, `H = L + cos (I - L) +
     sin S`.  All four keep grey grey, saturation and hue keep the luminance, and they
     commute, so any order gives the same map (the paper's random order only mattered
     through clipping between the steps; here the result is clipped once, at the end):
-    `A = c (L + f cos (I - L) + f sin S)`, `b = ((1 - c) m + delta) 1`.
+    `A = c (L + f cos (I - L) + f sin S)`, `b = ((1 - c) mu + delta) 1`.
 
     Args:
       params: float32 [4]: brightness delta, contrast factor c, saturation factor f, hue
         delta (fraction of the circle); see `_photometric_params`.
-      luma_mean: float32 scalar, mean luminance m of the image (0-255).
+      luma_mean: float32 scalar, mean luminance mu of the image (0-255).
       channel_order: 'rgb' or 'bgr', the order of the output channels.
     Returns:
       (m float32 [3, 3], b float32 [3]).
@@ -346,12 +352,6 @@ def _photometric_affine(params, luma_mean, channel_order='rgb'):
     m = tf.reduce_sum(coeffs[:, tf.newaxis, tf.newaxis] * _hue_basis(channel_order), axis=0)
     b = tf.fill([3], (1. - contrast) * luma_mean + delta)
     return m, b
-
-
-def _channel_permutation(channel_order):
-    """[3, 3] 0/1 matrix P with P @ rgb = the pixel in `channel_order`."""
-    return np.eye(3, dtype=np.float32)[::-1].copy() if channel_order == 'bgr' \
-        else np.eye(3, dtype=np.float32)
 
 
 def _conv1x1(image, kernel, bias):

@@ -384,7 +384,7 @@ def test_shapes_dtypes_and_box_ranges(train_bgr):
         assert out_boxes.dtype == np.float32 and out_labels.dtype == np.int32
         assert len(out_boxes) == len(out_labels) >= 1
         assert np.all(out_boxes >= 0.) and np.all(out_boxes <= 1.)
-        assert np.all(out_boxes[:, 2] > out_boxes[:, 0]) and np.all(out_boxes[:, 3] > out_boxes[:, 1])
+        assert np.all(out_boxes[:, 2:] > out_boxes[:, :2])
         assert set(out_labels.tolist()) <= set(labels.tolist())
         assert len(set(out_labels.tolist())) == len(out_labels)
         # mean-subtracted range
