@@ -1,0 +1,138 @@
+"""Evaluate an SSD300 checkpoint on Pascal VOC TFRecords: AP per class and mAP.
+
+    python3 eval_ssd.py                      # latest checkpoint in ./logs/, ./dataset/tfrecords/val-*
+
+Runs Estimator.predict (the one model_fn and post-processing of net/ssd_model.py) over the
+--split shards of --data_dir with the latest checkpoint in --model_dir (or --checkpoint_path),
+and scores the detections with the Pascal VOC metric (utility/voc_metric.py) against the
+ground truth stored in the records, difficult flags included (or, with --annotations_dir,
+against the VOC XML files matched by image id). Prints a table of AP per class and mAP under
+both the VOC2007 11-point and the VOC2010+ area metric, and writes to --output_dir:
+
+    metrics.json                  the same numbers (null = class without ground truth)
+    comp4_det_test_<class>.txt    VOC devkit results files: '<image id> <score> <xmin> <ymin>
+                                  <xmax> <ymax>' in 1-based VOC pixels (normalized * width)
+    pr_curves.png                 precision-recall curve of every class
+
+Exit status: 0 on success, 2 for configuration problems (no checkpoint, no records, a split
+without ground truth), with a one-line message.
+"""
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from utility import eval_utils
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string('data_dir', './dataset/tfrecords',
+                    'Directory with the <split>-*-of-* TFRecord shards made by '
+                    'dataset/convert_voc_sample_tfrecords.py or dataset/convert_tfrecords.py.')
+flags.DEFINE_string('split', 'val', 'Shard name prefix to evaluate: val reads val-*.')
+flags.DEFINE_string('model_dir', './logs/',
+                    'Training directory; its latest checkpoint is evaluated unless '
+                    '--checkpoint_path is given.')
+flags.DEFINE_string('checkpoint_path', '',
+                    'Checkpoint to evaluate: a directory (its latest checkpoint) or a prefix '
+                    'such as logs/model.ckpt-120000. Empty: the latest in --model_dir.')
+flags.DEFINE_string('annotations_dir', '',
+                    'Optional folder of VOC XML files (<image id>.xml): score against them '
+                    'instead of the ground truth stored in the records.')
+flags.DEFINE_string('output_dir', '',
+                    'Where metrics.json, the comp4_det_test_<class>.txt results files and '
+                    'pr_curves.png go. Empty: <model_dir>/eval.')
+flags.DEFINE_integer('batch_size', 8, 'Images per prediction batch.')
+flags.DEFINE_integer('num_readers', 8, 'Number of TFRecord shards read in parallel.')
+flags.DEFINE_float('log_every_secs', 5.0, 'Print progress (images done, images/s) this often.')
+eval_utils.define_inference_flags(flags)
+flags.adopt_module_key_flags(eval_utils)
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def main(_):
+    import tensorflow as tf
+    from dataset import dataset_common
+    from net import ssd_model
+    from utility import voc_metric
+
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    class_names = list(dataset_common.VOC_LABELS)
+    if FLAGS.num_classes != len(class_names):
+        raise ValueError('--num_classes=%d does not match the %d VOC labels of '
+                         'dataset/dataset_common.py; use --num_classes=%d.'
+                         % (FLAGS.num_classes, len(class_names), len(class_names)))
+    checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
+    pattern = os.path.join(FLAGS.data_dir, FLAGS.split + '-*')
+    records = eval_utils.scan_records(pattern)
+    where = 'Split %r (%s)' % (FLAGS.split, pattern)
+    image_ids = [r['image_id'] for r in records]
+    xml_truth = None
+    if FLAGS.annotations_dir:
+        xml_truth = dict(zip(image_ids, eval_utils.ground_truth_from_annotations(
+            image_ids, FLAGS.annotations_dir, class_names, log=log)))
+        eval_utils.check_has_ground_truth(list(xml_truth.values()), FLAGS.num_classes,
+                                          'The annotations in %s for %s'
+                                          % (FLAGS.annotations_dir, where))
+    else:
+        eval_utils.check_has_ground_truth(
+            [{'labels': r['labels'], 'difficult': r['difficult']} for r in records],
+            FLAGS.num_classes, where)
+
+    params = eval_utils.inference_params(
+        FLAGS, log=log, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+        num_readers=FLAGS.num_readers)
+    output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'eval')
+    log('Evaluating %s on %d images of %s.' % (checkpoint, len(records), pattern))
+    estimator = tf.estimator.Estimator(
+        model_fn=ssd_model.model_fn, model_dir=os.path.dirname(checkpoint) or '.',
+        params=params)
+    predictions = estimator.predict(
+        ssd_model.make_input_fn(params, is_training=False, file_pattern=pattern),
+        checkpoint_path=checkpoint, yield_single_examples=True)
+    collection = eval_utils.collect_predictions(
+        predictions, total=len(records), log=log, log_every_secs=FLAGS.log_every_secs)
+
+    ground_truth = collection.ground_truth
+    if xml_truth is not None:
+        ground_truth = [xml_truth[name] for name in collection.image_ids]
+    detections = collection.detections(FLAGS.num_classes)
+    result = voc_metric.evaluate(detections, ground_truth, FLAGS.num_classes)
+    summary = eval_utils.summarize(result, ground_truth, collection.num_images, class_names, {
+        'checkpoint': checkpoint, 'data_dir': FLAGS.data_dir, 'split': FLAGS.split,
+        'ground_truth': FLAGS.annotations_dir or 'tfrecords',
+        'post_processing': {k: params[k] for k in ('select_threshold', 'min_size',
+                                                   'nms_threshold', 'nms_topk', 'keep_topk')},
+        'evaluated_at': time.strftime('%Y-%m-%d %H:%M:%S')})
+    log(eval_utils.format_table(summary))
+
+    metrics_path = eval_utils.write_metrics_json(
+        os.path.join(output_dir, eval_utils.METRICS_FILE), summary)
+    eval_utils.write_results_files(output_dir, collection, class_names)
+    curves = eval_utils.precision_recall_curves(detections, ground_truth, FLAGS.num_classes)
+    png = eval_utils.draw_pr_curves(os.path.join(output_dir, eval_utils.PR_CURVES_FILE),
+                                    curves, summary)
+    log('Wrote %s, %s and %s in %s.' % (os.path.basename(metrics_path),
+                                        eval_utils.RESULTS_PREFIX + '<class>.txt',
+                                        os.path.basename(png), output_dir))
+    return 0
+
+
+def run():
+    def _main(argv):
+        try:
+            sys.exit(main(argv))
+        except ValueError as err:
+            # Configuration errors are one-sentence messages; no traceback.
+            print('error: %s' % err, file=sys.stderr, flush=True)
+            sys.exit(2)
+    app.run(_main)
+
+
+if __name__ == '__main__':
+    run()

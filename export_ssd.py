@@ -1,0 +1,94 @@
+"""Export an SSD300 checkpoint as a TensorFlow SavedModel for serving.
+
+    python3 export_ssd.py --model_dir ./logs/ --export_dir ./logs/export
+
+Writes <export_dir>/<timestamp>/ (saved_model.pb, variables/, assets.extra/labels.txt) with
+Estimator.export_saved_model, the one model_fn of net/ssd_model.py in PREDICT mode and its
+serving input (ssd_model.serving_input_receiver_fn_builder): decoding, resizing and mean
+subtraction happen inside the graph, the post-processing flags below are baked in.
+
+Serving signature 'serving_default' (also the 'predict' method of the Estimator export):
+
+  inputs:
+    encoded_image   string [batch]           JPEG, PNG, BMP or GIF file bytes, any size
+  outputs (K = --nms_topk, entries from num_detections[b] on are padding):
+    boxes           float32 [batch, K, 4]    [ymin, xmin, ymax, xmax] normalized to [0, 1];
+                                             VOC pixels: x * width, y * height
+    scores          float32 [batch, K]       descending
+    classes         int32   [batch, K]       1..20, index into dataset_common.VOC_LABELS
+                                             (also listed in assets.extra/labels.txt, line
+                                             k = class k, line 0 = background)
+    num_detections  int32   [batch]
+
+Loading it back (TF2):
+
+    model = tf.saved_model.load(path)
+    out = model.signatures['serving_default'](encoded_image=tf.constant([jpeg_bytes]))
+
+Exit status: 0 on success (the export path is printed last), 2 when no checkpoint is found.
+"""
+import os
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+
+from utility import eval_utils
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string('model_dir', './logs/',
+                    'Training directory; its latest checkpoint is exported unless '
+                    '--checkpoint_path is given.')
+flags.DEFINE_string('checkpoint_path', '',
+                    'Checkpoint to export: a directory (its latest checkpoint) or a prefix such '
+                    'as logs/model.ckpt-120000. Empty: the latest in --model_dir.')
+flags.DEFINE_string('export_dir', '',
+                    'Base directory of the export; the SavedModel goes into a new timestamped '
+                    'folder in it. Empty: <model_dir>/export.')
+eval_utils.define_inference_flags(flags)
+flags.adopt_module_key_flags(eval_utils)
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def main(_):
+    import tensorflow as tf
+    from dataset import dataset_common
+    from net import ssd_model
+
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
+    params = eval_utils.inference_params(FLAGS, log=log, batch_size=1)
+    export_base = FLAGS.export_dir or os.path.join(FLAGS.model_dir, 'export')
+    log('Exporting %s to %s.' % (checkpoint, export_base))
+    estimator = tf.estimator.Estimator(
+        model_fn=ssd_model.model_fn, model_dir=os.path.dirname(checkpoint) or '.',
+        params=params)
+    with tempfile.TemporaryDirectory() as scratch:
+        labels_path = os.path.join(scratch, 'labels.txt')
+        with open(labels_path, 'w', encoding='utf-8') as f:
+            f.write('\n'.join(dataset_common.VOC_LABELS[:FLAGS.num_classes]) + '\n')
+        path = estimator.export_saved_model(
+            export_base, ssd_model.serving_input_receiver_fn_builder(params),
+            assets_extra={'labels.txt': labels_path}, checkpoint_path=checkpoint)
+    path = path.decode('utf-8') if isinstance(path, bytes) else path
+    log('SavedModel written to %s' % path)
+    return 0
+
+
+def run():
+    def _main(argv):
+        try:
+            sys.exit(main(argv))
+        except ValueError as err:
+            print('error: %s' % err, file=sys.stderr, flush=True)
+            sys.exit(2)
+    app.run(_main)
+
+
+if __name__ == '__main__':
+    run()

@@ -1,0 +1,124 @@
+"""Detect objects in image files with an SSD300 checkpoint and draw them.
+
+    python3 simple_ssd_demo.py --input demo/ --input street.jpg --checkpoint_path ./logs
+
+Each --input is an image file (JPEG, PNG, BMP or GIF) or a directory (its images, not
+recursive). The detector runs through Estimator.predict with the one model_fn and
+post-processing of net/ssd_model.py; detections with a score >= --score_threshold are drawn
+with their class names and scores, one output image per input, written to --output_dir as
+<name>_ssd.jpg. A line per image lists its detections: class, score and the VOC pixel box
+[xmin, ymin, xmax, ymax] (1-based). Unreadable images are reported and skipped.
+
+Exit status: 0 when at least one image was processed, 2 for configuration problems (no
+checkpoint, no readable image).
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from utility import eval_utils
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_multi_string('input', [], 'Image file or directory of images; repeat the flag '
+                                       'for more (--input a.jpg --input photos/).')
+flags.DEFINE_string('checkpoint_path', './logs',
+                    'Checkpoint: a training directory (its latest checkpoint) or a prefix such '
+                    'as logs/model.ckpt-120000.')
+flags.DEFINE_string('output_dir', './demo_output', 'Where the drawn images are written.')
+flags.DEFINE_float('score_threshold', 0.5, 'Draw and list detections scoring at least this.')
+flags.DEFINE_integer('batch_size', 1, 'Images per prediction batch.')
+eval_utils.define_inference_flags(flags)
+flags.adopt_module_key_flags(eval_utils)
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def warn(message):
+    print('warning: %s' % message, file=sys.stderr, flush=True)
+
+
+def output_name(path, used):
+    """'<stem>_ssd.jpg', made unique within `used` (a set, updated)."""
+    stem = os.path.splitext(os.path.basename(path))[0] or 'image'
+    name, k = stem + '_ssd.jpg', 1
+    while name in used:
+        k += 1
+        name = '%s_%d_ssd.jpg' % (stem, k)
+    used.add(name)
+    return name
+
+
+def main(_):
+    import tensorflow as tf
+    from dataset import dataset_common
+    from net import ssd_model
+    from utility import draw
+
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    if not FLAGS.input:
+        raise ValueError('No --input given; pass image files or directories, e.g. '
+                         '--input dataset/VOC2012_sample/JPEGImages.')
+    class_names = list(dataset_common.VOC_LABELS)
+    if FLAGS.num_classes != len(class_names):
+        raise ValueError('--num_classes=%d does not match the %d VOC labels of '
+                         'dataset/dataset_common.py; use --num_classes=%d.'
+                         % (FLAGS.num_classes, len(class_names), len(class_names)))
+    checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, None)
+    files, missing = eval_utils.list_image_files(FLAGS.input)
+    for path, reason in missing:
+        warn('skipping %s: %s.' % (path, reason))
+    readable = []
+    with eval_utils.ImageDecoder() as decoder:
+        for path in files:
+            try:
+                decoder.decode(path)
+                readable.append(path)
+            except ValueError as err:
+                warn('skipping %s: %s.' % (path, err))
+    if not readable:
+        raise ValueError('None of the --input paths is a readable image; pass JPEG, PNG, BMP or '
+                         'GIF files or directories holding them.')
+
+    params = eval_utils.inference_params(FLAGS, log=log, batch_size=FLAGS.batch_size)
+    log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
+        % (checkpoint, len(readable), FLAGS.score_threshold, FLAGS.output_dir))
+    estimator = tf.estimator.Estimator(
+        model_fn=ssd_model.model_fn, model_dir=os.path.dirname(checkpoint) or '.',
+        params=params)
+    predictions = estimator.predict(
+        eval_utils.make_image_files_input_fn(params, readable, FLAGS.batch_size),
+        checkpoint_path=checkpoint, yield_single_examples=True)
+    used = set()
+    with eval_utils.ImageDecoder() as decoder:
+        for prediction in predictions:
+            path = prediction['filename'].decode('utf-8')
+            boxes, labels, scores = eval_utils.prediction_detections(
+                prediction, score_threshold=FLAGS.score_threshold)
+            image = decoder.decode(path)
+            out = os.path.join(FLAGS.output_dir, output_name(path, used))
+            draw.write_image(out, draw.draw_detections(image, boxes, labels, scores,
+                                                       class_names))
+            found = ', '.join('%s %.2f [%.0f %.0f %.0f %.0f]' % ((class_names[l], s) + tuple(b))
+                              for b, l, s in zip(boxes, labels, scores))
+            log('%s: %d detection(s)%s -> %s' % (path, len(labels),
+                                                  ': ' + found if found else '', out))
+    return 0
+
+
+def run():
+    def _main(argv):
+        try:
+            sys.exit(main(argv))
+        except ValueError as err:
+            print('error: %s' % err, file=sys.stderr, flush=True)
+            sys.exit(2)
+    app.run(_main)
+
+
+if __name__ == '__main__':
+    run()

@@ -1,0 +1,329 @@
+"""eval_ssd.py and utility/eval_utils.py: collection, VOC tables, JSON, devkit files, curves."""
+import json
+import os
+import re
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import run_script
+from dataset import dataset_common
+from dataset import voc_to_tfrecords
+from utility import eval_utils
+from utility import voc_metric
+
+NAMES = list(dataset_common.VOC_LABELS)
+C = len(NAMES)
+DOG, CAT = NAMES.index('dog'), NAMES.index('cat')
+
+
+def prediction(filename, height, width, dets, gt, pad_gt=0, k=6):
+    """An Estimator.predict dict: dets/gt rows are (label, score|difficult, xmin, ymin, xmax,
+    ymax) in 1-based pixels, stored normalized as the model and the records do."""
+    def norm(rows):
+        rows = np.asarray(rows, np.float64).reshape(-1, 6)
+        return np.stack([rows[:, 3] / height, rows[:, 2] / width, rows[:, 5] / height,
+                         rows[:, 4] / width], axis=1).astype(np.float32)
+    boxes = np.zeros([k, 4], np.float32)
+    scores = np.zeros([k], np.float32)
+    classes = np.zeros([k], np.int32)
+    n = len(dets)
+    boxes[:n] = norm(dets)
+    scores[:n] = [d[1] for d in dets]
+    classes[:n] = [d[0] for d in dets]
+    gt_boxes = np.concatenate([norm(gt), np.zeros([pad_gt, 4], np.float32)])
+    return {'boxes': boxes, 'scores': scores, 'classes': classes, 'num_detections': np.int32(n),
+            'filename': filename.encode(), 'shape': np.array([height, width, 3], np.int32),
+            'gt_boxes': gt_boxes,
+            'gt_labels': np.array([g[0] for g in gt] + [-1] * pad_gt, np.int32),
+            'gt_difficult': np.array([g[1] for g in gt] + [0] * pad_gt, np.int32)}
+
+
+def hand_predictions():
+    """Dog: 2 gt; detections 0.9 TP, 0.8 FP, 0.7 TP, 0.3 FP -> recall .5 .5 1 1,
+    precision 1 .5 2/3 .5: AP area = .5 * 1 + .5 * 2/3 = 0.8333, AP 07 = (6 + 5 * 2/3) / 11
+    = 0.8485. Cat: one difficult gt only (AP n/a), its detection is ignored."""
+    a = prediction('a.jpg', 200, 100,
+                   dets=[(DOG, .9, 10, 20, 50, 80), (CAT, .8, 60, 100, 90, 190),
+                         (DOG, .3, 60, 20, 90, 60)],
+                   gt=[(DOG, 0, 10, 20, 50, 80), (CAT, 1, 60, 100, 90, 190)])
+    b = prediction('dir/b.png', 100, 100,
+                   dets=[(DOG, .8, 50, 50, 90, 90), (DOG, .7, 1, 1, 40, 40)],
+                   gt=[(DOG, 0, 1, 1, 40, 40)], pad_gt=1)
+    return [a, b]
+
+
+def test_hand_computed_ap_table_json_and_results_files(tmp_path):
+    logged = []
+    collection = eval_utils.collect_predictions(iter(hand_predictions()), total=2,
+                                                log=logged.append)
+    assert collection.image_ids == ['a', 'b']
+    np.testing.assert_allclose(collection.det_boxes[0], [10, 20, 50, 80], atol=1e-4)
+    assert [len(g['labels']) for g in collection.ground_truth] == [2, 1]  # padding dropped
+    assert logged[-1].startswith('eval: 2 images in ')
+
+    result = voc_metric.evaluate(collection.detections(C), collection.ground_truth, C)
+    assert result['ap_07'][DOG] == pytest.approx((6 + 5 * 2 / 3) / 11)
+    assert result['ap_area'][DOG] == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert np.isnan(result['ap_07'][CAT])
+
+    summary = eval_utils.summarize(result, collection.ground_truth, 2, NAMES)
+    table = eval_utils.format_table(summary)
+    assert '2 images, 3 gt objects (1 difficult), 5 detections' in table
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[2:-1]}
+    assert list(rows) == NAMES[1:] + ['mAP']
+    assert rows['dog'] == ['2', '4', '0.8485', '0.8333']
+    assert rows['cat'] == ['0', '1', 'n/a', 'n/a']
+    assert rows['mAP'] == ['2', '5', '0.8485', '0.8333']
+    assert 'mAP VOC07 11-point: 0.8485   mAP VOC2010+ area: 0.8333' in table
+
+    path = eval_utils.write_metrics_json(str(tmp_path / 'out' / 'metrics.json'), summary)
+    with open(path) as f:
+        loaded = json.load(f)
+    assert loaded['map_07'] == pytest.approx(0.848485, abs=1e-6)
+    assert loaded['map_area'] == pytest.approx(0.833333, abs=1e-6)
+    by_name = {c['name']: c for c in loaded['classes']}
+    assert by_name['cat']['ap_07'] is None and by_name['dog']['num_gt'] == 2
+    assert loaded['num_objects'] == 3 and loaded['num_difficult'] == 1
+
+    out = str(tmp_path / 'out')
+    paths = eval_utils.write_results_files(out, collection, NAMES)
+    assert len(paths) == 20 and os.path.basename(paths[0]) == 'comp4_det_test_aeroplane.txt'
+    with open(os.path.join(out, 'comp4_det_test_dog.txt')) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == 'a 0.900000 10.000 20.000 50.000 80.000'
+    assert [line.split()[:2] for line in lines] == [
+        ['a', '0.900000'], ['b', '0.800000'], ['b', '0.700000'], ['a', '0.300000']]
+    again = voc_metric.evaluate(eval_utils.read_results_files(out, ['a', 'b'], NAMES),
+                                collection.ground_truth, C)
+    assert again['map_07'] == pytest.approx(result['map_07'], abs=1e-9)
+    assert again['map_area'] == pytest.approx(result['map_area'], abs=1e-9)
+
+    curves = eval_utils.precision_recall_curves(collection.detections(C),
+                                                collection.ground_truth, C)
+    np.testing.assert_allclose(curves[DOG][0], [.5, .5, 1, 1])
+    np.testing.assert_allclose(curves[DOG][1], [1, .5, 2 / 3, .5])
+    assert curves[CAT] is None and curves[0] is None
+    png = eval_utils.draw_pr_curves(os.path.join(out, 'pr.png'), curves, summary)
+    assert cv2.imread(png).shape == (52 + 4 * 200, 5 * 240, 3)
+
+
+def test_results_file_with_unknown_image_is_refused(tmp_path):
+    with open(eval_utils.results_file(str(tmp_path), 'dog'), 'w') as f:
+        f.write('zzz 0.5 1 1 10 10\n')
+    with pytest.raises(ValueError, match='comp4_det_test_dog.txt line 1'):
+        eval_utils.read_results_files(str(tmp_path), ['a'], NAMES)
+
+
+def test_pr_curves_agree_with_voc_metric_ap():
+    detections, ground_truth = voc_metric.make_benchmark_data(num_images=60, seed=3)
+    result = voc_metric.evaluate(detections, ground_truth, C)
+    curves = eval_utils.precision_recall_curves(detections, ground_truth, C)
+    checked = 0
+    for c in range(1, C):
+        if np.isnan(result['ap_07'][c]):
+            assert curves[c] is None
+            continue
+        recall, precision = curves[c]
+        assert voc_metric.voc_ap(recall, precision, True) == pytest.approx(result['ap_07'][c])
+        assert voc_metric.voc_ap(recall, precision, False) == pytest.approx(
+            result['ap_area'][c])
+        checked += 1
+    assert checked == 20
+
+
+def _records_predictions(pattern):
+    """Estimator.predict-like dicts whose detections are the records' ground truth."""
+    dataset = dataset_common.build_dataset(pattern, None, batch_size=1, is_training=False,
+                                           num_readers=1)
+    out = []
+    for parsed in dataset.as_numpy_iterator():
+        n = len(parsed['labels'][0])
+        k = 200
+        boxes = np.zeros([k, 4], np.float32)
+        boxes[:n] = parsed['boxes'][0]
+        classes = np.zeros([k], np.int32)
+        classes[:n] = parsed['labels'][0]
+        scores = np.zeros([k], np.float32)
+        scores[:n] = np.linspace(1.0, 0.5, n)
+        out.append({'boxes': boxes, 'scores': scores, 'classes': classes,
+                    'num_detections': np.int32(n), 'filename': parsed['filename'][0],
+                    'shape': parsed['shape'][0], 'gt_boxes': parsed['boxes'][0],
+                    'gt_labels': parsed['labels'][0], 'gt_difficult': parsed['difficult'][0]})
+    return out
+
+
+def test_oracle_ground_truth_as_detections_scores_one(tfrecord_dir, voc_sample_dir, tmp_path):
+    pattern = os.path.join(tfrecord_dir, 'train-*')
+    predictions = _records_predictions(pattern)
+    collection = eval_utils.collect_predictions(iter(predictions))
+    objects, difficult = eval_utils.count_objects(collection.ground_truth, C)
+    assert (len(predictions), objects, difficult) == (10, 32, 3)  # the sample's train split
+    result = voc_metric.evaluate(collection.detections(C), collection.ground_truth, C)
+    assert result['map_07'] == 1.0 and result['map_area'] == 1.0
+
+    # Through the devkit results files and back.
+    eval_utils.write_results_files(str(tmp_path), collection, NAMES)
+    again = voc_metric.evaluate(
+        eval_utils.read_results_files(str(tmp_path), collection.image_ids, NAMES),
+        collection.ground_truth, C)
+    assert again['map_07'] == 1.0 and again['map_area'] == 1.0
+
+    # The XML annotations hold the same ground truth (matched by image id).
+    xml = eval_utils.ground_truth_from_annotations(
+        collection.image_ids, os.path.join(voc_sample_dir, 'Annotations'), NAMES)
+    for from_xml, from_records in zip(xml, collection.ground_truth):
+        np.testing.assert_array_equal(from_xml['labels'], from_records['labels'])
+        np.testing.assert_array_equal(from_xml['difficult'], from_records['difficult'])
+        np.testing.assert_allclose(from_xml['boxes_pixels'], from_records['boxes_pixels'],
+                                   atol=1e-3)
+    with_xml = voc_metric.evaluate(collection.detections(C), xml, C)
+    assert with_xml['map_07'] == 1.0 and with_xml['map_area'] == 1.0
+
+    # The pre-scan reads the same ground truth without decoding images.
+    scanned = eval_utils.scan_records(pattern)
+    assert [r['image_id'] for r in scanned] == collection.image_ids
+    for record, prediction in zip(scanned, predictions):
+        np.testing.assert_array_equal(record['labels'], prediction['gt_labels'])
+        np.testing.assert_array_equal(record['difficult'], prediction['gt_difficult'])
+        np.testing.assert_array_equal(record['boxes'], prediction['gt_boxes'])
+        assert (record['height'], record['width']) == tuple(prediction['shape'][:2])
+
+
+def test_missing_annotation_names_the_file(tmp_path):
+    with pytest.raises(ValueError, match=r'No annotation .*2012_000099\.xml for image'):
+        eval_utils.ground_truth_from_annotations(['2012_000099'], str(tmp_path))
+
+
+def test_split_without_ground_truth_is_refused():
+    empty = [{'labels': np.zeros(0, int)}, {'labels': np.array([-1, -1])}]
+    with pytest.raises(ValueError, match=r"Split 'val' has no ground-truth boxes \(2 images\)"):
+        eval_utils.check_has_ground_truth(empty, C, "Split 'val'")
+    only_difficult = [{'labels': np.array([3]), 'difficult': np.array([1])}]
+    with pytest.raises(ValueError, match='no ground-truth boxes that are not difficult'):
+        eval_utils.check_has_ground_truth(only_difficult, C, 'x')
+    eval_utils.check_has_ground_truth([{'labels': np.array([3])}], C, 'x')  # fine
+
+
+def test_find_checkpoint(tmp_path):
+    model_dir = tmp_path / 'logs'
+    model_dir.mkdir()
+    with pytest.raises(ValueError, match='No checkpoint found in %s' % re.escape(str(model_dir))):
+        eval_utils.find_checkpoint('', str(model_dir))
+    with pytest.raises(ValueError, match='Model directory .*nowhere does not exist'):
+        eval_utils.find_checkpoint('', str(tmp_path / 'nowhere'))
+    with pytest.raises(ValueError, match=r'No checkpoint at .*model\.ckpt-7'):
+        eval_utils.find_checkpoint(str(model_dir / 'model.ckpt-7'), '')
+    for step in (5, 10, 9):  # no 'checkpoint' state file: the highest step wins
+        (model_dir / ('model.ckpt-%d.index' % step)).write_bytes(b'')
+    newest = str(model_dir / 'model.ckpt-10')
+    assert eval_utils.find_checkpoint('', str(model_dir)) == newest
+    assert eval_utils.find_checkpoint(newest + '.index', 'ignored') == newest
+    assert eval_utils.find_checkpoint(str(model_dir / 'model.ckpt-5'), '') == str(
+        model_dir / 'model.ckpt-5')
+
+
+# ----------------------------------------------------------------------------- the script
+
+
+def _table_rows(stdout):
+    rows = {}
+    for line in stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 5 and (fields[0] in NAMES or fields[0] == 'mAP'):
+            rows[fields[0]] = fields[1:]
+    return rows
+
+
+def test_eval_script_table_json_results_and_xml_ground_truth(trained_model_dir, tfrecord_dir,
+                                                             voc_sample_dir, tmp_path):
+    out = str(tmp_path / 'eval')
+    proc = run_script(['eval_ssd.py', '--data_dir=' + tfrecord_dir,
+                       '--model_dir=' + trained_model_dir, '--output_dir=' + out,
+                       '--num_readers=2', '--batch_size=2'])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = _table_rows(proc.stdout)
+    assert list(rows) == NAMES[1:] + ['mAP']
+    assert 'mAP VOC07 11-point:' in proc.stdout and 'mAP VOC2010+ area:' in proc.stdout
+    assert '2 images, 3 gt objects (0 difficult)' in proc.stdout
+    assert re.search(r'eval: 2 images in [0-9.]+ s \([0-9.]+ images/s\)', proc.stdout)
+
+    with open(os.path.join(out, 'metrics.json')) as f:
+        metrics = json.load(f)
+    assert metrics['num_images'] == 2 and metrics['checkpoint'].endswith('model.ckpt-2')
+    assert rows['mAP'][2:] == ['%.4f' % metrics['map_07'], '%.4f' % metrics['map_area']]
+    for entry in metrics['classes']:
+        printed = rows[entry['name']]
+        assert int(printed[0]) == entry['num_gt'] and int(printed[1]) == entry['num_detections']
+        assert printed[2] == ('n/a' if entry['ap_07'] is None else '%.4f' % entry['ap_07'])
+
+    # Recompute from the devkit files with the records' ground truth.
+    records = eval_utils.scan_records(os.path.join(tfrecord_dir, 'val-*'))
+    ids = [r['image_id'] for r in records]
+    ground_truth = [{'boxes_pixels': voc_metric.normalized_to_pixels(r['boxes'], r['height'],
+                                                                     r['width']),
+                     'labels': r['labels'], 'difficult': r['difficult']} for r in records]
+    detections = eval_utils.read_results_files(out, ids, NAMES)
+    assert sum(len(d) for d in detections) == metrics['num_detections'] > 0
+    again = voc_metric.evaluate(detections, ground_truth, C)
+    assert again['map_07'] == pytest.approx(metrics['map_07'], abs=1e-9)
+    assert again['map_area'] == pytest.approx(metrics['map_area'], abs=1e-9)
+    for entry in metrics['classes']:
+        assert again['num_detections'][entry['label']] == entry['num_detections']
+        if entry['ap_07'] is not None:
+            assert again['ap_07'][entry['label']] == pytest.approx(entry['ap_07'], abs=1e-9)
+    assert cv2.imread(os.path.join(out, 'pr_curves.png')) is not None
+
+    # XML ground truth and an explicit checkpoint prefix give the same numbers.
+    out_xml = str(tmp_path / 'eval_xml')
+    proc = run_script(['eval_ssd.py', '--data_dir=' + tfrecord_dir,
+                       '--model_dir=' + str(tmp_path / 'unused'),
+                       '--checkpoint_path=' + os.path.join(trained_model_dir, 'model.ckpt-2'),
+                       '--annotations_dir=' + os.path.join(voc_sample_dir, 'Annotations'),
+                       '--output_dir=' + out_xml, '--num_readers=2', '--batch_size=1'])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(os.path.join(out_xml, 'metrics.json')) as f:
+        xml_metrics = json.load(f)
+    assert xml_metrics['ground_truth'].endswith('Annotations')
+    for key in ('num_images', 'num_objects', 'num_difficult', 'num_detections'):
+        assert xml_metrics[key] == metrics[key]
+    assert xml_metrics['map_07'] == pytest.approx(metrics['map_07'], abs=1e-9)
+    assert xml_metrics['map_area'] == pytest.approx(metrics['map_area'], abs=1e-9)
+    for a, b in zip(xml_metrics['classes'], metrics['classes']):
+        assert (a['name'], a['num_gt'], a['num_detections']) == (
+            b['name'], b['num_gt'], b['num_detections'])
+        assert (a['ap_area'] is None) == (b['ap_area'] is None)
+        if a['ap_area'] is not None:
+            assert a['ap_area'] == pytest.approx(b['ap_area'], abs=1e-9)
+
+
+def test_eval_script_errors(trained_model_dir, tfrecord_dir, voc_sample_dir, tmp_path):
+    empty_model_dir = tmp_path / 'no_model'
+    empty_model_dir.mkdir()
+    proc = run_script(['eval_ssd.py', '--data_dir=' + tfrecord_dir,
+                       '--model_dir=' + str(empty_model_dir)])
+    assert proc.returncode == 2
+    assert 'error: No checkpoint found in %s' % empty_model_dir in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+    # A split whose records hold no boxes (background-only images).
+    data_dir = tmp_path / 'records'
+    data_dir.mkdir()
+    with open(os.path.join(voc_sample_dir, 'JPEGImages', '2012_000001.jpg'), 'rb') as f:
+        jpeg = f.read()
+    height, width = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    with tf.io.TFRecordWriter(str(data_dir / 'val-00000-of-00001')) as writer:
+        for name in ('x1.jpg', 'x2.jpg'):
+            example = voc_to_tfrecords.make_example(name, jpeg, height, width, [])
+            writer.write(example.SerializeToString())
+    proc = run_script(['eval_ssd.py', '--data_dir=' + str(data_dir),
+                       '--model_dir=' + trained_model_dir])
+    assert proc.returncode == 2
+    assert re.search(r"error: Split 'val' \(.*val-\*\) has no ground-truth boxes \(2 images\)",
+                     proc.stderr), proc.stderr[-2000:]
+
+    proc = run_script(['eval_ssd.py', '--data_dir=' + str(data_dir), '--split=test',
+                       '--model_dir=' + trained_model_dir])
+    assert proc.returncode == 2 and 'error: No TFRecord files match' in proc.stderr
