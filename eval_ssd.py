@@ -18,10 +18,8 @@ Exit status: 0 on success, 2 for configuration problems (no checkpoint, no recor
 without ground truth), with a one-line message.
 """
 import os
-import sys
 import time
 
-from absl import app
 from absl import flags
 
 from utility import eval_utils
@@ -56,17 +54,12 @@ def log(message):
 
 
 def main(_):
-    import tensorflow as tf
     from dataset import dataset_common
     from net import ssd_model
     from utility import voc_metric
 
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
     class_names = list(dataset_common.VOC_LABELS)
-    if FLAGS.num_classes != len(class_names):
-        raise ValueError('--num_classes=%d does not match the %d VOC labels of '
-                         'dataset/dataset_common.py; use --num_classes=%d.'
-                         % (FLAGS.num_classes, len(class_names), len(class_names)))
+    eval_utils.check_num_classes(FLAGS.num_classes, class_names)
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
     pattern = os.path.join(FLAGS.data_dir, FLAGS.split + '-*')
     records = eval_utils.scan_records(pattern)
@@ -84,14 +77,11 @@ def main(_):
             [{'labels': r['labels'], 'difficult': r['difficult']} for r in records],
             FLAGS.num_classes, where)
 
-    params = eval_utils.inference_params(
-        FLAGS, log=log, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+    estimator, params = eval_utils.inference_estimator(
+        FLAGS, checkpoint, log=log, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
         num_readers=FLAGS.num_readers)
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'eval')
     log('Evaluating %s on %d images of %s.' % (checkpoint, len(records), pattern))
-    estimator = tf.estimator.Estimator(
-        model_fn=ssd_model.model_fn, model_dir=os.path.dirname(checkpoint) or '.',
-        params=params)
     predictions = estimator.predict(
         ssd_model.make_input_fn(params, is_training=False, file_pattern=pattern),
         checkpoint_path=checkpoint, yield_single_examples=True)
@@ -102,7 +92,8 @@ def main(_):
     if xml_truth is not None:
         ground_truth = [xml_truth[name] for name in collection.image_ids]
     detections = collection.detections(FLAGS.num_classes)
-    result = voc_metric.evaluate(detections, ground_truth, FLAGS.num_classes)
+    result = voc_metric.evaluate(detections, ground_truth, FLAGS.num_classes,
+                                 return_curves=True)
     summary = eval_utils.summarize(result, ground_truth, collection.num_images, class_names, {
         'checkpoint': checkpoint, 'data_dir': FLAGS.data_dir, 'split': FLAGS.split,
         'ground_truth': FLAGS.annotations_dir or 'tfrecords',
@@ -114,25 +105,13 @@ def main(_):
     metrics_path = eval_utils.write_metrics_json(
         os.path.join(output_dir, eval_utils.METRICS_FILE), summary)
     eval_utils.write_results_files(output_dir, collection, class_names)
-    curves = eval_utils.precision_recall_curves(detections, ground_truth, FLAGS.num_classes)
     png = eval_utils.draw_pr_curves(os.path.join(output_dir, eval_utils.PR_CURVES_FILE),
-                                    curves, summary)
+                                    result['curves'], summary)
     log('Wrote %s, %s and %s in %s.' % (os.path.basename(metrics_path),
                                         eval_utils.RESULTS_PREFIX + '<class>.txt',
                                         os.path.basename(png), output_dir))
     return 0
 
 
-def run():
-    def _main(argv):
-        try:
-            sys.exit(main(argv))
-        except ValueError as err:
-            # Configuration errors are one-sentence messages; no traceback.
-            print('error: %s' % err, file=sys.stderr, flush=True)
-            sys.exit(2)
-    app.run(_main)
-
-
 if __name__ == '__main__':
-    run()
+    eval_utils.run_entry_point(main)

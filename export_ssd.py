@@ -28,10 +28,8 @@ Loading it back (TF2):
 Exit status: 0 on success (the export path is printed last), 2 when no checkpoint is found.
 """
 import os
-import sys
 import tempfile
 
-from absl import app
 from absl import flags
 
 from utility import eval_utils
@@ -56,18 +54,13 @@ def log(message):
 
 
 def main(_):
-    import tensorflow as tf
     from dataset import dataset_common
     from net import ssd_model
 
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
-    params = eval_utils.inference_params(FLAGS, log=log, batch_size=1)
+    estimator, params = eval_utils.inference_estimator(FLAGS, checkpoint, log=log, batch_size=1)
     export_base = FLAGS.export_dir or os.path.join(FLAGS.model_dir, 'export')
     log('Exporting %s to %s.' % (checkpoint, export_base))
-    estimator = tf.estimator.Estimator(
-        model_fn=ssd_model.model_fn, model_dir=os.path.dirname(checkpoint) or '.',
-        params=params)
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = os.path.join(scratch, 'labels.txt')
         with open(labels_path, 'w', encoding='utf-8') as f:
@@ -80,15 +73,5 @@ def main(_):
     return 0
 
 
-def run():
-    def _main(argv):
-        try:
-            sys.exit(main(argv))
-        except ValueError as err:
-            print('error: %s' % err, file=sys.stderr, flush=True)
-            sys.exit(2)
-    app.run(_main)
-
-
 if __name__ == '__main__':
-    run()
+    eval_utils.run_entry_point(main)

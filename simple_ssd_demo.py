@@ -15,7 +15,6 @@ checkpoint, no readable image).
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 from utility import eval_utils
@@ -54,20 +53,14 @@ def output_name(path, used):
 
 
 def main(_):
-    import tensorflow as tf
     from dataset import dataset_common
-    from net import ssd_model
     from utility import draw
 
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
     if not FLAGS.input:
         raise ValueError('No --input given; pass image files or directories, e.g. '
                          '--input dataset/VOC2012_sample/JPEGImages.')
     class_names = list(dataset_common.VOC_LABELS)
-    if FLAGS.num_classes != len(class_names):
-        raise ValueError('--num_classes=%d does not match the %d VOC labels of '
-                         'dataset/dataset_common.py; use --num_classes=%d.'
-                         % (FLAGS.num_classes, len(class_names), len(class_names)))
+    eval_utils.check_num_classes(FLAGS.num_classes, class_names)
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, None)
     files, missing = eval_utils.list_image_files(FLAGS.input)
     for path, reason in missing:
@@ -84,12 +77,10 @@ def main(_):
         raise ValueError('None of the --input paths is a readable image; pass JPEG, PNG, BMP or '
                          'GIF files or directories holding them.')
 
-    params = eval_utils.inference_params(FLAGS, log=log, batch_size=FLAGS.batch_size)
+    estimator, params = eval_utils.inference_estimator(FLAGS, checkpoint, log=log,
+                                                       batch_size=FLAGS.batch_size)
     log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
         % (checkpoint, len(readable), FLAGS.score_threshold, FLAGS.output_dir))
-    estimator = tf.estimator.Estimator(
-        model_fn=ssd_model.model_fn, model_dir=os.path.dirname(checkpoint) or '.',
-        params=params)
     predictions = estimator.predict(
         eval_utils.make_image_files_input_fn(params, readable, FLAGS.batch_size),
         checkpoint_path=checkpoint, yield_single_examples=True)
@@ -110,15 +101,5 @@ def main(_):
     return 0
 
 
-def run():
-    def _main(argv):
-        try:
-            sys.exit(main(argv))
-        except ValueError as err:
-            print('error: %s' % err, file=sys.stderr, flush=True)
-            sys.exit(2)
-    app.run(_main)
-
-
 if __name__ == '__main__':
-    run()
+    eval_utils.run_entry_point(main)

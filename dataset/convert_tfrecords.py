@@ -4,22 +4,14 @@ test.txt of VOC2007TEST -> val-*).
     python3 dataset/convert_tfrecords.py --dataset_directory=/data/VOC \
         --output_directory=./tfrecords
 
-All logic lives in dataset/voc_to_tfrecords.py (profile 'voc').
+All logic lives in dataset/voc_to_tfrecords.py (profile 'voc'); this script only makes the
+repository importable before anything loads TensorFlow.
 """
 import os
 import sys
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-from dataset import voc_to_tfrecords  # noqa: E402
-
-
-def main(argv=None):
-    return voc_to_tfrecords.main(argv, profile='voc')
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    from dataset import voc_to_tfrecords
+    sys.exit(voc_to_tfrecords.main(profile='voc'))

@@ -41,8 +41,9 @@ CONVERTER_HINT = ('python3 dataset/convert_voc_sample_tfrecords.py --dataset_dir
                   '--output_directory=dataset/tfrecords --train_splits VOC2012_sample '
                   '--validation_splits VOC2012_sample')
 
-_FEATURES = {
-    'image/encoded': tf.io.FixedLenFeature((), tf.string),
+# The annotation keys both parsers read; parse_example adds the image bytes,
+# parse_ground_truth the stored image size.
+_GROUND_TRUTH_FEATURES = {
     'image/filename': tf.io.FixedLenFeature((), tf.string, default_value=''),
     'image/object/bbox/xmin': tf.io.VarLenFeature(tf.float32),
     'image/object/bbox/ymin': tf.io.VarLenFeature(tf.float32),
@@ -52,26 +53,19 @@ _FEATURES = {
     'image/object/bbox/difficult': tf.io.VarLenFeature(tf.int64),
     'image/object/bbox/truncated': tf.io.VarLenFeature(tf.int64),
 }
+_IMAGE_FEATURES = {
+    **_GROUND_TRUTH_FEATURES,
+    'image/encoded': tf.io.FixedLenFeature((), tf.string),
+}
+_SIZE_FEATURES = {
+    **_GROUND_TRUTH_FEATURES,
+    'image/height': tf.io.FixedLenFeature((), tf.int64, default_value=0),
+    'image/width': tf.io.FixedLenFeature((), tf.int64, default_value=0),
+}
 
 
-def parse_example(serialized):
-    """Parses one serialized ``tf.train.Example`` (a string scalar tensor).
-
-    Returns a dict:
-      image:     uint8 [H, W, 3], RGB (decoded from image/encoded)
-      filename:  string scalar
-      shape:     int32 [3], (height, width, 3) of the decoded image
-      boxes:     float32 [N, 4], [ymin, xmin, ymax, xmax] normalized (see the
-                 module docstring for the pixel convention)
-      labels:    int32 [N], 1..20 (VOC_LABELS index)
-      difficult: int32 [N]
-      truncated: int32 [N]
-    Missing difficult/truncated lists (or lists of the wrong length) read as 0.
-    """
-    parsed = tf.io.parse_single_example(serialized, _FEATURES)
-    image = tf.io.decode_jpeg(parsed['image/encoded'], channels=3)
-    image.set_shape([None, None, 3])
-
+def _annotations(parsed):
+    """filename, boxes, labels, difficult, truncated from a parse of _GROUND_TRUTH_FEATURES."""
     def dense(key, dtype):
         return tf.cast(tf.sparse.to_dense(parsed[key]), dtype)
 
@@ -88,13 +82,57 @@ def parse_example(serialized):
                        lambda: values, lambda: tf.zeros([num_boxes], tf.int32))
 
     return {
-        'image': image,
         'filename': parsed['image/filename'],
-        'shape': tf.shape(image, out_type=tf.int32),
         'boxes': tf.reshape(boxes, [-1, 4]),
         'labels': labels,
         'difficult': flags('image/object/bbox/difficult'),
         'truncated': flags('image/object/bbox/truncated'),
+    }
+
+
+def parse_example(serialized):
+    """Parses one serialized ``tf.train.Example`` (a string scalar tensor).
+
+    Returns a dict:
+      image:     uint8 [H, W, 3], RGB (decoded from image/encoded)
+      filename:  string scalar
+      shape:     int32 [3], (height, width, 3) of the decoded image
+      boxes:     float32 [N, 4], [ymin, xmin, ymax, xmax] normalized (see the
+                 module docstring for the pixel convention)
+      labels:    int32 [N], 1..20 (VOC_LABELS index)
+      difficult: int32 [N]
+      truncated: int32 [N]
+    Missing difficult/truncated lists (or lists of the wrong length) read as 0.
+    """
+    parsed = tf.io.parse_single_example(serialized, _IMAGE_FEATURES)
+    image = tf.io.decode_jpeg(parsed['image/encoded'], channels=3)
+    image.set_shape([None, None, 3])
+    annotations = _annotations(parsed)
+    return {
+        'image': image,
+        'filename': annotations.pop('filename'),
+        'shape': tf.shape(image, out_type=tf.int32),
+        **annotations,
+    }
+
+
+def parse_ground_truth(serialized):
+    """Parses the annotations of one serialized ``tf.train.Example`` without
+    reading or decoding the image (fast: for scoring, not for training).
+
+    Returns a dict:
+      filename:  string scalar
+      height, width: int32 scalars, the stored image/height and image/width
+                 (0 when the record lacks them)
+      boxes, labels, difficult, truncated: as ``parse_example``.
+    """
+    parsed = tf.io.parse_single_example(serialized, _SIZE_FEATURES)
+    annotations = _annotations(parsed)
+    return {
+        'filename': annotations.pop('filename'),
+        'height': tf.cast(parsed['image/height'], tf.int32),
+        'width': tf.cast(parsed['image/width'], tf.int32),
+        **annotations,
     }
 
 

@@ -1,4 +1,5 @@
-"""Tests of dataset/dataset_common.py: label table, parse_example, build_dataset, manifest."""
+"""Tests of dataset/dataset_common.py: label table, parse_example, parse_ground_truth,
+build_dataset, manifest."""
 import io
 import json
 import os
@@ -48,9 +49,9 @@ def test_label_table():
     assert dc.LABEL_IDS['dog'] == 12 and dc.LABEL_IDS['none'] == 0
 
 
-def test_parse_example_hand_built_record():
-    # A 40 x 20 (width x height) image with boxes given by the seed's convention.
-    serialized = _example({
+def _hand_built_features():
+    """A 40 x 20 (width x height) image with boxes given by the seed's convention."""
+    return {
         'image/encoded': ('bytes', [_jpeg(40, 20, (250, 10, 10))]),
         'image/format': ('bytes', [b'jpeg']),
         'image/filename': ('bytes', [b'img_1.jpg']),
@@ -64,7 +65,11 @@ def test_parse_example_hand_built_record():
         'image/object/bbox/label_text': ('bytes', [b'dog', b'aeroplane']),
         'image/object/bbox/difficult': ('int', [0, 1]),
         'image/object/bbox/truncated': ('int', [1, 0]),
-    })
+    }
+
+
+def test_parse_example_hand_built_record():
+    serialized = _example(_hand_built_features())
     with tf.Graph().as_default():
         placeholder = tf.compat.v1.placeholder(tf.string, [])
         parsed = dc.parse_example(placeholder)
@@ -110,6 +115,41 @@ def test_parse_example_old_style_record_and_background_image():
     np.testing.assert_array_equal(outs[0]['truncated'], [0])
     assert outs[1]['boxes'].shape == (0, 4) and outs[1]['labels'].shape == (0,)
     assert outs[1]['filename'] == b''
+
+
+def test_parse_ground_truth_reads_annotations_and_stored_size_without_the_image():
+    features = _hand_built_features()
+    features['image/encoded'] = ('bytes', [b'not a jpeg'])    # never decoded
+    with tf.Graph().as_default():
+        placeholder = tf.compat.v1.placeholder(tf.string, [])
+        parsed = dc.parse_ground_truth(placeholder)
+        assert sorted(parsed) == ['boxes', 'difficult', 'filename', 'height', 'labels',
+                                  'truncated', 'width']
+        assert parsed['boxes'].shape.as_list() == [None, 4]
+        assert parsed['labels'].dtype == tf.int32 and parsed['height'].dtype == tf.int32
+        with tf.compat.v1.Session() as sess:
+            out = sess.run(parsed, feed_dict={placeholder: _example(features)})
+    assert out['filename'] == b'img_1.jpg'
+    assert (out['height'], out['width']) == (20, 40)
+    np.testing.assert_allclose(out['boxes'], [[0.5, 0.25, 1.0, 0.75],
+                                              [0.05, 0.025, 0.5, 1.0]])
+    np.testing.assert_array_equal(out['labels'], [12, 1])
+    np.testing.assert_array_equal(out['difficult'], [0, 1])
+    np.testing.assert_array_equal(out['truncated'], [1, 0])
+
+    # No image at all, no size, no difficult/truncated lists (the seed's older records).
+    old = _example({'image/filename': ('bytes', [b'000005.jpg']),
+                    'image/object/bbox/xmin': ('float', [0.125]),
+                    'image/object/bbox/ymin': ('float', [0.5]),
+                    'image/object/bbox/xmax': ('float', [1.0]),
+                    'image/object/bbox/ymax': ('float', [1.0]),
+                    'image/object/bbox/label': ('int', [9])})
+    out = {k: v.numpy() for k, v in dc.parse_ground_truth(tf.constant(old)).items()}
+    assert (out['height'], out['width']) == (0, 0)
+    np.testing.assert_allclose(out['boxes'], [[0.5, 0.125, 1.0, 1.0]])
+    np.testing.assert_array_equal(out['labels'], [9])
+    np.testing.assert_array_equal(out['difficult'], [0])
+    np.testing.assert_array_equal(out['truncated'], [0])
 
 
 def _batches(dataset, limit=100):

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import types
 
 import cv2
 import numpy as np
@@ -101,8 +102,8 @@ def test_hand_computed_ap_table_json_and_results_files(tmp_path):
     assert again['map_07'] == pytest.approx(result['map_07'], abs=1e-9)
     assert again['map_area'] == pytest.approx(result['map_area'], abs=1e-9)
 
-    curves = eval_utils.precision_recall_curves(collection.detections(C),
-                                                collection.ground_truth, C)
+    curves = voc_metric.evaluate(collection.detections(C), collection.ground_truth, C,
+                                 return_curves=True)['curves']
     np.testing.assert_allclose(curves[DOG][0], [.5, .5, 1, 1])
     np.testing.assert_allclose(curves[DOG][1], [1, .5, 2 / 3, .5])
     assert curves[CAT] is None and curves[0] is None
@@ -115,23 +116,6 @@ def test_results_file_with_unknown_image_is_refused(tmp_path):
         f.write('zzz 0.5 1 1 10 10\n')
     with pytest.raises(ValueError, match='comp4_det_test_dog.txt line 1'):
         eval_utils.read_results_files(str(tmp_path), ['a'], NAMES)
-
-
-def test_pr_curves_agree_with_voc_metric_ap():
-    detections, ground_truth = voc_metric.make_benchmark_data(num_images=60, seed=3)
-    result = voc_metric.evaluate(detections, ground_truth, C)
-    curves = eval_utils.precision_recall_curves(detections, ground_truth, C)
-    checked = 0
-    for c in range(1, C):
-        if np.isnan(result['ap_07'][c]):
-            assert curves[c] is None
-            continue
-        recall, precision = curves[c]
-        assert voc_metric.voc_ap(recall, precision, True) == pytest.approx(result['ap_07'][c])
-        assert voc_metric.voc_ap(recall, precision, False) == pytest.approx(
-            result['ap_area'][c])
-        checked += 1
-    assert checked == 20
 
 
 def _records_predictions(pattern):
@@ -223,6 +207,46 @@ def test_find_checkpoint(tmp_path):
     assert eval_utils.find_checkpoint(newest + '.index', 'ignored') == newest
     assert eval_utils.find_checkpoint(str(model_dir / 'model.ckpt-5'), '') == str(
         model_dir / 'model.ckpt-5')
+
+
+def test_inference_estimator_from_flag_values(tmp_path):
+    values = types.SimpleNamespace(
+        num_classes=C, train_image_size=300, data_format='channels_last', model_scope='ssd300',
+        select_threshold=0.2, min_size=0.05, nms_threshold=0.4, nms_topk=50, keep_topk=100)
+    checkpoint = str(tmp_path / 'logs' / 'model.ckpt-7')
+    logged = []
+    estimator, params = eval_utils.inference_estimator(values, checkpoint, log=logged.append,
+                                                       batch_size=3)
+    assert estimator.model_dir == str(tmp_path / 'logs')
+    assert estimator.params == params
+    assert (params['select_threshold'], params['min_size'], params['nms_threshold'],
+            params['nms_topk'], params['keep_topk']) == (0.2, 0.05, 0.4, 50, 100)
+    assert params['batch_size'] == 3 and params['data_format'] == 'channels_last'
+    assert logged == []                       # channels_last needs no fallback notice
+    estimator, _ = eval_utils.inference_estimator(values, 'model.ckpt-7')
+    assert estimator.model_dir == '.'         # a bare prefix lives in the current folder
+
+
+def test_num_classes_must_match_the_label_table():
+    eval_utils.check_num_classes(C, NAMES)
+    with pytest.raises(ValueError, match=r'--num_classes=20 does not match the 21 VOC labels '
+                                         r'.*use --num_classes=21\.'):
+        eval_utils.check_num_classes(20, NAMES)
+
+
+def test_run_entry_point_exit_status_and_one_line_error():
+    code = ('import sys; from utility import eval_utils\n'
+            'def main(argv):\n'
+            '    if argv[1:] == ["bad"]:\n'
+            '        raise ValueError("No checkpoint found in x; train first.")\n'
+            '    print("ran", argv[1:]); return 3\n'
+            'eval_utils.run_entry_point(main)\n')
+    ok = run_script(['-c', code, 'fine'])
+    assert ok.returncode == 3 and "ran ['fine']" in ok.stdout
+    bad = run_script(['-c', code, 'bad'])
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == 'error: No checkpoint found in x; train first.'
+    assert 'Traceback' not in bad.stderr
 
 
 # ----------------------------------------------------------------------------- the script

@@ -1,5 +1,6 @@
-"""utility/voc_metric.py: AP on a case worked out on paper, the +1 pixel convention, and
-agreement with a plain loop implementation of the devkit's voc_eval on random data."""
+"""utility/voc_metric.py: AP and precision-recall curves on a case worked out on paper, the +1
+pixel convention, and agreement with a plain loop implementation of the devkit's voc_eval on
+random data."""
 import numpy as np
 import pytest
 
@@ -9,10 +10,11 @@ from utility import voc_metric as vm
 # ----------------------------------------------------------------------------- reference
 
 
-def reference_voc_eval(detections, ground_truth, class_id, threshold=0.5):
+def reference_voc_eval(detections, ground_truth, class_id, threshold=0.5, curve=False):
     """The devkit's voc_eval for one class, written as a straightforward loop.
 
-    Returns (ap_07, ap_area), or (nan, nan) without non-difficult gt.
+    Returns (ap_07, ap_area), or (nan, nan) without non-difficult gt; with curve=True also
+    (recall, precision) over the TP/FP detections (difficult matches left out), or None.
     """
     records = {}
     npos = 0
@@ -54,7 +56,8 @@ def reference_voc_eval(detections, ground_truth, class_id, threshold=0.5):
             tp.append(0.0)
             fp.append(1.0)
     if npos == 0:
-        return float('nan'), float('nan')
+        return (float('nan'), float('nan')) + ((None,) if curve else ())
+    counted = [t + f > 0 for t, f in zip(tp, fp)]
     tp, fp = np.cumsum(tp), np.cumsum(fp)
     rec = tp / npos
     prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
@@ -68,6 +71,9 @@ def reference_voc_eval(detections, ground_truth, class_id, threshold=0.5):
         mpre[i - 1] = max(mpre[i - 1], mpre[i])
     i = np.where(mrec[1:] != mrec[:-1])[0]
     area = np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
+    if curve:
+        counted = np.asarray(counted, bool)
+        return ap07, area, (rec[counted], prec[counted])
     return ap07, area
 
 
@@ -136,6 +142,19 @@ def test_paper_case_with_difficult_box_and_duplicate():
     assert result['map_07'] == pytest.approx(8.5 / 22)
     assert result['num_gt'].tolist() == [0, 2, 0, 1]
     assert result['num_detections'].tolist() == [0, 5, 1, 0]
+    assert 'curves' not in result
+
+    # The curves behind those APs: the difficult match (score 0.7) gives no point.
+    with_curves = vm.evaluate(detections, ground_truth, num_classes=4, return_curves=True)
+    curves = with_curves['curves']
+    assert len(curves) == 4 and curves[0] is None and curves[2] is None
+    np.testing.assert_allclose(curves[1][0], [.5, .5, .5, 1])
+    np.testing.assert_allclose(curves[1][1], [1, .5, 1 / 3, .5])
+    assert curves[3][0].shape == (0,) and curves[3][1].shape == (0,)
+    for key in ('ap_07', 'ap_area', 'num_gt', 'num_detections'):
+        np.testing.assert_array_equal(with_curves[key], result[key])
+    assert vm.voc_ap(*curves[1]) == pytest.approx(0.75)
+    assert vm.voc_ap(*curves[1], use_07_metric=True) == pytest.approx(8.5 / 11)
 
 
 def test_iou_uses_inclusive_pixels_and_strict_threshold():
@@ -162,11 +181,31 @@ def test_difficult_gt_matched_first_hides_easy_gt():
 def test_agrees_with_loop_reference(seed):
     num_classes = 5
     detections, ground_truth = random_case(seed, num_classes=num_classes)
-    result = vm.evaluate(detections, ground_truth, num_classes)
+    result = vm.evaluate(detections, ground_truth, num_classes, return_curves=True)
     for c in range(1, num_classes):
-        ap07, area = reference_voc_eval(detections, ground_truth, c)
+        ap07, area, curve = reference_voc_eval(detections, ground_truth, c, curve=True)
         np.testing.assert_allclose(result['ap_07'][c], ap07, atol=1e-6, equal_nan=True)
         np.testing.assert_allclose(result['ap_area'][c], area, atol=1e-6, equal_nan=True)
+        if curve is None:
+            assert result['curves'][c] is None
+        else:
+            np.testing.assert_allclose(result['curves'][c][0], curve[0], atol=1e-12)
+            np.testing.assert_allclose(result['curves'][c][1], curve[1], atol=1e-12)
+
+
+def test_curves_give_back_the_aps_on_voc07_sized_classes():
+    detections, ground_truth = vm.make_benchmark_data(num_images=60, seed=3)
+    result = vm.evaluate(detections, ground_truth, 21, return_curves=True)
+    checked = 0
+    for c in range(1, 21):
+        if np.isnan(result['ap_07'][c]):
+            assert result['curves'][c] is None
+            continue
+        recall, precision = result['curves'][c]
+        assert vm.voc_ap(recall, precision, True) == pytest.approx(result['ap_07'][c])
+        assert vm.voc_ap(recall, precision, False) == pytest.approx(result['ap_area'][c])
+        checked += 1
+    assert checked == 20
 
 
 def test_voc_ap_curves():

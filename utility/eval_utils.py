@@ -1,13 +1,16 @@
 """The work behind eval_ssd.py, simple_ssd_demo.py and export_ssd.py (importable, tested).
 
 * checkpoints: `find_checkpoint` (latest in a model directory, or a given directory / prefix);
-* flags shared by the three scripts: `define_inference_flags`, `inference_params`;
+* what the three scripts share: flags (`define_inference_flags`, `inference_params`,
+  `check_num_classes`), the prediction Estimator (`inference_estimator`) and the runner that
+  turns configuration errors into one line and exit status 2 (`run_entry_point`);
 * ground truth: `scan_records` (from the TFRecords, without decoding images) and
   `ground_truth_from_annotations` (VOC XML files, matched by image id);
 * predictions: `collect_predictions` turns Estimator.predict output into pixel detections and
   ground truth for `utility/voc_metric.evaluate`;
 * results: `summarize`, `format_table`, `write_metrics_json`, the VOC devkit results files
-  (`write_results_files`, `read_results_files`), precision-recall curves and their PNG;
+  (`write_results_files`, `read_results_files`), the PNG of voc_metric's precision-recall
+  curves (`draw_pr_curves`);
 * image files for the demo: `list_image_files`, `ImageDecoder`, `make_image_files_input_fn`.
 
 Box conventions (docs/INTERFACES.md): the model gives normalized `[ymin, xmin, ymax, xmax]`
@@ -17,6 +20,7 @@ boxes; pixel boxes are VOC `[xmin, ymin, xmax, ymax]`, 1-based and inclusive, ob
 import json
 import math
 import os
+import sys
 import time
 
 import cv2
@@ -144,6 +148,52 @@ def inference_params(values, log=None, **overrides):
     return ssd_model.make_params(**params)
 
 
+def inference_estimator(values, checkpoint, log=None, **overrides):
+    """The prediction Estimator of eval, demo and export: the one model_fn, params from flags.
+
+    Args:
+      values: the parsed `absl.flags.FLAGS` with the `define_inference_flags` flags.
+      checkpoint: checkpoint prefix (`find_checkpoint`); the Estimator's model_dir is its
+        folder, so pass it again as `checkpoint_path` to predict / export_saved_model.
+      log, **overrides: as `inference_params`.
+    Returns:
+      (tf.estimator.Estimator, params dict).
+    """
+    from net import ssd_model
+    params = inference_params(values, log=log, **overrides)
+    estimator = tf.estimator.Estimator(
+        model_fn=ssd_model.model_fn, model_dir=os.path.dirname(checkpoint) or '.',
+        params=params)
+    return estimator, params
+
+
+def check_num_classes(num_classes, class_names):
+    """Raises ValueError when --num_classes disagrees with the label table `class_names`."""
+    if num_classes != len(class_names):
+        raise ValueError('--num_classes=%d does not match the %d VOC labels of '
+                         'dataset/dataset_common.py; use --num_classes=%d.'
+                         % (num_classes, len(class_names), len(class_names)))
+
+
+def run_entry_point(main):
+    """Runs an entry script's `main(argv)` under absl.app (flags parsed first); never returns.
+
+    TF's Python logging is set to ERROR. A ValueError is a configuration problem whose
+    message names the cause and the fix: it is printed as 'error: <message>' on stderr,
+    without a traceback, and the exit status is 2. Otherwise the status is main's return.
+    """
+    from absl import app
+
+    def checked_main(argv):
+        tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+        try:
+            return main(argv)
+        except ValueError as err:
+            print('error: %s' % err, file=sys.stderr, flush=True)
+            return 2
+    app.run(checked_main)
+
+
 # ----------------------------------------------------------------------------- ground truth
 
 
@@ -180,34 +230,14 @@ def scan_records(file_pattern):
       ValueError: no file matches (from dataset_common.list_shards).
     """
     files = dataset_common.list_shards(file_pattern)
-    # The reader's feature table without the image bytes, plus the stored size.
-    features = {k: v for k, v in dataset_common._FEATURES.items()  # pylint: disable=protected-access
-                if k != 'image/encoded'}
-    features['image/height'] = tf.io.FixedLenFeature((), tf.int64, default_value=0)
-    features['image/width'] = tf.io.FixedLenFeature((), tf.int64, default_value=0)
-
-    def parse(serialized):
-        parsed = tf.io.parse_single_example(serialized, features)
-        dense = {k: tf.sparse.to_dense(v) for k, v in parsed.items()
-                 if isinstance(v, tf.sparse.SparseTensor)}
-        boxes = tf.stack([dense['image/object/bbox/' + k] for k in ('ymin', 'xmin', 'ymax', 'xmax')],
-                         axis=1)
-        return {'filename': parsed['image/filename'], 'height': parsed['image/height'],
-                'width': parsed['image/width'], 'boxes': tf.reshape(boxes, [-1, 4]),
-                'labels': dense['image/object/bbox/label'],
-                'difficult': dense['image/object/bbox/difficult']}
-
     records = []
-    for element in _run_dataset(lambda: tf.data.TFRecordDataset(files).map(parse)):
-        labels = element['labels'].astype(np.int32)
-        difficult = element['difficult'].astype(np.int32)
-        if len(difficult) != len(labels):
-            difficult = np.zeros_like(labels)  # as dataset_common.parse_example does
+    for element in _run_dataset(
+            lambda: tf.data.TFRecordDataset(files).map(dataset_common.parse_ground_truth)):
         filename = element['filename'].decode('utf-8', 'replace')
         records.append({'image_id': image_id(filename), 'filename': filename,
                         'height': int(element['height']), 'width': int(element['width']),
-                        'boxes': element['boxes'].astype(np.float32), 'labels': labels,
-                        'difficult': difficult})
+                        'boxes': element['boxes'], 'labels': element['labels'],
+                        'difficult': element['difficult']})
     return records
 
 
@@ -528,77 +558,12 @@ def read_results_files(output_dir, image_ids, class_names, prefix=RESULTS_PREFIX
 # ----------------------------------------------------------------------------- PR curves
 
 
-def _pixel_iou(box, boxes):
-    """IoU of one pixel box [4] with boxes [G, 4], devkit inclusive (+1) areas."""
-    iw = np.maximum(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + 1., 0.)
-    ih = np.maximum(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + 1., 0.)
-    inter = iw * ih
-    union = ((box[2] - box[0] + 1.) * (box[3] - box[1] + 1.)
-             + (boxes[:, 2] - boxes[:, 0] + 1.) * (boxes[:, 3] - boxes[:, 1] + 1.) - inter)
-    return inter / np.maximum(union, np.finfo(np.float64).tiny)
-
-
-def precision_recall_curves(detections, ground_truth, num_classes, iou_threshold=0.5):
-    """Per-class (recall, precision) curves with voc_metric.evaluate's matching rules.
-
-    voc_metric returns only the APs; these curves are for plotting, and the tests check that
-    voc_metric.voc_ap of each curve equals evaluate's AP.
-
-    Args:
-      detections, ground_truth, num_classes, iou_threshold: as voc_metric.evaluate.
-    Returns:
-      list of num_classes entries: None for background and classes without non-difficult
-      gt, else (recall float64 [n], precision float64 [n]) over the class's detections by
-      descending score (difficult matches skipped).
-    """
-    gt = {}  # (class, image) -> (boxes [G, 4], difficult [G])
-    for image, record in enumerate(ground_truth):
-        labels = np.asarray(record['labels'], np.int64).reshape(-1)
-        boxes = np.asarray(record['boxes_pixels'], np.float64).reshape(-1, 4)
-        flags = record.get('difficult')
-        flags = np.zeros(len(labels), bool) if flags is None else np.asarray(flags, bool)
-        for c in np.unique(labels):
-            if 0 < c < num_classes:
-                gt[(int(c), image)] = (boxes[labels == c], flags.reshape(-1)[labels == c])
-    curves = [None] * num_classes
-    for c in range(1, num_classes):
-        num_gt = sum(int((~flags).sum()) for (k, _), (_, flags) in gt.items() if k == c)
-        if num_gt == 0:
-            continue
-        rows = np.asarray(detections[c], np.float64).reshape(-1, 6)
-        rows = rows[np.argsort(-rows[:, 1], kind='stable')]
-        matched = {}
-        tp = np.zeros(len(rows))
-        fp = np.zeros(len(rows))
-        for i, row in enumerate(rows):
-            key = (c, int(row[0]))
-            if key not in gt:
-                fp[i] = 1.
-                continue
-            boxes, flags = gt[key]
-            iou = _pixel_iou(row[2:6], boxes)
-            best = int(np.argmax(iou))
-            if iou[best] <= iou_threshold:
-                fp[i] = 1.
-            elif flags[best]:
-                continue
-            elif matched.setdefault(key, np.zeros(len(boxes), bool))[best]:
-                fp[i] = 1.
-            else:
-                matched[key][best] = True
-                tp[i] = 1.
-        keep = (tp + fp) > 0
-        tp_cum, fp_cum = np.cumsum(tp)[keep], np.cumsum(fp)[keep]
-        curves[c] = (tp_cum / num_gt,
-                     tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps))
-    return curves
-
-
 def draw_pr_curves(path, curves, summary, columns=5, panel=(240, 200)):
     """Draws one precision-recall panel per class (1..C-1) into a PNG; returns the path.
 
     Args:
-      curves: precision_recall_curves output.
+      curves: per-class (recall, precision) or None, as
+        `voc_metric.evaluate(..., return_curves=True)['curves']`.
       summary: summarize output (class names and APs in the panel titles, mAPs in the header).
       panel: (width, height) of a class panel in pixels.
     """

@@ -128,7 +128,8 @@ def _flatten_detections(detections, num_classes, num_images):
     return classes, images, columns[1], columns[2:6]
 
 
-def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5):
+def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5,
+             return_curves=False):
     """VOC AP of every class and the mAP, in both the 2007 11-point and 2010+ area metrics.
 
     Args:
@@ -141,13 +142,19 @@ def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5):
         1..C-1 (e.g. padding with label -1) are ignored.
       num_classes: C, background included (21 for VOC).
       iou_threshold: a detection needs IoU > this with its gt box.
+      return_curves: also return the precision-recall curves the APs are computed from
+        (for plotting), under 'curves'.
     Returns:
       dict with
         ap_07, ap_area: float64 [C] per-class AP (nan for class 0 and classes without
           non-difficult gt),
         map_07, map_area: float, mean AP over classes with non-difficult gt (nan if none),
         num_gt: int64 [C] non-difficult gt boxes per class,
-        num_detections: int64 [C].
+        num_detections: int64 [C],
+        curves (only with return_curves): list of C entries, None for class 0 and classes
+          without non-difficult gt, else (recall float64 [n], precision float64 [n]): one
+          point per TP or FP detection of the class by descending score (detections matched
+          to a difficult gt count as neither and give no point); voc_ap of it is the AP.
     """
     num_images = len(ground_truth)
     gt_image, gt_label, gt_boxes, gt_difficult = _flatten_ground_truth(ground_truth)
@@ -210,6 +217,7 @@ def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5):
     class_bounds = np.searchsorted(det_class, np.arange(num_classes + 1), side='left')
     ap_07 = np.full(num_classes, np.nan)
     ap_area = np.full(num_classes, np.nan)
+    curves = [None] * num_classes
     for c in range(1, num_classes):
         if num_gt[c] == 0:
             continue
@@ -220,8 +228,11 @@ def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5):
         precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
         ap_07[c] = voc_ap(recall, precision, use_07_metric=True)
         ap_area[c] = voc_ap(recall, precision, use_07_metric=False)
+        if return_curves:
+            counted = (tp[lo:hi] + fp[lo:hi]) > 0  # drop the difficult matches' repeat points
+            curves[c] = (recall[counted], precision[counted])
     has_gt = num_gt > 0
-    return {
+    result = {
         'ap_07': ap_07,
         'ap_area': ap_area,
         'map_07': float(np.mean(ap_07[has_gt])) if has_gt.any() else float('nan'),
@@ -229,6 +240,9 @@ def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5):
         'num_gt': num_gt.astype(np.int64),
         'num_detections': np.diff(class_bounds).astype(np.int64),
     }
+    if return_curves:
+        result['curves'] = curves
+    return result
 
 
 def make_benchmark_data(num_images=4952, num_classes=21, objects_per_image=3,
