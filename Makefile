@@ -17,7 +17,7 @@ venv: $(VENV)/.installed
 # The demo's short training run (a few minutes on 2 CPU cores; from scratch, so expect a
 # near-zero mAP: it shows the whole flow, not a trained detector).
 DEMO_DIR   := demo_output
-DEMO_TRAIN := --checkpoint_path= --batch_size=4 --max_number_of_steps=30 \
+DEMO_TRAIN := --checkpoint_path= --batch_size=4 --max_number_of_steps=20 \
               --learning_rate=1e-3 --decay_boundaries=1000 --lr_decay_factors=1,0.1 \
               --log_every_n_steps=5 --save_checkpoints_secs=600 --data_format=channels_last
 
@@ -28,6 +28,11 @@ demo: venv
 	cd dataset && ../$(PY) convert_voc_sample_tfrecords.py --dataset_directory=./ \
 	    --output_directory=tfrecords --train_splits VOC2012_sample --validation_splits VOC2012_sample
 	$(PY) train_ssd.py --data_dir=dataset/tfrecords --model_dir=$(DEMO_DIR)/model $(DEMO_TRAIN)
+	$(PY) eval_ssd.py --data_dir=dataset/tfrecords --model_dir=$(DEMO_DIR)/model \
+	    --data_format=channels_last
+	$(PY) simple_ssd_demo.py --checkpoint_path=$(DEMO_DIR)/model --output_dir=$(DEMO_DIR)/detections \
+	    --data_format=channels_last --score_threshold=0.5 \
+	    $$(head -n 4 dataset/VOC2012_sample/ImageSets/Main/val.txt | sed 's|.*|--input=dataset/VOC2012_sample/JPEGImages/&.jpg|')
 
 ## test: run the whole test suite
 test: venv

@@ -20,6 +20,7 @@ from absl import flags
 from utility import eval_utils
 
 FLAGS = flags.FLAGS
+MAX_LISTED = 10  # detections listed per image in the progress line (all are drawn)
 
 flags.DEFINE_multi_string('input', [], 'Image file or directory of images; repeat the flag '
                                        'for more (--input a.jpg --input photos/).')
@@ -94,8 +95,11 @@ def main(_):
             out = os.path.join(FLAGS.output_dir, output_name(path, used))
             draw.write_image(out, draw.draw_detections(image, boxes, labels, scores,
                                                        class_names))
+            # detections come sorted by score; list the best few on the line
             found = ', '.join('%s %.2f [%.0f %.0f %.0f %.0f]' % ((class_names[l], s) + tuple(b))
-                              for b, l, s in zip(boxes, labels, scores))
+                              for b, l, s in list(zip(boxes, labels, scores))[:MAX_LISTED])
+            if len(labels) > MAX_LISTED:
+                found += ', ... (%d more)' % (len(labels) - MAX_LISTED)
             log('%s: %d detection(s)%s -> %s' % (path, len(labels),
                                                   ': ' + found if found else '', out))
     return 0
