@@ -9,7 +9,7 @@ Features produced by the input_fn (per replica batch B):
   features['filename']  string  [B]
   features['shape']     int32   [B, 3]            original (height, width, channels)
   eval/predict only:
-  features['gt_boxes'] float32 [B, N, 4], features['gt_labels'] int32 [B, N] (0 = padding),
+  features['gt_boxes'] float32 [B, N, 4], features['gt_labels'] int32 [B, N] (-1 = padding),
   features['gt_difficult'] int32 [B, N]
 Labels (training only):
   labels['loc_targets'] float32 [B, 8732, 4], labels['cls_targets'] int32 [B, 8732] (-1 ignored)
@@ -140,6 +140,7 @@ def make_input_fn(params, is_training, file_pattern=None):
         return dataset_common.build_dataset(
             file_pattern, train_map if is_training else eval_map, batch_size=batch,
             is_training=is_training, num_readers=params['num_readers'],
+            num_parallel_calls=params['num_preprocessing_threads'] or tf.data.AUTOTUNE,
             seed=params.get('tf_random_seed'), drop_remainder=is_training,
             num_epochs=params.get('train_epochs') if is_training else 1)
 
