@@ -157,3 +157,24 @@ def test_learning_rate_schedule_values():
             assert sess.run(lr) == pytest.approx(1e-6)  # floored at end_learning_rate
     with pytest.raises(ValueError, match='one more entry'):
         train_utils.learning_rate_schedule(tf.constant(0), 1e-3, [1, 2], [1, 1], 0)
+
+
+SEED_TRAIN_FLAGS = (
+    'num_readers', 'num_preprocessing_threads', 'num_cpu_threads', 'gpu_memory_fraction',
+    'data_dir', 'num_classes', 'model_dir', 'log_every_n_steps', 'save_summary_steps',
+    'save_checkpoints_secs', 'train_image_size', 'train_epochs', 'max_number_of_steps',
+    'batch_size', 'data_format', 'negative_ratio', 'match_threshold', 'neg_threshold',
+    'tf_random_seed', 'weight_decay', 'momentum', 'learning_rate', 'end_learning_rate',
+    'decay_boundaries', 'lr_decay_factors', 'checkpoint_path', 'checkpoint_model_scope',
+    'model_scope', 'checkpoint_exclude_scopes', 'ignore_missing_vars', 'multi_gpu', 'use_amp')
+
+
+def test_help_explains_every_seed_flag():
+    proc = run_script(['train_ssd.py', '--help'], timeout=120)
+    text = proc.stdout + proc.stderr
+    assert 'Try --helpfull' in text, text[-2000:]  # absl's help (it exits with status 1)
+    for name in SEED_TRAIN_FLAGS:
+        # absl prints "--name: help text" (booleans as "--[no]name: ...")
+        match = re.search(r'--(?:\[no\])?%s: (\S.*)' % name, text)
+        assert match and len(match.group(1)) > 10, name
+    assert "(default: '500, 80000, 100000')" in text and "(default: '16')" in text
