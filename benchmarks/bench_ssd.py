@@ -14,6 +14,47 @@ in `STAGES`):
                 measures each part alone on the same data: read + parse + decode,
                 augmentation (on decoded images held in memory), target encoding (on
                 augmented boxes held in memory).
+  train         model_fn's TRAIN graph (net, loss, momentum update), built directly in a
+                tf.compat.v1 Session (the same graph tf.estimator runs), timed as
+                sess.run(train_op) on ONE fixed batch drawn from the real training
+                input pipeline and held in variables (so the input pipeline is not
+                counted).  For each --train_batch_sizes (8,16) in its own subprocess:
+                images/s (median step after --train_warmup steps), achieved GFLOP/s and
+                the peak resident memory of that process.  Beside it, in the same run:
+                GFLOP/s of a large 3x3 convolution and of a large matmul, and the ratio
+                training / convolution.
+  infer         model_fn's PREDICT graph on a fixed eval batch (--infer_batch_size),
+                interleaved runs of: network only, network + post-processing (decode,
+                top-k, NMS) and post-processing alone on the network's output; images/s
+                and the share of time after the network, both as (fastest net+post -
+                fastest net) / net+post and, directly, post alone / net+post (the target
+                is checked on the direct one).  The weights are untrained, so every
+                anchor passes the 0.01 score threshold for every class: the worst case
+                for NMS.
+  metric        utility/voc_metric.evaluate on a random VOC07-test-sized set (4952 images,
+                200 detections each), best of --metric_repeats.
+  convert       dataset/voc_to_tfrecords.convert_dataset on the generated VOC sample
+                (--num_images), median of --repeats conversions into fresh folders.
+  kernels       (not in the default list; train reports it too) only the convolution and
+                matmul GFLOP/s.
+
+FLOPs: forward multiply-accumulates of every convolution of the network, counted from the
+built graph's layer shapes (output H x W x kernel h x kernel w x in x out channels, batch
+1, 300x300 input; the dilated fc6 counted at its nominal 19x19 output), x 2 FLOPs per MAC,
+x 3 for forward + backward (input and weight gradients): 31.37 GMAC -> 188.2 GFLOP per
+training image, 62.7 GFLOP per inference image.  Pooling, L2-norm, loss and the optimizer
+are not counted (under 1%).
+
+The large convolution is [16,75,75,256] x 3x3x256x256 (NHWC, SAME: 106.2 GFLOP), the
+matmul 4096^3 (137.4 GFLOP), both float32, median of --kernel_repeats; the forward + both
+gradients of the convolution is reported too (oneDNN's backward kernels are slower).
+
+TF graph stages (train, kernels, infer) run in subprocesses so each gets a fresh TensorFlow
+with the session config train_ssd.py uses (utility/train_utils.setup_replicas), and so
+their peak memory is their own.  --trace_dir writes one step's Chrome trace per
+TF worker (chrome://tracing) and adds the top op types by time to the output.
+Experiments: --inter_op / --intra_op (thread pools), --xla, --bf16, and the environment
+(TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off; the machine line says which was used).
 
 Without --data_dir the VOC-format sample is generated (dataset/make_voc_sample.py) and
 converted (dataset/voc_to_tfrecords.py) into a temporary folder that is deleted at exit;
@@ -32,6 +73,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -73,6 +115,19 @@ def load_average():
         return None
 
 
+def onednn_state():
+    """'on' / 'off' and why: TF 2.15 x86 Linux builds use oneDNN unless
+    TF_ENABLE_ONEDNN_OPTS=0."""
+    value = os.environ.get('TF_ENABLE_ONEDNN_OPTS')
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        enabled = _pywrap_util_port.IsMklEnabled()
+    except (ImportError, AttributeError):
+        enabled = value != '0'
+    return '%s (TF_ENABLE_ONEDNN_OPTS=%s)' % ('on' if enabled else 'off',
+                                             value if value is not None else 'unset')
+
+
 def machine_info():
     return {
         'cores': cpu_count(),
@@ -81,6 +136,7 @@ def machine_info():
         'python': platform.python_version(),
         'platform': platform.platform(),
         'gpus': len(tf.config.list_physical_devices('GPU')),
+        'onednn': onednn_state(),
         'load_average_1_5_15min': load_average(),
     }
 
@@ -89,30 +145,68 @@ def machine_info():
 
 
 class Context(object):
-    """What stages share: parsed arguments and the (lazily made) TFRecord folder."""
+    """What stages share: parsed arguments, the (lazily made) sample folders and the
+    kernel GFLOP/s (measured once per run)."""
 
     def __init__(self, args):
         self.args = args
         self._data_dir = args.data_dir
+        self._root = None
         self._temp_dir = None
+        self._kernels = None
+        self._forward_gmac = None
+
+    def _sample_root(self):
+        if self._root is None:
+            if self.args.cache_dir:
+                self._root = os.path.abspath(self.args.cache_dir)
+            else:
+                self._root = self._temp_dir = tempfile.mkdtemp(prefix='bench_ssd_')
+        return self._root
+
+    def voc_root(self):
+        """Folder holding the generated VOC-format sample split folder (SAMPLE_NAME)."""
+        return make_sample(self._sample_root(), self.args.num_images)
 
     def data_dir(self):
         """Folder with train-* shards; generates and converts the sample if needed."""
         if self._data_dir is None:
-            if self.args.cache_dir:
-                root = os.path.abspath(self.args.cache_dir)
-            else:
-                root = self._temp_dir = tempfile.mkdtemp(prefix='bench_ssd_')
-            self._data_dir = prepare_sample(root, self.args.num_images)
+            self._data_dir = prepare_sample(self._sample_root(), self.args.num_images)
         if not tf.io.gfile.glob(os.path.join(self._data_dir, 'train-*')):
             raise SystemExit('ERROR: no train-* TFRecord shards in %s; convert data with '
                              'dataset/convert_voc_sample_tfrecords.py or drop --data_dir to '
                              'let the benchmark make the sample.' % self._data_dir)
         return self._data_dir
 
+    def kernels(self):
+        """Large conv / matmul GFLOP/s (worker 'kernels'), measured once per run."""
+        if self._kernels is None:
+            self._kernels = run_worker('kernels', self.args)
+        return self._kernels
+
+    def forward_gmac(self):
+        """Forward GMAC per image of SSD300 (ssd300_conv_macs), counted once per run."""
+        if self._forward_gmac is None:
+            from net import ssd_model
+            self._forward_gmac = sum(ssd300_conv_macs(ssd_model.make_params()).values()) / 1e9
+        return self._forward_gmac
+
     def close(self):
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+def make_sample(root, num_images):
+    """Generates the VOC-format sample under `root`/voc_<num_images> (once per root);
+    returns that folder (the converter's dataset directory)."""
+    from dataset import make_voc_sample
+    voc_root = os.path.join(root, 'voc_%d' % num_images)
+    done = os.path.join(voc_root, '.complete')
+    if not os.path.exists(done):
+        make_voc_sample.make_voc_sample(voc_root, num_images=num_images, seed=SAMPLE_SEED,
+                                        name=SAMPLE_NAME)
+        open(done, 'w').close()
+    return voc_root
 
 
 def prepare_sample(root, num_images):
@@ -120,13 +214,11 @@ def prepare_sample(root, num_images):
 
     Returns the TFRecord folder `<root>/tfrecords_<num_images>`.
     """
-    from dataset import make_voc_sample, voc_to_tfrecords
+    from dataset import voc_to_tfrecords
     out = os.path.join(root, 'tfrecords_%d' % num_images)
     if os.path.exists(os.path.join(out, 'manifest.json')):
         return out
-    voc_root = os.path.join(root, 'voc_%d' % num_images)
-    make_voc_sample.make_voc_sample(voc_root, num_images=num_images, seed=SAMPLE_SEED,
-                                    name=SAMPLE_NAME)
+    voc_root = make_sample(root, num_images)
     quiet = voc_to_tfrecords.Reporter(out=_Null(), err=sys.stderr)
     voc_to_tfrecords.convert_dataset(voc_root, out, [SAMPLE_NAME], [SAMPLE_NAME],
                                      train_shards=4, validation_shards=1, num_threads=2,
@@ -272,10 +364,470 @@ def _in_memory(elements, signature):
     return dataset.cache()
 
 
+# ----------------------------------------------------------------------------- TF workers
+#
+# The train, kernels and infer stages run in a subprocess each (`--_worker NAME`): a fresh
+# TensorFlow whose thread pools follow the session config below, and whose peak memory is
+# its own.  The worker prints one JSON object as its last stdout line.
+
+# Large 3x3 convolution: input [batch, height, width, in channels], kernel 3x3 -> out channels.
+CONV_INPUT = (16, 75, 75, 256)
+CONV_OUT_CHANNELS = 256
+MATMUL_SIZE = 4096
+# Training costs forward + backward (input and weight gradients): 3 x the forward FLOPs.
+TRAIN_FLOP_FACTOR = 3
+
+
+def session_config(args):
+    """The ConfigProto train_ssd.py trains with (train_utils.setup_replicas, one replica)
+    plus the --intra_op / --inter_op / --xla experiment overrides."""
+    from utility import train_utils
+    _, _, config = train_utils.setup_replicas(multi_gpu=False, num_cpu_replicas=0,
+                                              num_cpu_threads=args.threads,
+                                              log=lambda *_: None)
+    if args.intra_op:
+        config.intra_op_parallelism_threads = args.intra_op
+    if args.inter_op:
+        config.inter_op_parallelism_threads = args.inter_op
+    if args.xla:
+        config.graph_options.optimizer_options.global_jit_level = (
+            tf.compat.v1.OptimizerOptions.ON_1)
+    if args.bf16:
+        from tensorflow.core.protobuf import rewriter_config_pb2
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = (
+            rewriter_config_pb2.RewriterConfig.ON)
+    return config
+
+
+def peak_memory():
+    """Peak resident memory of this process: dict(peak_rss_gb, vm_hwm_gb) in 1e9 bytes."""
+    import resource
+    result = {'peak_rss_gb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                   * 1024 / 1e9, 3)}
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    result['vm_hwm_gb'] = round(int(line.split()[1]) * 1024 / 1e9, 3)
+    except OSError:
+        pass
+    return result
+
+
+def ssd300_conv_macs(params):
+    """Forward multiply-accumulates per image of every convolution of SSD300.
+
+    Builds the network (batch 1, params' image size) in a throwaway graph and counts, for
+    each tf_slim convolution, output height x width x kernel height x width x in x out
+    channels, from the layer's output shape and its `weights` variable.  The dilated fc6 is
+    counted at its nominal 19x19 output (TF runs it as space-to-batch + a convolution on a
+    padded 24x24 grid, a little more work than counted).
+    Returns: OrderedDict layer scope -> MACs (python ints), in network order.
+    """
+    from net import ssd_net
+    from utility import anchors as anchor_lib
+    size = int(params['train_image_size'])
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [1, size, size, 3])
+        _, _, end_points = ssd_net.ssd300(
+            images, params['num_classes'],
+            anchor_lib.anchors_per_location(params['anchor_spec']),
+            scope=params['model_scope'])
+        kernels = {v.op.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
+        macs = collections.OrderedDict()
+        for name, output in end_points.items():
+            kernel = kernels.get('%s/weights' % name)
+            if kernel is None or len(kernel) != 4:
+                continue  # pooling layers, the 1-D L2-norm scale, aliases
+            _, height, width, _ = output.shape.as_list()
+            kh, kw, cin, cout = kernel
+            macs[name] = height * width * kh * kw * cin * cout
+    return macs
+
+
+def _variable_batch(values):
+    """Numpy arrays -> local (non-trainable) variables holding them, read every step.
+
+    Returns (dict name -> tensor, init op, feed dict for the init op).
+    """
+    tensors, feed, inits = {}, {}, []
+    for name, value in values.items():
+        if value.dtype.kind in 'SUO':  # strings stay constants
+            tensors[name] = tf.constant(value)
+            continue
+        placeholder = tf.compat.v1.placeholder(tf.as_dtype(value.dtype), value.shape)
+        variable = tf.compat.v1.Variable(
+            placeholder, trainable=False, name='fixed_' + name,
+            collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES])
+        tensors[name] = variable.read_value()
+        inits.append(variable.initializer)
+        feed[placeholder] = value
+    return tensors, tf.group(*inits), feed
+
+
+def _draw_batch(dataset, config):
+    """The first element of `dataset` as numpy, drawn in a graph-mode session."""
+    element = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+    with tf.compat.v1.Session(config=config) as sess:
+        return sess.run(element)
+
+
+def _time_runs(sess, fetches, warmup, steps):
+    """Runs every fetch `warmup` times untimed, then `steps` rounds, one run of each fetch
+    per round (interleaved, so a change of machine load hits all alike).
+
+    Args: fetches: OrderedDict name -> fetch.  Returns dict name -> list of seconds.
+    """
+    for _ in range(warmup):
+        for fetch in fetches.values():
+            sess.run(fetch)
+    seconds = {name: [] for name in fetches}
+    for _ in range(steps):
+        for name, fetch in fetches.items():
+            start = time.perf_counter()
+            sess.run(fetch)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def _trace(sess, fetch, path, top=12):
+    """Runs `fetch` once with a full trace: writes a Chrome trace to `path` and returns
+    the `top` op types by summed op time [(type, ms, share of the summed time)]."""
+    from tensorflow.python.client import timeline
+    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+    metadata = tf.compat.v1.RunMetadata()
+    sess.run(fetch, options=options, run_metadata=metadata)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(timeline.Timeline(metadata.step_stats).generate_chrome_trace_format())
+    by_type = collections.Counter()
+    for device in metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            label = node.timeline_label
+            op_type = label.split(' = ', 1)[1].split('(', 1)[0] if ' = ' in label else (
+                node.node_name.split(':')[0])
+            by_type[op_type] += node.op_end_rel_micros - node.op_start_rel_micros
+    total = float(sum(by_type.values())) or 1.
+    return [(name, round(micros / 1000., 1), round(micros / total, 3))
+            for name, micros in by_type.most_common(top)]
+
+
+def _median(values):
+    return statistics.median(values)
+
+
+def worker_kernels(args):
+    """GFLOP/s of a large 3x3 convolution (forward, and forward + both gradients) and of a
+    large matmul, in the training session config."""
+    config = session_config(args)
+    batch, height, width, channels = CONV_INPUT
+    conv_flop = 2. * batch * height * width * 9 * channels * CONV_OUT_CHANNELS  # SAME padding
+    matmul_flop = 2. * MATMUL_SIZE ** 3
+    with tf.Graph().as_default():
+        init = tf.compat.v1.random_uniform_initializer(-1., 1., seed=SAMPLE_SEED)
+        x = tf.compat.v1.get_variable('x', CONV_INPUT, initializer=init)
+        w = tf.compat.v1.get_variable('w', [3, 3, channels, CONV_OUT_CHANNELS], initializer=init)
+        y = tf.nn.conv2d(x, w, strides=1, padding='SAME')
+        grad_y = tf.compat.v1.get_variable('grad_y', y.shape, initializer=init)
+        grad_x, grad_w = tf.gradients(y, [x, w], grad_ys=grad_y)
+        a = tf.compat.v1.get_variable('a', [MATMUL_SIZE] * 2, initializer=init)
+        b = tf.compat.v1.get_variable('b', [MATMUL_SIZE] * 2, initializer=init)
+        product = tf.matmul(a, b)
+        fetches = collections.OrderedDict([
+            ('conv3x3', y.op),
+            # A list, not tf.group: a NoOp fetch with only control inputs gets pruned.
+            ('conv3x3_fwd_bwd', [y.op, grad_x.op, grad_w.op]),
+            ('matmul', product.op)])
+        with tf.compat.v1.Session(config=config) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            seconds = _time_runs(sess, fetches, 1, args.kernel_repeats)
+    flops = {'conv3x3': conv_flop, 'conv3x3_fwd_bwd': 3 * conv_flop, 'matmul': matmul_flop}
+    result = collections.OrderedDict()
+    for name in fetches:
+        s = _median(seconds[name])
+        result[name] = {'gflop_per_s': round(flops[name] / s / 1e9, 1),
+                        'gflop': round(flops[name] / 1e9, 1), 'seconds': round(s, 3)}
+    result['conv3x3']['shape'] = '[%d,%d,%d,%d] x 3x3x%dx%d, NHWC, SAME' % (
+        CONV_INPUT + (channels, CONV_OUT_CHANNELS))
+    result['matmul']['shape'] = '%d^3 float32' % MATMUL_SIZE
+    return result
+
+
+def worker_train(args):
+    """Times sess.run(train_op) of model_fn's TRAIN graph on one fixed real batch."""
+    from net import ssd_model
+    config = session_config(args)
+    params = ssd_model.make_params(data_dir=args.data_dir, batch_size=args.batch_size,
+                                   data_format='channels_last', checkpoint_path=None)
+    result = collections.OrderedDict(batch_size=args.batch_size)
+    with tf.Graph().as_default() as graph:
+        tf.compat.v1.set_random_seed(SAMPLE_SEED)
+        features, labels = _draw_batch(ssd_model.make_input_fn(params, is_training=True)(),
+                                       config)
+        feature_tensors, init_features, feed = _variable_batch(features)
+        label_tensors, init_labels, label_feed = _variable_batch(labels)
+        feed.update(label_feed)
+        spec = ssd_model.model_fn(feature_tensors, label_tensors, tf.estimator.ModeKeys.TRAIN,
+                                  params)
+        init_model = tf.compat.v1.global_variables_initializer()
+        graph.finalize()
+        with tf.compat.v1.Session(config=config) as sess:
+            sess.run(init_model)
+            sess.run([init_features, init_labels], feed_dict=feed)
+            seconds = _time_runs(sess, {'step': spec.train_op}, args.train_warmup,
+                                 args.train_steps)['step']
+            loss = float(sess.run(spec.loss))
+            if args.trace_dir:
+                result['trace_top_ops_ms'] = _trace(sess, spec.train_op, os.path.join(
+                    args.trace_dir, 'train_b%d.json' % args.batch_size))
+    step = _median(seconds)
+    result['step_seconds'] = round(step, 3)
+    result['steps_seconds'] = [round(s, 3) for s in seconds]
+    result['images_per_s'] = round(args.batch_size / step, 3)
+    result['loss_after'] = round(loss, 3)
+    result.update(peak_memory())
+    return result
+
+
+def worker_infer(args):
+    """Times model_fn's PREDICT graph on one fixed eval batch: network only, network +
+    post-processing, and post-processing alone on the network's output."""
+    from net import ssd_model
+    from utility import anchors as anchor_lib
+    from utility import postprocess as postprocess_lib
+    config = session_config(args)
+    batch = args.infer_batch_size
+    params = ssd_model.make_params(data_dir=args.data_dir, batch_size=batch,
+                                   data_format='channels_last', checkpoint_path=None)
+    result = collections.OrderedDict(batch_size=batch)
+    with tf.Graph().as_default() as graph:
+        tf.compat.v1.set_random_seed(SAMPLE_SEED)
+        images = ssd_model.make_input_fn(params, is_training=False)().unbatch().map(
+            lambda f: {'image': f['image'], 'shape': f['shape']}).repeat().batch(batch)
+        features, init_features, feed = _variable_batch(_draw_batch(images, config))
+        spec = ssd_model.model_fn(features, None, tf.estimator.ModeKeys.PREDICT, params)
+        scope = params['model_scope']
+        try:
+            network = [graph.get_tensor_by_name('%s/multibox_head/%s:0' % (scope, name))
+                       for name in ('cls_logits', 'loc_preds')]
+        except KeyError:
+            raise RuntimeError('The PREDICT graph has no %s/multibox_head/cls_logits or '
+                               'loc_preds tensor; update worker_infer to the network\'s '
+                               'output names.' % scope) from None
+        detections = {k: spec.predictions[k]
+                      for k in ('boxes', 'scores', 'classes', 'num_detections')}
+        with tf.compat.v1.Session(config=config) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            sess.run(init_features, feed_dict=feed)
+            logits, codes = sess.run(network)
+            # Post-processing alone, on the network's output held in variables.
+            outputs, init_outputs, out_feed = _variable_batch({'cls': logits, 'loc': codes})
+            alone = postprocess_lib.postprocess(
+                outputs['cls'], outputs['loc'],
+                anchor_lib.generate_anchors(params['anchor_spec']),
+                params['anchor_spec']['prior_scaling'],
+                select_threshold=params['select_threshold'], min_size=params['min_size'],
+                keep_topk=params['keep_topk'], nms_threshold=params['nms_threshold'],
+                nms_topk=params['nms_topk'])
+            sess.run(init_outputs, feed_dict=out_feed)
+            fetches = collections.OrderedDict([
+                ('network', [t.op for t in network]),
+                ('network_postprocess', detections),
+                ('postprocess_alone', alone)])
+            seconds = _time_runs(sess, fetches, args.infer_warmup, args.infer_steps)
+            found = sess.run(detections['num_detections'])
+            if args.trace_dir:
+                result['trace_top_ops_ms'] = _trace(sess, detections, os.path.join(
+                    args.trace_dir, 'infer_b%d.json' % batch))
+    probabilities = _softmax(logits)[..., 1:]
+    med = {k: _median(v) for k, v in seconds.items()}
+    result['network_seconds'] = round(med['network'], 4)
+    result['network_postprocess_seconds'] = round(med['network_postprocess'], 4)
+    result['postprocess_alone_seconds'] = round(med['postprocess_alone'], 4)
+    result['images_per_s'] = round(batch / med['network_postprocess'], 3)
+    result['network_only_images_per_s'] = round(batch / med['network'], 3)
+    # Two ways to the share of time after the network: the difference of the fastest
+    # network+post-processing and network-only runs (both ~seconds, so machine noise of a
+    # few % shows in it), and post-processing alone on the same network output (direct).
+    best = {k: min(v) for k, v in seconds.items()}
+    result['share_after_network'] = round(
+        max(0., best['network_postprocess'] - best['network']) / best['network_postprocess'],
+        4)
+    result['share_postprocess_alone'] = round(
+        med['postprocess_alone'] / med['network_postprocess'], 4)
+    # How hard the post-processing worked: untrained weights put every class near 1/21,
+    # above the 0.01 select threshold at every anchor -- the worst case for NMS.
+    result['candidates_per_image_class_mean'] = round(float(
+        (probabilities > params['select_threshold']).sum(axis=1).mean()), 1)
+    result['detections_per_image_mean'] = round(float(found.mean()), 1)
+    result.update(peak_memory())
+    return result
+
+
+def _softmax(logits):
+    import numpy as np
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+WORKERS = {'kernels': worker_kernels, 'train': worker_train, 'infer': worker_infer}
+# Arguments a worker needs from the parent (the rest are the parent's business).
+_WORKER_ARGS = ('threads', 'intra_op', 'inter_op', 'xla', 'bf16', 'train_warmup',
+                'train_steps', 'kernel_repeats', 'infer_batch_size', 'infer_warmup',
+                'infer_steps', 'trace_dir')
+
+
+def run_worker(name, args, data_dir=None, batch_size=None):
+    """Runs worker `name` in a fresh Python subprocess; returns its JSON result."""
+    import subprocess
+    command = [sys.executable, os.path.abspath(__file__), '--_worker', name]
+    for key in _WORKER_ARGS:
+        value = getattr(args, key)
+        if isinstance(value, bool):
+            command += ['--' + key] if value else []
+        elif value is not None:
+            command += ['--' + key, str(value)]
+    if data_dir:
+        command += ['--data_dir', data_dir]
+    if batch_size:
+        command += ['--batch_size', str(batch_size)]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=args.worker_timeout)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError('benchmark worker %r failed (exit %d); its error output ends '
+                           'with:\n%s\nRerun with --stages of that stage alone to see it.'
+                           % (name, proc.returncode, proc.stderr[-3000:]))
+    return json.loads(lines[-1])
+
+
+# ----------------------------------------------------------------------------- stages (TF)
+
+
+def bench_kernels(args, context):
+    """Large 3x3 convolution and matmul GFLOP/s: what this machine's TF can do at best."""
+    return collections.OrderedDict(context.kernels())
+
+
+def bench_train(args, context):
+    """Training images/s and GFLOP/s at each --train_batch_sizes, peak memory, and the
+    ratio to the large convolution's GFLOP/s measured in the same run."""
+    from net import ssd_model
+    macs = ssd300_conv_macs(ssd_model.make_params())
+    forward_gmac = sum(macs.values()) / 1e9
+    train_gflop = forward_gmac * 2 * TRAIN_FLOP_FACTOR
+    kernels = context.kernels()
+    conv_rate = kernels['conv3x3']['gflop_per_s']
+    result = collections.OrderedDict()
+    result['method'] = 'sess.run(train_op), one fixed real batch in variables'
+    result['forward_gmac_per_image'] = round(forward_gmac, 2)
+    result['train_gflop_per_image'] = round(train_gflop, 1)
+    result['conv3x3_gflop_per_s'] = conv_rate
+    result['conv3x3_fwd_bwd_gflop_per_s'] = kernels['conv3x3_fwd_bwd']['gflop_per_s']
+    result['matmul_gflop_per_s'] = kernels['matmul']['gflop_per_s']
+    cores = cpu_count()
+    for batch in parse_sizes(args.train_batch_sizes):
+        worker = run_worker('train', args, data_dir=context.data_dir(), batch_size=batch)
+        rate = worker['images_per_s']
+        entry = collections.OrderedDict()
+        entry['images_per_s'] = rate
+        entry['images_per_s_per_core'] = round(rate / cores, 3)
+        entry['step_seconds'] = worker['step_seconds']
+        entry['gflop_per_s'] = round(rate * train_gflop, 1)
+        entry['ratio_to_conv3x3'] = round(rate * train_gflop / conv_rate, 3)
+        # The fairer ceiling: the same convolution forward + both gradients, as training runs.
+        entry['ratio_to_conv3x3_fwd_bwd'] = round(
+            rate * train_gflop / kernels['conv3x3_fwd_bwd']['gflop_per_s'], 3)
+        entry['peak_rss_gb'] = worker['peak_rss_gb']
+        entry['loss_after'] = worker['loss_after']
+        if 'trace_top_ops_ms' in worker:
+            entry['trace_top_ops_ms'] = worker['trace_top_ops_ms']
+        result['batch_%d' % batch] = entry
+    check = result.get('batch_%d' % args.target_batch)
+    if check:
+        result['target_ratio_to_conv3x3'] = args.train_target_ratio
+        result['meets_ratio_target'] = check['ratio_to_conv3x3'] >= args.train_target_ratio
+        result['target_peak_rss_gb'] = args.memory_target_gb
+        result['meets_memory_target'] = check['peak_rss_gb'] <= args.memory_target_gb
+    return result
+
+
+def bench_infer(args, context):
+    """PREDICT graph images/s and the share of time spent after the network."""
+    worker = run_worker('infer', args, data_dir=context.data_dir())
+    result = collections.OrderedDict(worker)
+    result['gflop_per_s_network'] = round(
+        worker['network_only_images_per_s'] * 2 * context.forward_gmac(), 1)
+    result['target_share_after_network'] = args.postprocess_target_share
+    # Checked on the direct measurement (post-processing alone / network + post-processing).
+    result['meets_target'] = worker['share_postprocess_alone'] < args.postprocess_target_share
+    return result
+
+
+def bench_metric(args, context):
+    """utility/voc_metric.evaluate on a random VOC07-test-sized set."""
+    from utility import voc_metric
+    seconds, result, detections, ground_truth = voc_metric.benchmark(
+        repeats=args.metric_repeats, num_images=args.metric_images)
+    out = collections.OrderedDict()
+    out['images'] = len(ground_truth)
+    out['gt_boxes'] = int(sum(len(g['labels']) for g in ground_truth))
+    out['detections'] = int(sum(len(d) for d in detections))
+    out['seconds_best'] = round(seconds, 3)
+    out['map_07'] = round(float(result['map_07']), 4)
+    out['target_seconds'] = args.metric_target_s
+    out['meets_target'] = seconds < args.metric_target_s
+    return out
+
+
+def bench_convert(args, context):
+    """dataset/voc_to_tfrecords.convert_dataset on the generated VOC sample."""
+    from dataset import voc_to_tfrecords
+    voc_root = context.voc_root()
+    rates, seconds_all, images = [], [], 0
+    for _ in range(args.repeats):
+        out = tempfile.mkdtemp(prefix='bench_ssd_convert_')
+        try:
+            start = time.perf_counter()
+            manifest = voc_to_tfrecords.convert_dataset(
+                voc_root, out, [SAMPLE_NAME], [SAMPLE_NAME], train_shards=args.convert_shards,
+                validation_shards=args.convert_shards, num_threads=args.convert_threads,
+                train_list='train', validation_list='val',
+                reporter=voc_to_tfrecords.Reporter(out=_Null(), err=sys.stderr))
+            seconds = time.perf_counter() - start
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        images = sum(int(s['images']) for s in manifest['splits'].values())
+        rates.append(images / seconds)
+        seconds_all.append(seconds)
+    cores = cpu_count()
+    rate = statistics.median(rates)
+    return collections.OrderedDict([
+        ('images_per_run', images), ('threads', args.convert_threads),
+        ('shards_per_split', args.convert_shards),
+        ('images_per_s', round(rate, 1)), ('images_per_s_per_core', round(rate / cores, 1)),
+        ('runs_images_per_s', [round(r, 1) for r in rates]),
+        ('seconds', round(sum(seconds_all), 2))])
+
+
+def parse_sizes(text):
+    return [int(t) for t in str(text).split(',') if t.strip()]
+
+
 # name -> (function, one-line description). Other stages are added here.
 STAGES = collections.OrderedDict([
     ('input', (bench_input, 'training input pipeline: TFRecords -> decode -> augment -> '
                             'encode targets -> batch -> prefetch')),
+    ('train', (bench_train, 'model_fn TRAIN step at batch 8 and 16: images/s, GFLOP/s, '
+                            'ratio to a large conv, peak memory')),
+    ('infer', (bench_infer, 'model_fn PREDICT: network vs network + post-processing')),
+    ('metric', (bench_metric, 'VOC metric on a VOC07-test-sized random set')),
+    ('convert', (bench_convert, 'VOC folders -> TFRecords (convert_dataset) on the sample')),
+])
+# Stages that can be asked for but are not in the default list (train reports them too).
+EXTRA_STAGES = collections.OrderedDict([
+    ('kernels', (bench_kernels, 'large 3x3 conv and matmul GFLOP/s only')),
 ])
 
 
@@ -290,11 +842,76 @@ def _flatten(prefix, value, rows):
         rows.append((prefix, value))
 
 
+def summarize(report):
+    """The headline figures of the stages that ran, with their targets: a flat dict
+    figure -> value, or (value, 'target ...', met) where the issue sets a target."""
+    stages = report['stages']
+    summary = collections.OrderedDict()
+    if 'input' in stages:
+        s = stages['input']
+        summary['input pipeline images/s (total, per core)'] = (
+            '%.1f, %.1f' % (s['pipeline']['images_per_s'],
+                            s['pipeline']['images_per_s_per_core']),
+            '>= %g' % s['target_images_per_s'], s['meets_target'])
+    if 'train' in stages:
+        s = stages['train']
+        summary['large conv 3x3 (fwd+bwd) / matmul GFLOP/s'] = '%.1f (%.1f) / %.1f' % (
+            s['conv3x3_gflop_per_s'], s['conv3x3_fwd_bwd_gflop_per_s'],
+            s['matmul_gflop_per_s'])
+        for key, entry in s.items():
+            if key.startswith('batch_'):
+                summary['training %s images/s, GFLOP/s, ratio to conv (fwd+bwd)' % key] = (
+                    '%.3f, %.1f, %.3f (%.3f)' % (
+                        entry['images_per_s'], entry['gflop_per_s'],
+                        entry['ratio_to_conv3x3'], entry['ratio_to_conv3x3_fwd_bwd']))
+        if 'meets_ratio_target' in s:
+            batch = 'batch_%d' % report['settings']['target_batch']
+            summary['training %s ratio to conv' % batch] = (
+                s[batch]['ratio_to_conv3x3'], '>= %g' % s['target_ratio_to_conv3x3'],
+                s['meets_ratio_target'])
+            summary['training %s peak resident GB' % batch] = (
+                s[batch]['peak_rss_gb'], '<= %g' % s['target_peak_rss_gb'],
+                s['meets_memory_target'])
+    if 'infer' in stages:
+        s = stages['infer']
+        summary['inference images/s (network + post-processing, batch %d)'
+                % s['batch_size']] = s['images_per_s']
+        summary['inference share after the network: post-processing alone '
+                '(difference net+post - net)'] = (
+            '%.3f (%.3f)' % (s['share_postprocess_alone'], s['share_after_network']),
+            '< %g' % s['target_share_after_network'], s['meets_target'])
+    if 'metric' in stages:
+        s = stages['metric']
+        summary['VOC metric seconds, %d images' % s['images']] = (
+            s['seconds_best'], '< %g' % s['target_seconds'], s['meets_target'])
+    if 'convert' in stages:
+        s = stages['convert']
+        summary['conversion images/s (total, per core)'] = '%.1f, %.1f' % (
+            s['images_per_s'], s['images_per_s_per_core'])
+    return summary
+
+
+def format_summary(summary):
+    rows = []
+    for name, value in summary.items():
+        if isinstance(value, tuple):
+            value, target, met = value
+            rows.append((name, str(value), '%s: %s' % (target, 'met' if met else 'NOT met')))
+        else:
+            rows.append((name, str(value), ''))
+    if not rows:
+        return ''
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    fmt = '%%-%ds  %%%ds  %%s' % tuple(widths[:2])
+    return '\n'.join(['summary:'] + [fmt % r for r in rows])
+
+
 def format_table(report):
     machine = report['machine']
-    lines = ['machine: %d cores, %s, TensorFlow %s, Python %s, load average %s -> %s'
+    lines = ['machine: %d cores, %s, TensorFlow %s (oneDNN %s), Python %s, load average '
+             '(1, 5, 15 min) %s -> %s'
              % (machine['cores'], machine['cpu_model'], machine['tensorflow'],
-                machine['python'], machine['load_average_1_5_15min'],
+                machine['onednn'], machine['python'], machine['load_average_1_5_15min'],
                 report['load_average_after'])]
     rows = []
     for stage, result in report['stages'].items():
@@ -307,63 +924,144 @@ def format_table(report):
     lines.append(fmt % ('stage', 'metric', 'value'))
     lines.append(fmt % tuple('-' * w for w in widths))
     lines.extend(fmt % (s, k, v) for s, k, v in rows)
+    summary = format_summary(summarize(report))
+    if summary:
+        lines += ['', summary]
     return '\n'.join(lines)
+
+
+def _all_stages():
+    stages = collections.OrderedDict(STAGES)
+    stages.update(EXTRA_STAGES)
+    return stages
 
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='stages:\n' + '\n'.join(
-                                         '  %-12s %s' % (k, v[1]) for k, v in STAGES.items()))
+                                         '  %-12s %s' % (k, v[1])
+                                         for k, v in _all_stages().items()))
     parser.add_argument('--stages', default=','.join(STAGES),
-                        help='comma-separated stages to run (default: %(default)s)')
+                        help='comma-separated stages to run (default: %%(default)s; also: '
+                             '%s)' % ', '.join(EXTRA_STAGES))
     parser.add_argument('--json', action='store_true',
                         help='print one JSON object instead of the table')
     parser.add_argument('--data_dir', default=None,
-                        help='folder with train-* TFRecord shards; default: generate and '
-                             'convert the sample into a temporary folder')
+                        help='folder with train-* (and val-*) TFRecord shards; default: '
+                             'generate and convert the sample into a temporary folder')
     parser.add_argument('--cache_dir', default=None,
                         help='keep the generated sample here (reused when present)')
     parser.add_argument('--num_images', type=int, default=64,
                         help='images in the generated sample (default: %(default)s)')
-    parser.add_argument('--batch_size', type=int, default=16)
-    parser.add_argument('--warmup', type=int, default=10, help='untimed batches')
-    parser.add_argument('--batches', type=int, default=40, help='timed batches per run')
-    parser.add_argument('--repeats', type=int, default=3,
-                        help='timed runs; the median is reported (default: %(default)s)')
-    parser.add_argument('--threadpool', type=int, default=0,
-                        help='experiment: tf.data private thread pool size on top of the '
-                             'pipeline (0: as built)')
-    parser.add_argument('--max_intra_op', type=int, default=0,
-                        help='experiment: tf.data max_intra_op_parallelism (0: as built)')
-    parser.add_argument('--breakdown', action='store_true',
-                        help='input stage: also time decode, augmentation and encoding alone')
-    parser.add_argument('--target', type=float, default=200.,
-                        help='input stage: images/s the pipeline should reach')
+    group = parser.add_argument_group('input stage')
+    group.add_argument('--batch_size', type=int, default=16)
+    group.add_argument('--warmup', type=int, default=10, help='untimed batches')
+    group.add_argument('--batches', type=int, default=40, help='timed batches per run')
+    group.add_argument('--repeats', type=int, default=3,
+                       help='timed runs (input, convert); the median is reported '
+                            '(default: %(default)s)')
+    group.add_argument('--threadpool', type=int, default=0,
+                       help='experiment: tf.data private thread pool size on top of the '
+                            'pipeline (0: as built)')
+    group.add_argument('--max_intra_op', type=int, default=0,
+                       help='experiment: tf.data max_intra_op_parallelism (0: as built)')
+    group.add_argument('--breakdown', action='store_true',
+                       help='also time decode, augmentation and encoding alone')
+    group.add_argument('--target', type=float, default=200.,
+                       help='images/s the pipeline should reach (default: %(default)s)')
+    group = parser.add_argument_group('train / kernels / infer stages (TF sessions)')
+    group.add_argument('--train_batch_sizes', default='8,16',
+                       help='training batch sizes, one subprocess each (default: %(default)s)')
+    group.add_argument('--train_warmup', type=int, default=1,
+                       help='untimed training steps (default: %(default)s)')
+    group.add_argument('--train_steps', type=int, default=3,
+                       help='timed training steps; the median is reported '
+                            '(default: %(default)s)')
+    group.add_argument('--kernel_repeats', type=int, default=5,
+                       help='timed runs of each kernel (default: %(default)s)')
+    group.add_argument('--infer_batch_size', type=int, default=8)
+    group.add_argument('--infer_warmup', type=int, default=1)
+    group.add_argument('--infer_steps', type=int, default=4,
+                       help='timed rounds of network / network+post / post alone')
+    group.add_argument('--threads', type=int, default=0,
+                       help='num_cpu_threads passed to setup_replicas, as train_ssd.py '
+                            '--num_cpu_threads (0: one per core)')
+    group.add_argument('--intra_op', type=int, default=0,
+                       help='experiment: override intra_op_parallelism_threads')
+    group.add_argument('--inter_op', type=int, default=0,
+                       help='experiment: override inter_op_parallelism_threads')
+    group.add_argument('--xla', action='store_true',
+                       help='experiment: session global_jit_level ON_1 (XLA auto-clustering)')
+    group.add_argument('--bf16', action='store_true',
+                       help='experiment: grappler auto_mixed_precision_onednn_bfloat16 '
+                            '(bfloat16 convolutions on CPUs with AVX512_BF16/AMX; changes '
+                            'the numerics, the kernels stay float32)')
+    group.add_argument('--trace_dir', default=None,
+                       help='write one traced step per TF worker here (Chrome trace JSON) '
+                            'and report the top op types')
+    group.add_argument('--worker_timeout', type=float, default=1800.,
+                       help='seconds a TF worker subprocess may run')
+    group = parser.add_argument_group('targets')
+    group.add_argument('--target_batch', type=int, default=16,
+                       help='training batch the ratio and memory targets apply to')
+    group.add_argument('--train_target_ratio', type=float, default=0.8,
+                       help='training GFLOP/s / large-conv GFLOP/s to reach')
+    group.add_argument('--memory_target_gb', type=float, default=12.,
+                       help='peak resident memory of training (1e9 bytes)')
+    group.add_argument('--postprocess_target_share', type=float, default=0.10,
+                       help='share of inference time after the network to stay under')
+    group.add_argument('--metric_target_s', type=float, default=1.0)
+    group = parser.add_argument_group('metric / convert stages')
+    group.add_argument('--metric_images', type=int, default=4952,
+                       help='images in the metric\'s random set (VOC07 test: 4952)')
+    group.add_argument('--metric_repeats', type=int, default=3,
+                       help='timed runs; the best is reported')
+    group.add_argument('--convert_threads', type=int, default=8,
+                       help="converter threads (the converter's default)")
+    group.add_argument('--convert_shards', type=int, default=4,
+                       help='shards per split (the converter uses min(threads, shards) '
+                            'threads per split; default: %(default)s for the 64-image sample)')
+    parser.add_argument('--_worker', choices=sorted(WORKERS), help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # tf_slim's layers call a deprecated Keras method on every layer; say it once, not 40x.
+    warnings.filterwarnings('ignore', message='`layer.apply` is deprecated')
+    if args._worker:  # internal: one TF stage in this fresh process
+        print(json.dumps(WORKERS[args._worker](args)))
+        return 0
+    stages = _all_stages()
     names = [n.strip() for n in args.stages.split(',') if n.strip()]
-    unknown = [n for n in names if n not in STAGES]
+    unknown = [n for n in names if n not in stages]
     if unknown:
         print('ERROR: unknown stage(s) %s; choose from %s.'
-              % (', '.join(unknown), ', '.join(STAGES)), file=sys.stderr)
+              % (', '.join(unknown), ', '.join(stages)), file=sys.stderr)
         return 2
     context = Context(args)
     report = collections.OrderedDict()
     report['machine'] = machine_info()
     report['settings'] = {k: getattr(args, k) for k in
                           ('batch_size', 'warmup', 'batches', 'repeats', 'num_images',
-                           'breakdown', 'threadpool', 'max_intra_op')}
+                           'breakdown', 'threadpool', 'max_intra_op', 'train_batch_sizes',
+                           'train_warmup', 'train_steps', 'kernel_repeats',
+                           'infer_batch_size', 'infer_steps', 'threads', 'intra_op',
+                           'target_batch',
+                           'inter_op', 'xla', 'bf16', 'metric_images', 'convert_threads')}
     report['stages'] = collections.OrderedDict()
     try:
         for name in names:
-            report['stages'][name] = STAGES[name][0](args, context)
+            start = time.perf_counter()
+            report['stages'][name] = stages[name][0](args, context)
+            report['stages'][name]['stage_seconds'] = round(time.perf_counter() - start, 1)
+            report['stages'][name]['load_average_after'] = load_average()
     finally:
         context.close()
     report['load_average_after'] = load_average()
+    report['summary'] = collections.OrderedDict(
+        (k, list(v) if isinstance(v, tuple) else v) for k, v in summarize(report).items())
     if args.json:
         print(json.dumps(report))
     else:

@@ -1,0 +1,68 @@
+"""benchmarks/bench_ssd.py: the FLOP count it reports, and the shape of a tiny --json run.
+
+Speed itself is never asserted: the benchmark reports it.
+"""
+import importlib.util
+import io
+import json
+import os
+import sys
+from contextlib import redirect_stdout
+
+from conftest import REPO_ROOT
+
+
+def _load_bench():
+    path = os.path.join(REPO_ROOT, 'benchmarks', 'bench_ssd.py')
+    spec = importlib.util.spec_from_file_location('bench_ssd', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conv_macs_equal_the_hand_count():
+    from net import ssd_model
+    bench = _load_bench()
+    macs = bench.ssd300_conv_macs(ssd_model.make_params())
+    # 13 VGG convs + fc6 + fc7, 8 extra-layer convs, 6 loc + 6 cls heads.
+    assert len(macs) == 35
+    # conv1_1: 300x300 outputs x 3x3 kernel x 3 in x 64 out channels.
+    assert macs['ssd300/conv1/conv1_1'] == 300 * 300 * 9 * 3 * 64 == 155520000
+    # fc6 at its nominal 19x19 output, 3x3 (dilated) x 512 x 1024.
+    assert macs['ssd300/fc6'] == 19 * 19 * 9 * 512 * 1024
+    # conv11_2: 1x1 output of a VALID 3x3 conv on 3x3, 128 -> 256 channels.
+    assert macs['ssd300/additional_layers/conv11/conv11_2'] == 9 * 128 * 256
+    # cls_0 on conv4_3: 38x38 x 3x3 x 512 x (4 anchors x 21 classes).
+    assert macs['ssd300/multibox_head/cls_0'] == 38 * 38 * 9 * 512 * 84
+    # Whole network, summed by hand layer by layer: 31.37 GMAC -> 188.2 GFLOP per
+    # training image (x 2 FLOPs per MAC x 3 for forward + backward).
+    assert sum(macs.values()) == 31373537792
+    assert round(sum(macs.values()) * 2 * bench.TRAIN_FLOP_FACTOR / 1e9, 1) == 188.2
+
+
+def test_json_run_of_the_cheap_stages(tmp_path):
+    bench = _load_bench()
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = bench.main(['--stages', 'metric,convert', '--json', '--metric_images', '200',
+                           '--metric_repeats', '1', '--num_images', '8', '--repeats', '1',
+                           '--convert_shards', '1', '--cache_dir', str(tmp_path)])
+    assert code == 0
+    report = json.loads(out.getvalue())
+    assert report['machine']['cores'] >= 1
+    assert report['machine']['tensorflow'] and report['machine']['cpu_model']
+    assert len(report['load_average_after']) == 3
+    assert list(report['stages']) == ['metric', 'convert']
+    metric = report['stages']['metric']
+    assert metric['images'] == 200
+    assert metric['detections'] == 200 * 200  # 200 per image in make_benchmark_data
+    assert metric['meets_target'] == (metric['seconds_best'] < 1.0)
+    convert = report['stages']['convert']
+    assert convert['images_per_run'] == 8  # every sample image is in train or val
+    assert convert['images_per_s'] > 0
+
+
+def test_unknown_stage_is_an_error(capsys):
+    bench = _load_bench()
+    assert bench.main(['--stages', 'input,nope']) == 2
+    assert 'unknown stage(s) nope' in capsys.readouterr().err
