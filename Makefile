@@ -1,10 +1,22 @@
-# One-command set-up and entry points. Every target creates the virtual
-# environment it needs inside the checkout (.venv) on first use.
-PYTHON ?= python3
-VENV   := .venv
-PY     := $(VENV)/bin/python
+# One-command set-up and entry points. Every target creates the virtual environment it needs
+# inside the checkout on first use: .venv-py<version> for the Python given by PYTHON, so that
+# `make test` and `make test PYTHON=python3.12` keep separate environments (TF 2.15 and 2.21).
+PYTHON    ?= python3
+PYVER     := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+SUPPORTED := 3.9 3.10 3.11 3.12 3.13
+VENV      := .venv-py$(PYVER)
+PY        := $(VENV)/bin/python
+# Extra pytest arguments, e.g. PYTEST_ARGS='-k driver'.
+PYTEST_ARGS ?=
 
 .PHONY: demo test venv bench clean
+
+# A Python outside the supported range stops here with one line, before pip runs.
+ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),venv)),)
+ifeq ($(filter $(PYVER),$(SUPPORTED)),)
+$(error PYTHON=$(PYTHON) is $(if $(PYVER),Python $(PYVER),not a working Python); this project runs on Python 3.9-3.11 (TensorFlow 2.15.1) and 3.12-3.13 (TensorFlow 2.21.0), e.g. make $(or $(firstword $(MAKECMDGOALS)),venv) PYTHON=python3.11)
+endif
+endif
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +49,7 @@ demo: venv
 
 ## test: run the whole test suite
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) benchmarks/bench_ssd.py

@@ -2,9 +2,9 @@
 
     python3 eval_ssd.py                      # latest checkpoint in ./logs/, ./dataset/tfrecords/val-*
 
-Runs Estimator.predict (the one model_fn and post-processing of net/ssd_model.py) over the
---split shards of --data_dir with the latest checkpoint in --model_dir (or --checkpoint_path),
-and scores the detections with the Pascal VOC metric (utility/voc_metric.py) against the
+Runs the one model_fn and post-processing of net/ssd_model.py (under tf.estimator or a plain
+session: --driver) over the --split shards of --data_dir with the latest checkpoint in
+--model_dir (or --checkpoint_path), and scores the detections with the Pascal VOC metric (utility/voc_metric.py) against the
 ground truth stored in the records, difficult flags included (or, with --annotations_dir,
 against the VOC XML files matched by image id). Prints a table of AP per class and mAP under
 both the VOC2007 11-point and the VOC2010+ area metric, and writes to --output_dir:
@@ -56,7 +56,7 @@ def log(message):
 def main(_):
     from dataset import dataset_common
     from net import ssd_model
-    from utility import voc_metric
+    from utility import drivers, voc_metric
 
     class_names = list(dataset_common.VOC_LABELS)
     eval_utils.check_num_classes(FLAGS.num_classes, class_names)
@@ -77,14 +77,17 @@ def main(_):
             [{'labels': r['labels'], 'difficult': r['difficult']} for r in records],
             FLAGS.num_classes, where)
 
-    estimator, params = eval_utils.inference_estimator(
-        FLAGS, checkpoint, log=log, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+    driver = drivers.resolve_driver(FLAGS.driver)
+    params = eval_utils.inference_params(
+        FLAGS, log=log, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
         num_readers=FLAGS.num_readers)
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'eval')
-    log('Evaluating %s on %d images of %s.' % (checkpoint, len(records), pattern))
-    predictions = estimator.predict(
+    log('Evaluating %s on %d images of %s (%s driver).'
+        % (checkpoint, len(records), pattern, driver))
+    predictions = drivers.predict(
+        driver, ssd_model.model_fn,
         ssd_model.make_input_fn(params, is_training=False, file_pattern=pattern),
-        checkpoint_path=checkpoint, yield_single_examples=True)
+        params, checkpoint)
     collection = eval_utils.collect_predictions(
         predictions, total=len(records), log=log, log_every_secs=FLAGS.log_every_secs)
 

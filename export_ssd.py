@@ -3,11 +3,12 @@
     python3 export_ssd.py --model_dir ./logs/ --export_dir ./logs/export
 
 Writes <export_dir>/<timestamp>/ (saved_model.pb, variables/, assets.extra/labels.txt) with
-Estimator.export_saved_model, the one model_fn of net/ssd_model.py in PREDICT mode and its
-serving input (ssd_model.serving_input_receiver_fn_builder): decoding, resizing and mean
+utility/drivers.export_saved_model (tf.estimator's exporter or a SavedModelBuilder: --driver),
+the one model_fn of net/ssd_model.py in PREDICT mode and its serving input
+(ssd_model.serving_inputs): decoding, resizing and mean
 subtraction happen inside the graph, the post-processing flags below are baked in.
 
-Serving signature 'serving_default' (also the 'predict' method of the Estimator export):
+Serving signature 'serving_default' (also under the key 'predict'; both drivers write the same):
 
   inputs:
     encoded_image   string [batch]           JPEG, PNG, BMP or GIF file bytes, any size
@@ -56,19 +57,20 @@ def log(message):
 def main(_):
     from dataset import dataset_common
     from net import ssd_model
+    from utility import drivers
 
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
-    estimator, params = eval_utils.inference_estimator(FLAGS, checkpoint, log=log, batch_size=1)
+    driver = drivers.resolve_driver(FLAGS.driver)
+    params = eval_utils.inference_params(FLAGS, log=log, batch_size=1)
     export_base = FLAGS.export_dir or os.path.join(FLAGS.model_dir, 'export')
     log('Exporting %s to %s.' % (checkpoint, export_base))
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = os.path.join(scratch, 'labels.txt')
         with open(labels_path, 'w', encoding='utf-8') as f:
             f.write('\n'.join(dataset_common.VOC_LABELS[:FLAGS.num_classes]) + '\n')
-        path = estimator.export_saved_model(
-            export_base, ssd_model.serving_input_receiver_fn_builder(params),
-            assets_extra={'labels.txt': labels_path}, checkpoint_path=checkpoint)
-    path = path.decode('utf-8') if isinstance(path, bytes) else path
+        path = drivers.export_saved_model(
+            driver, ssd_model.model_fn, lambda: ssd_model.serving_inputs(params), params,
+            checkpoint, export_base, assets_extra={'labels.txt': labels_path})
     log('SavedModel written to %s' % path)
     return 0
 

@@ -3,7 +3,7 @@
     python3 simple_ssd_demo.py --input demo/ --input street.jpg --checkpoint_path ./logs
 
 Each --input is an image file (JPEG, PNG, BMP or GIF) or a directory (its images, not
-recursive). The detector runs through Estimator.predict with the one model_fn and
+recursive). The detector runs the one model_fn (tf.estimator or a session: --driver) and
 post-processing of net/ssd_model.py; detections with a score >= --score_threshold are drawn
 with their class names and scores, one output image per input, written to --output_dir as
 <name>_ssd.jpg. A line per image lists its detections: class, score and the VOC pixel box
@@ -55,7 +55,8 @@ def output_name(path, used):
 
 def main(_):
     from dataset import dataset_common
-    from utility import draw
+    from net import ssd_model
+    from utility import draw, drivers
 
     if not FLAGS.input:
         raise ValueError('No --input given; pass image files or directories, e.g. '
@@ -78,13 +79,14 @@ def main(_):
         raise ValueError('None of the --input paths is a readable image; pass JPEG, PNG, BMP or '
                          'GIF files or directories holding them.')
 
-    estimator, params = eval_utils.inference_estimator(FLAGS, checkpoint, log=log,
-                                                       batch_size=FLAGS.batch_size)
+    driver = drivers.resolve_driver(FLAGS.driver)
+    params = eval_utils.inference_params(FLAGS, log=log, batch_size=FLAGS.batch_size)
     log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
         % (checkpoint, len(readable), FLAGS.score_threshold, FLAGS.output_dir))
-    predictions = estimator.predict(
+    predictions = drivers.predict(
+        driver, ssd_model.model_fn,
         eval_utils.make_image_files_input_fn(params, readable, FLAGS.batch_size),
-        checkpoint_path=checkpoint, yield_single_examples=True)
+        params, checkpoint)
     used = set()
     with eval_utils.ImageDecoder() as decoder:
         for prediction in predictions:

@@ -1,6 +1,10 @@
-"""Train SSD300 (VGG-16 reduced-fc) on Pascal VOC TFRecords with tf.estimator.
+"""Train SSD300 (VGG-16 reduced-fc) on Pascal VOC TFRecords.
 
     python3 train_ssd.py --batch_size 16
+
+The one model_fn runs under tf.estimator where TensorFlow has it (2.15 and older) and under a
+plain MonitoredTrainingSession loop elsewhere (TF 2.16+): --driver, see utility/drivers.py.
+Both give the same checkpoints, summaries and logs.
 
 Trains on every visible GPU through MirroredStrategy (--multi_gpu, on by default), starting
 from the reduced-fc VGG-16 checkpoint in ./model (see model/README.md; --checkpoint_path=
@@ -35,7 +39,9 @@ flags.DEFINE_integer('log_every_n_steps', 10,
                      'Log step, losses, learning rate, accuracy and images/s every N steps.')
 flags.DEFINE_integer('save_summary_steps', 500, 'Write TensorBoard summaries every N steps.')
 flags.DEFINE_integer('save_checkpoints_secs', 7200,
-                     'Save a checkpoint every N seconds (and always at the end).')
+                     'Save a checkpoint every N seconds; 0 = only when training starts and '
+                     'ends. A checkpoint is always written at the end, also when SIGTERM or '
+                     'Ctrl-C stops training (a second signal exits at once, unsaved).')
 flags.DEFINE_integer('keep_checkpoint_max', 5, 'Number of recent checkpoints kept.')
 flags.DEFINE_integer('train_image_size', 300, 'Input image size (SSD300: 300).')
 flags.DEFINE_integer('train_epochs', None,
@@ -86,6 +92,10 @@ flags.DEFINE_integer('num_cpu_replicas', 0,
                      'Without GPUs: split the CPU into N logical devices and train one '
                      'MirroredStrategy replica on each (N >= 2; used to test the multi-replica '
                      'path).')
+flags.DEFINE_enum('driver', 'auto', ['auto', 'estimator', 'session'],
+                  'What runs the training loop: tf.estimator (TensorFlow <= 2.15) or a plain '
+                  'MonitoredTrainingSession (any TensorFlow 2.x); auto = the Estimator where '
+                  'TensorFlow has it. Checkpoints from either resume under the other.')
 flags.DEFINE_boolean('use_amp', False,
                      'Mixed precision (float16) via the graph rewrite; GPUs only, ignored with '
                      'a notice on the CPU.')
@@ -131,16 +141,20 @@ def build_params(num_replicas, data_format, use_amp, checkpoint_path):
 
 
 def prepare():
-    """Checks the configuration and builds (estimator, params, num_replicas).
+    """Checks the configuration and builds what training needs.
 
-    Raises ValueError with a one-sentence message for configuration problems: a batch that
-    does not divide over the replicas, no training shards, a missing checkpoint.
+    Returns:
+      dict with 'driver', 'params', 'strategy', 'session_config', 'num_replicas'.
+    Raises:
+      ValueError with a one-sentence message for configuration problems: a batch that does
+      not divide over the replicas, no training shards, a missing checkpoint, no Estimator.
     """
     import tensorflow as tf
     from dataset import dataset_common
     from net import ssd_model, ssd_net
-    from utility import checkpoint_utils, train_utils
+    from utility import checkpoint_utils, drivers, train_utils
 
+    driver = drivers.resolve_driver(FLAGS.driver)
     strategy, num_replicas, session_config = train_utils.setup_replicas(
         multi_gpu=FLAGS.multi_gpu, num_cpu_replicas=FLAGS.num_cpu_replicas,
         batch_size=FLAGS.batch_size, num_cpu_threads=FLAGS.num_cpu_threads,
@@ -166,47 +180,55 @@ def prepare():
 
     params = build_params(num_replicas, data_format, use_amp, checkpoint_path)
     log('Params written to %s' % ssd_model.save_params(params, FLAGS.model_dir))
-
-    run_config = tf.estimator.RunConfig(
-        model_dir=FLAGS.model_dir,
-        tf_random_seed=FLAGS.tf_random_seed,
-        save_summary_steps=FLAGS.save_summary_steps,
-        save_checkpoints_secs=FLAGS.save_checkpoints_secs,
-        keep_checkpoint_max=FLAGS.keep_checkpoint_max,
-        log_step_count_steps=None,
-        session_config=session_config,
-        train_distribute=strategy)
-    estimator = tf.estimator.Estimator(
-        model_fn=ssd_model.model_fn, model_dir=FLAGS.model_dir, config=run_config,
-        params=params)
-    return estimator, params, num_replicas
+    return {'driver': driver, 'params': params, 'strategy': strategy,
+            'session_config': session_config, 'num_replicas': num_replicas}
 
 
 def main(_):
     import tensorflow as tf
     from net import ssd_model
-    from utility import train_utils
+    from utility import drivers, train_utils
 
     train_utils.quiet_tensorflow_logs()
     try:
-        estimator, params, num_replicas = prepare()
+        setup = prepare()
     except ValueError as err:
         print('error: %s' % err, file=sys.stderr, flush=True)
         return 2
-    log('Training to global step %d, global batch %d over %d replica(s).'
-        % (FLAGS.max_number_of_steps, FLAGS.batch_size, num_replicas))
+    params = setup['params']
+    log('Training to global step %d, global batch %d over %d replica(s), %s driver.'
+        % (FLAGS.max_number_of_steps, FLAGS.batch_size, setup['num_replicas'],
+           setup['driver']))
+    stop = train_utils.StopOnSignalHook()
     try:
-        estimator.train(input_fn=ssd_model.make_input_fn(params, is_training=True),
-                        max_steps=FLAGS.max_number_of_steps)
+        with stop:
+            latest = drivers.train(
+                setup['driver'], ssd_model.model_fn,
+                ssd_model.make_input_fn(params, is_training=True), params, FLAGS.model_dir,
+                max_steps=FLAGS.max_number_of_steps, strategy=setup['strategy'],
+                session_config=setup['session_config'],
+                save_checkpoints_secs=FLAGS.save_checkpoints_secs,
+                save_summary_steps=FLAGS.save_summary_steps,
+                keep_checkpoint_max=FLAGS.keep_checkpoint_max,
+                tf_random_seed=FLAGS.tf_random_seed, hooks=[stop])
     except tf.errors.InvalidArgumentError as err:
         message = train_utils.describe_non_finite_error(err, FLAGS.model_dir)
         if message is None:
             raise
         print('error: %s' % message, file=sys.stderr, flush=True)
         return 1
-    log('Training finished; latest checkpoint: %s'
-        % tf.train.latest_checkpoint(FLAGS.model_dir))
+    if stop.received:
+        log('Stopped by %s at global step %s; saved %s. Run the same command again to resume.'
+            % (stop.received, checkpoint_step(latest), latest))
+        return 0
+    log('Training finished; latest checkpoint: %s' % latest)
     return 0
+
+
+def checkpoint_step(prefix):
+    """The global step stored in checkpoint `prefix` (None if there is none)."""
+    import tensorflow as tf
+    return int(tf.train.load_checkpoint(prefix).get_tensor('global_step')) if prefix else None
 
 
 def run():

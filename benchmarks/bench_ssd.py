@@ -556,6 +556,7 @@ def worker_kernels(args):
 def worker_train(args):
     """Times sess.run(train_op) of model_fn's TRAIN graph on one fixed real batch."""
     from net import ssd_model
+    from utility import drivers
     config = session_config(args)
     params = ssd_model.make_params(data_dir=args.data_dir, batch_size=args.batch_size,
                                    data_format='channels_last', checkpoint_path=None)
@@ -567,7 +568,7 @@ def worker_train(args):
         feature_tensors, init_features, feed = _variable_batch(features)
         label_tensors, init_labels, label_feed = _variable_batch(labels)
         feed.update(label_feed)
-        spec = ssd_model.model_fn(feature_tensors, label_tensors, tf.estimator.ModeKeys.TRAIN,
+        spec = ssd_model.model_fn(feature_tensors, label_tensors, drivers.ModeKeys.TRAIN,
                                   params)
         init_model = tf.compat.v1.global_variables_initializer()
         graph.finalize()
@@ -593,6 +594,7 @@ def worker_infer(args):
     """Times model_fn's PREDICT graph on one fixed eval batch: network only, network +
     post-processing, and post-processing alone on the network's output."""
     from net import ssd_model
+    from utility import drivers
     from utility import anchors as anchor_lib
     from utility import postprocess as postprocess_lib
     config = session_config(args)
@@ -605,7 +607,7 @@ def worker_infer(args):
         images = ssd_model.make_input_fn(params, is_training=False)().unbatch().map(
             lambda f: {'image': f['image'], 'shape': f['shape']}).repeat().batch(batch)
         features, init_features, feed = _variable_batch(_draw_batch(images, config))
-        spec = ssd_model.model_fn(features, None, tf.estimator.ModeKeys.PREDICT, params)
+        spec = ssd_model.model_fn(features, None, drivers.ModeKeys.PREDICT, params)
         scope = params['model_scope']
         try:
             network = [graph.get_tensor_by_name('%s/multibox_head/%s:0' % (scope, name))

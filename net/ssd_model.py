@@ -26,6 +26,7 @@ from preprocessing import ssd_preprocessing
 from utility import anchor_manipulator
 from utility import anchors as anchor_lib
 from utility import checkpoint_utils
+from utility.drivers import ModeKeys, ModelSpec
 from utility import losses as loss_lib
 from utility import postprocess as postprocess_lib
 from utility import train_utils
@@ -147,25 +148,25 @@ def make_input_fn(params, is_training, file_pattern=None):
     return input_fn
 
 
-def serving_input_receiver_fn_builder(params):
-    """Serving input: a batch of encoded JPEG/PNG bytes -> preprocessed images."""
+def serving_inputs(params):
+    """The serving graph's inputs: encoded JPEG/PNG/BMP/GIF bytes -> preprocessed images.
+
+    Returns:
+      (features {'image' [B, S, S, 3], 'shape' [B, 3]}, receivers {'encoded_image' string [B]}),
+      what `drivers.export_saved_model` expects of its `serving_inputs_fn`.
+    """
     out_size = int(params['train_image_size'])
+    encoded = tf.compat.v1.placeholder(tf.string, [None], name='encoded_image')
 
-    def serving_input_receiver_fn():
-        encoded = tf.compat.v1.placeholder(tf.string, [None], name='encoded_image')
+    def prepare(data):
+        image = tf.image.decode_image(data, channels=3, expand_animations=False)
+        shape = tf.shape(image, out_type=tf.int32)
+        image = ssd_preprocessing.preprocess_for_eval(
+            image, out_size=out_size, channel_order=params['channel_order'])
+        return image, shape
 
-        def prepare(data):
-            image = tf.image.decode_image(data, channels=3, expand_animations=False)
-            shape = tf.shape(image, out_type=tf.int32)
-            image = ssd_preprocessing.preprocess_for_eval(
-                image, out_size=out_size, channel_order=params['channel_order'])
-            return image, shape
-
-        images, shapes = tf.map_fn(prepare, encoded, fn_output_signature=(tf.float32, tf.int32))
-        features = {'image': images, 'shape': shapes}
-        return tf.estimator.export.ServingInputReceiver(features, {'encoded_image': encoded})
-
-    return serving_input_receiver_fn
+    images, shapes = tf.map_fn(prepare, encoded, fn_output_signature=(tf.float32, tf.int32))
+    return {'image': images, 'shape': shapes}, {'encoded_image': encoded}
 
 
 # ----------------------------------------------------------------------------- model
@@ -191,8 +192,12 @@ def _summary_image(features, labels, params, anchors):
 
 
 def model_fn(features, labels, mode, params):
-    """SSD300 model_fn for tf.estimator: TRAIN, EVAL (losses) and PREDICT (detections)."""
-    is_training = mode == tf.estimator.ModeKeys.TRAIN
+    """SSD300 model_fn: TRAIN, EVAL (losses) and PREDICT (detections) -> drivers.ModelSpec.
+
+    Driver-neutral: `utility/drivers.py` runs it under tf.estimator or a session loop.
+    `mode` is a `drivers.ModeKeys` value (the same strings as tf.estimator.ModeKeys).
+    """
+    is_training = mode == ModeKeys.TRAIN
     spec = params['anchor_spec']
     anchors = tf.constant(_anchors(params), name='anchors')
     images = features['image']
@@ -203,7 +208,7 @@ def model_fn(features, labels, mode, params):
         is_training=is_training, data_format=params['data_format'],
         scope=params['model_scope'])
 
-    if mode == tf.estimator.ModeKeys.PREDICT:
+    if mode == ModeKeys.PREDICT:
         detections = postprocess_lib.postprocess(
             cls_logits, loc_preds, anchors, spec['prior_scaling'],
             select_threshold=params['select_threshold'], min_size=params['min_size'],
@@ -214,9 +219,7 @@ def model_fn(features, labels, mode, params):
             if key in features:
                 predictions[key] = features[key]
         serving = {k: detections[k] for k in ('boxes', 'scores', 'classes', 'num_detections')}
-        return tf.estimator.EstimatorSpec(
-            mode, predictions=predictions,
-            export_outputs={'serving_default': tf.estimator.export.PredictOutput(serving)})
+        return ModelSpec(mode, predictions=predictions, export_outputs=serving)
 
     parts = loss_lib.ssd_losses(
         cls_logits, loc_preds, labels['cls_targets'], labels['loc_targets'],
@@ -225,13 +228,13 @@ def model_fn(features, labels, mode, params):
         tf.compat.v1.trainable_variables(), params['weight_decay'])
     total_loss = tf.add_n([parts['cls_loss'], parts['loc_loss'], l2_loss], name='total_loss')
 
-    if mode == tf.estimator.ModeKeys.EVAL:
+    if mode == ModeKeys.EVAL:
         metrics = {
             'cls_loss': tf.compat.v1.metrics.mean(parts['cls_loss']),
             'loc_loss': tf.compat.v1.metrics.mean(parts['loc_loss']),
             'accuracy': tf.compat.v1.metrics.mean(parts['accuracy']),
         }
-        return tf.estimator.EstimatorSpec(mode, loss=total_loss, eval_metric_ops=metrics)
+        return ModelSpec(mode, loss=total_loss, eval_metric_ops=metrics)
 
     global_step = tf.compat.v1.train.get_or_create_global_step()
     learning_rate = train_utils.learning_rate_schedule(
@@ -266,5 +269,5 @@ def model_fn(features, labels, mode, params):
          'l2_loss': l2_loss, 'lr': learning_rate, 'acc': parts['accuracy']},
         global_step, images_per_step=int(params['batch_size']),
         every_n_steps=params['log_every_n_steps'])
-    return tf.estimator.EstimatorSpec(
-        mode, loss=total_loss, train_op=train_op, scaffold=scaffold, training_hooks=[logger])
+    return ModelSpec(mode, loss=total_loss, train_op=train_op, scaffold=scaffold,
+                     training_hooks=[logger])

@@ -46,15 +46,23 @@ def tfrecord_dir(voc_sample_dir, tmp_path_factory):
     return out
 
 
-def run_script(args, cwd=REPO_ROOT, timeout=900, env=None):
-    """Runs a repo script with the test interpreter; returns CompletedProcess (text)."""
+def run_script(args, cwd=REPO_ROOT, timeout=900, env=None, python=None):
+    """Runs a repo script with the test interpreter (or `python`); returns CompletedProcess."""
     import subprocess
     full_env = dict(os.environ)
     full_env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     full_env.update(env or {})
-    return subprocess.run([sys.executable] + list(args), cwd=cwd, env=full_env,
+    return subprocess.run([python or sys.executable] + list(args), cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
+
+def _available_drivers():
+    from utility import drivers
+    return ['estimator', 'session'] if drivers.has_estimator() else ['session']
+
+
+# The training drivers this TensorFlow runs (tf.estimator exists on 2.15 and older only).
+AVAILABLE_DRIVERS = _available_drivers()
 
 TRAIN_FAST_FLAGS = ['--checkpoint_path=', '--batch_size=2', '--data_format=channels_last',
                     '--log_every_n_steps=1', '--save_checkpoints_secs=3600',

@@ -3,7 +3,7 @@
 Used by tests/test_train.py in a subprocess (logical CPU devices must be configured before
 TensorFlow initializes, so each configuration needs its own process).
 
-    python tests/replica_step_check.py --replicas 2 --init_ckpt CKPT --model_dir DIR
+    python tests/replica_step_check.py --replicas 2 --init_ckpt CKPT --model_dir DIR [--driver session]
 
 The global batch is always 2 copies of one image: with --replicas 2 each of two replicas
 on logical CPU devices gets one copy; with --replicas 1 a single device gets both. With
@@ -25,12 +25,13 @@ def main():
     parser.add_argument('--replicas', type=int, required=True)
     parser.add_argument('--init_ckpt', required=True)
     parser.add_argument('--model_dir', required=True)
+    parser.add_argument('--driver', default='auto')
     args = parser.parse_args()
 
     import numpy as np
     import tensorflow as tf
     from net import ssd_model
-    from utility import anchor_manipulator, train_utils
+    from utility import anchor_manipulator, drivers, train_utils
 
     strategy, replicas, session_config = train_utils.setup_replicas(
         multi_gpu=False, num_cpu_replicas=args.replicas, batch_size=GLOBAL_BATCH,
@@ -54,13 +55,9 @@ def main():
         ds = tf.data.Dataset.from_tensors((features, {'loc_targets': loc_t, 'cls_targets': cls_t}))
         return ds.repeat().batch(GLOBAL_BATCH // replicas)
 
-    config = tf.estimator.RunConfig(
-        model_dir=args.model_dir, session_config=session_config, train_distribute=strategy,
-        save_checkpoints_secs=None, save_checkpoints_steps=1000, log_step_count_steps=None)
-    estimator = tf.estimator.Estimator(ssd_model.model_fn, config=config, params=params)
-    estimator.train(input_fn, max_steps=1)
-
-    final = tf.train.latest_checkpoint(args.model_dir)
+    final = drivers.train(drivers.resolve_driver(args.driver), ssd_model.model_fn, input_fn,
+                          params, args.model_dir, max_steps=1, strategy=strategy,
+                          session_config=session_config, save_checkpoints_secs=None)
     reader_a = tf.train.load_checkpoint(args.init_ckpt)
     reader_b = tf.train.load_checkpoint(final)
     deltas = {name: reader_b.get_tensor(name) - reader_a.get_tensor(name)

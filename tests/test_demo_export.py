@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_script
+from conftest import AVAILABLE_DRIVERS, run_script
 from dataset import dataset_common
 from net import ssd_model
 from preprocessing import ssd_preprocessing
 from utility import draw
+from utility import drivers
 from utility import eval_utils
 
 NAMES = list(dataset_common.VOC_LABELS)
@@ -130,11 +131,13 @@ def test_demo_without_checkpoint_fails_clearly(tmp_path):
 # ----------------------------------------------------------------------------- export
 
 
-def test_saved_model_round_trip_matches_estimator_predict(trained_model_dir, voc_sample_dir,
-                                                          tmp_path):
+@pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
+def test_saved_model_round_trip_matches_predict(trained_model_dir, voc_sample_dir, tmp_path,
+                                                driver):
+    """Both drivers export the same signature, and it serves what predict gives."""
     export_base = str(tmp_path / 'export')
     proc = run_script(['export_ssd.py', '--model_dir=' + trained_model_dir,
-                       '--export_dir=' + export_base])
+                       '--export_dir=' + export_base, '--driver=' + driver])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exported = proc.stdout.strip().splitlines()[-1].split('SavedModel written to ')[1]
     assert glob.glob(os.path.join(export_base, '*')) == [exported]
@@ -152,10 +155,10 @@ def test_saved_model_round_trip_matches_estimator_predict(trained_model_dir, voc
     assert served['boxes'].shape == (1, 200, 4) and served['classes'].dtype == np.int32
 
     params = ssd_model.make_params(data_format='channels_last', batch_size=1)
-    estimator = tf.estimator.Estimator(ssd_model.model_fn, model_dir=trained_model_dir,
-                                       params=params)
-    predicted = next(estimator.predict(eval_utils.make_image_files_input_fn(params,
-                                                                            [image_path])))
+    predicted = next(drivers.predict(
+        drivers.resolve_driver('auto'), ssd_model.model_fn,
+        eval_utils.make_image_files_input_fn(params, [image_path]), params,
+        tf.train.latest_checkpoint(trained_model_dir)))
     n = int(predicted['num_detections'])
     assert n > 0 and int(served['num_detections'][0]) == n
     np.testing.assert_array_equal(served['classes'][0, :n], predicted['classes'][:n])

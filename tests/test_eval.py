@@ -209,22 +209,16 @@ def test_find_checkpoint(tmp_path):
         model_dir / 'model.ckpt-5')
 
 
-def test_inference_estimator_from_flag_values(tmp_path):
+def test_inference_params_from_flag_values():
     values = types.SimpleNamespace(
         num_classes=C, train_image_size=300, data_format='channels_last', model_scope='ssd300',
         select_threshold=0.2, min_size=0.05, nms_threshold=0.4, nms_topk=50, keep_topk=100)
-    checkpoint = str(tmp_path / 'logs' / 'model.ckpt-7')
     logged = []
-    estimator, params = eval_utils.inference_estimator(values, checkpoint, log=logged.append,
-                                                       batch_size=3)
-    assert estimator.model_dir == str(tmp_path / 'logs')
-    assert estimator.params == params
+    params = eval_utils.inference_params(values, log=logged.append, batch_size=3)
     assert (params['select_threshold'], params['min_size'], params['nms_threshold'],
             params['nms_topk'], params['keep_topk']) == (0.2, 0.05, 0.4, 50, 100)
     assert params['batch_size'] == 3 and params['data_format'] == 'channels_last'
     assert logged == []                       # channels_last needs no fallback notice
-    estimator, _ = eval_utils.inference_estimator(values, 'model.ckpt-7')
-    assert estimator.model_dir == '.'         # a bare prefix lives in the current folder
 
 
 def test_num_classes_must_match_the_label_table():

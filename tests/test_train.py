@@ -3,13 +3,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, TRAIN_FAST_FLAGS, run_script
+from conftest import AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS, run_script
 from utility import train_utils
 
 
@@ -31,14 +32,17 @@ def test_short_run_writes_checkpoint_params_and_finite_losses(trained_model_dir)
     assert params['checkpoint_path'] is None  # trained from scratch
 
 
-def test_second_run_resumes_from_the_checkpoint(trained_model_dir, tfrecord_dir, tmp_path):
+@pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
+def test_second_run_resumes_from_the_checkpoint(trained_model_dir, tfrecord_dir, tmp_path,
+                                                driver):
+    """Either driver resumes a checkpoint written by the default one (same names, same step)."""
     model_dir = str(tmp_path / 'model')
     shutil.copytree(trained_model_dir, model_dir)
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
-                       '--max_number_of_steps=3'] + TRAIN_FAST_FLAGS)
+                       '--max_number_of_steps=3', '--driver=' + driver] + TRAIN_FAST_FLAGS)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert 'Resuming from' in out and 'model.ckpt-2' in out
+    assert 'Resuming from' in out and 'model.ckpt-2' in out and driver + ' driver' in out
     # exactly one more step was run, starting at global step 2
     assert re.search(r'step 3, loss', out) and not re.search(r'step [12], loss', out)
     losses = _loss_lines(out)
@@ -46,10 +50,12 @@ def test_second_run_resumes_from_the_checkpoint(trained_model_dir, tfrecord_dir,
     assert _ckpt_step(model_dir) == 3
 
 
-def test_two_replicas_on_logical_cpus_train(tfrecord_dir, tmp_path):
+@pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
+def test_two_replicas_on_logical_cpus_train(tfrecord_dir, tmp_path, driver):
     model_dir = str(tmp_path / 'model')
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
-                       '--max_number_of_steps=1', '--num_cpu_replicas=2'] + TRAIN_FAST_FLAGS)
+                       '--max_number_of_steps=1', '--num_cpu_replicas=2',
+                       '--driver=' + driver] + TRAIN_FAST_FLAGS)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert 'MirroredStrategy on 2 logical CPU devices' in out
@@ -70,14 +76,16 @@ def _write_initial_checkpoint(path):
             return saver.save(sess, path)
 
 
-def test_replicas_average_not_add(tmp_path):
+@pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
+def test_replicas_average_not_add(tmp_path, driver):
     """One step on two replicas == one step on one device with the same global batch."""
     init = _write_initial_checkpoint(str(tmp_path / 'init' / 'model.ckpt'))
     deltas = {}
     for replicas in (1, 2):
         model_dir = str(tmp_path / ('r%d' % replicas))
         proc = run_script(['tests/replica_step_check.py', '--replicas=%d' % replicas,
-                           '--init_ckpt=' + init, '--model_dir=' + model_dir])
+                           '--init_ckpt=' + init, '--model_dir=' + model_dir,
+                           '--driver=' + driver])
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
         assert '"step": 1' in proc.stdout
         deltas[replicas] = dict(np.load(os.path.join(model_dir, 'deltas.npz')))
@@ -122,11 +130,12 @@ def test_batch_that_does_not_divide_over_replicas_is_a_clear_error(tfrecord_dir,
     assert 'Traceback' not in proc.stderr
 
 
-def test_nan_loss_stops_with_step_and_last_good_checkpoint(tfrecord_dir, tmp_path):
+@pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
+def test_nan_loss_stops_with_step_and_last_good_checkpoint(tfrecord_dir, tmp_path, driver):
     model_dir = str(tmp_path / 'model')
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
                        '--max_number_of_steps=6', '--learning_rate=1e30',
-                       '--lr_decay_factors=1,1,1,1'] + TRAIN_FAST_FLAGS)
+                       '--lr_decay_factors=1,1,1,1', '--driver=' + driver] + TRAIN_FAST_FLAGS)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-4000:]
     match = re.search(r'loss became NaN or infinite at global step (\d+).*last good checkpoint '
@@ -218,3 +227,50 @@ def test_training_on_a_fixed_batch_lowers_the_loss(tfrecord_dir):
             losses = [float(sess.run([spec.train_op, spec.loss])[1]) for _ in range(10)]
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.85 * losses[0], losses
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_exits_cleanly(tfrecord_dir, tmp_path, signum):
+    """SIGTERM (schedulers, docker stop) and Ctrl-C keep the steps done: a checkpoint at the
+    current step, exit status 0, a line saying where; rerunning resumes from it."""
+    import subprocess
+    model_dir = str(tmp_path / 'model')
+    command = [sys.executable, 'train_ssd.py', '--data_dir=' + tfrecord_dir,
+               '--model_dir=' + model_dir, '--max_number_of_steps=1000'] + TRAIN_FAST_FLAGS
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+    lines, logged_step = [], None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            match = re.search(r'step (\d+), loss', line)
+            if match and int(match.group(1)) >= 2:
+                logged_step = int(match.group(1))
+                proc.send_signal(signum)
+                break
+        rest, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = ''.join(lines) + rest
+    assert logged_step is not None, out[-3000:]
+    assert proc.returncode == 0, out[-3000:]
+    match = re.search(r'Stopped by %s at global step (\d+); saved (\S+)\. Run the same '
+                      r'command again to resume\.' % signal.Signals(signum).name, out)
+    assert match, out[-3000:]
+    step = int(match.group(1))
+    assert step >= logged_step and step < 1000
+    assert match.group(2) == tf.train.latest_checkpoint(model_dir)
+    assert _ckpt_step(model_dir) == step
+    assert 'Traceback' not in out
+
+
+def test_save_checkpoints_secs_zero_still_writes_the_final_checkpoint(tfrecord_dir, tmp_path):
+    model_dir = str(tmp_path / 'model')
+    flags = [f for f in TRAIN_FAST_FLAGS if not f.startswith('--save_checkpoints_secs')]
+    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
+                       '--max_number_of_steps=2', '--save_checkpoints_secs=0'] + flags)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert _ckpt_step(model_dir) == 2
+    assert 'latest checkpoint: %s' % os.path.join(model_dir, 'model.ckpt-2') in proc.stdout

@@ -2,7 +2,7 @@
 
 * checkpoints: `find_checkpoint` (latest in a model directory, or a given directory / prefix);
 * what the three scripts share: flags (`define_inference_flags`, `inference_params`,
-  `check_num_classes`), the prediction Estimator (`inference_estimator`) and the runner that
+  `check_num_classes`; predictions run through `utility/drivers.predict`) and the runner that
   turns configuration errors into one line and exit status 2 (`run_entry_point`);
 * ground truth: `scan_records` (from the TFRecords, without decoding images) and
   `ground_truth_from_annotations` (VOC XML files, matched by image id);
@@ -121,6 +121,9 @@ def define_inference_flags(flags_module):
                    'IoU above which NMS suppresses the lower-scored box of a class.')
     f.DEFINE_integer('nms_topk', 200, 'Detections kept per class by NMS and per image.')
     f.DEFINE_integer('keep_topk', 400, 'Candidates per class that enter NMS.')
+    f.DEFINE_enum('driver', 'auto', ['auto', 'estimator', 'session'],
+                  'What runs the model: tf.estimator (TensorFlow <= 2.15) or a plain session '
+                  '(any TensorFlow 2.x); auto = the Estimator where TensorFlow has it.')
 
 
 def inference_params(values, log=None, **overrides):
@@ -146,25 +149,6 @@ def inference_params(values, log=None, **overrides):
         nms_topk=values.nms_topk, keep_topk=values.keep_topk)
     params.update(overrides)
     return ssd_model.make_params(**params)
-
-
-def inference_estimator(values, checkpoint, log=None, **overrides):
-    """The prediction Estimator of eval, demo and export: the one model_fn, params from flags.
-
-    Args:
-      values: the parsed `absl.flags.FLAGS` with the `define_inference_flags` flags.
-      checkpoint: checkpoint prefix (`find_checkpoint`); the Estimator's model_dir is its
-        folder, so pass it again as `checkpoint_path` to predict / export_saved_model.
-      log, **overrides: as `inference_params`.
-    Returns:
-      (tf.estimator.Estimator, params dict).
-    """
-    from net import ssd_model
-    params = inference_params(values, log=log, **overrides)
-    estimator = tf.estimator.Estimator(
-        model_fn=ssd_model.model_fn, model_dir=os.path.dirname(checkpoint) or '.',
-        params=params)
-    return estimator, params
 
 
 def check_num_classes(num_classes, class_names):

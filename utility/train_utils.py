@@ -4,7 +4,9 @@ Learning-rate schedule, the finite-loss guard, the progress-logging hook, and th
 device / distribution set-up (GPUs or N logical CPU devices).
 """
 import logging
+import os
 import re
+import signal
 import time
 
 import tensorflow as tf
@@ -115,6 +117,49 @@ class TrainingLoggerHook(tf.compat.v1.train.SessionRunHook):
             parts.append('%.2f images/s' % rate)
         tf.compat.v1.logging.info(', '.join(parts))
         self._logged = (step, now)
+
+
+class StopOnSignalHook(tf.compat.v1.train.SessionRunHook):
+    """Turns SIGTERM / SIGINT into a clean stop that keeps the work done.
+
+    While installed (`with hook:`), the first signal lets the running step finish, then asks
+    the session to stop: the drivers' checkpoint saver writes a checkpoint at that step as the
+    session closes, and training returns normally. A second signal exits at once (status
+    128 + signal number), for a stop that must not wait.
+
+    Attributes:
+      received: the first signal's name ('SIGTERM', 'SIGINT') or None.
+    """
+
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
+        self._signals = tuple(signals)
+        self._previous = {}
+        self.received = None
+
+    def __enter__(self):
+        for signum in self._signals:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+        return False
+
+    def _handle(self, signum, frame):
+        del frame
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            print('%s again: exiting at once, without saving.' % name, flush=True)
+            os._exit(128 + signum)
+        self.received = name
+        print('%s received: finishing this step, saving a checkpoint, then exiting (send it '
+              'again to exit at once).' % name, flush=True)
+
+    def after_run(self, run_context, run_values):
+        if self.received is not None:
+            run_context.request_stop()
 
 
 def _format_value(value):

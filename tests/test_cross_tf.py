@@ -1,0 +1,64 @@
+"""Checkpoints move between the two TensorFlow lines (2.15 with tf.estimator, 2.16+ without).
+
+Needs a second interpreter with the other TensorFlow: SSD_OTHER_PYTHON=<its python> (.ci/run
+sets it when it runs the suite on Python 3.12 with the 3.11 environment beside it). A
+checkpoint trained 2 steps under one line resumes to step 3 under the other, and eval_ssd.py
+gives the same detections (scores within 1e-3) and mAP (within 1e-4) under both.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import TRAIN_FAST_FLAGS, run_script
+from test_drivers import read_detections
+
+OTHER = os.environ.get('SSD_OTHER_PYTHON', '')
+pytestmark = pytest.mark.skipif(
+    not OTHER, reason='set SSD_OTHER_PYTHON to a Python with the other TensorFlow line')
+
+
+def _tf_version(python):
+    return subprocess.run([python, '-c', 'import tensorflow as tf; print(tf.__version__)'],
+                          capture_output=True, text=True, check=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')).stdout.split()[-1]
+
+
+@pytest.mark.parametrize('first', ['this', 'other'])
+def test_checkpoint_resumes_and_evaluates_alike_across_tensorflow_lines(
+        tfrecord_dir, tmp_path, first):
+    pythons = {'this': sys.executable, 'other': OTHER}
+    versions = {k: _tf_version(p) for k, p in pythons.items()}
+    assert versions['this'] != versions['other'], versions
+    second = 'other' if first == 'this' else 'this'
+    model_dir = str(tmp_path / 'model')
+    common = ['--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir] + TRAIN_FAST_FLAGS
+    for who, steps in ((first, 2), (second, 3)):
+        proc = run_script(['train_ssd.py', '--max_number_of_steps=%d' % steps] + common,
+                          python=pythons[who])
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, '%s (TF %s): %s' % (who, versions[who], out[-3000:])
+    assert 'Resuming from' in out and 'model.ckpt-2' in out
+    latest = tf.train.latest_checkpoint(model_dir)
+    assert int(tf.train.load_checkpoint(latest).get_tensor('global_step')) == 3
+
+    results = {}
+    for who in ('this', 'other'):
+        out_dir = str(tmp_path / ('eval_' + who))
+        proc = run_script(['eval_ssd.py', '--data_dir=' + tfrecord_dir,
+                           '--model_dir=' + model_dir, '--data_format=channels_last',
+                           '--output_dir=' + out_dir], python=pythons[who])
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        with open(os.path.join(out_dir, 'metrics.json')) as f:
+            results[who] = (json.load(f), read_detections(out_dir))
+    (metrics_a, dets_a), (metrics_b, dets_b) = results['this'], results['other']
+    assert dets_a and set(dets_a) == set(dets_b)
+    for key, row in dets_a.items():
+        np.testing.assert_allclose(dets_b[key][0], row[0], atol=1e-3, err_msg=str(key))
+        np.testing.assert_allclose(dets_b[key][1:], row[1:], atol=0.5, err_msg=str(key))
+    for key in ('map_07', 'map_area'):
+        assert abs(metrics_a[key] - metrics_b[key]) <= 1e-4, key
