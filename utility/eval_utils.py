@@ -121,6 +121,10 @@ def define_inference_flags(flags_module):
                    'IoU above which NMS suppresses the lower-scored box of a class.')
     f.DEFINE_integer('nms_topk', 200, 'Detections kept per class by NMS and per image.')
     f.DEFINE_integer('keep_topk', 400, 'Candidates per class that enter NMS.')
+    f.DEFINE_enum('keep_per', 'image', ['image', 'class'],
+                  "'image': the --nms_topk best detections of each image; 'class': "
+                  '--nms_topk per class (up to nms_topk * (num_classes - 1) per image), '
+                  "the original SSD.TensorFlow eval's selection.")
 
 
 def inference_params(values, log=None, **overrides):
@@ -143,7 +147,8 @@ def inference_params(values, log=None, **overrides):
         data_format=data_format,
         model_scope=values.model_scope, select_threshold=values.select_threshold,
         min_size=values.min_size, nms_threshold=values.nms_threshold,
-        nms_topk=values.nms_topk, keep_topk=values.keep_topk)
+        nms_topk=values.nms_topk, keep_topk=values.keep_topk,
+        keep_per=getattr(values, 'keep_per', 'image'))
     params.update(overrides)
     return ssd_model.make_params(**params)
 
