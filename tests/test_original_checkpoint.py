@@ -398,3 +398,33 @@ def test_network_from_original_checkpoint_matches_numpy(tmp_path, tf2_checkpoint
     np.testing.assert_allclose(got_boxes, expected, atol=2e-5)
     # With the old order (s_k square first) the first two types would swap sizes.
     assert np.abs(ah[..., 0] - ah[..., 1]).min() > 0.08
+
+
+# ----------------------------------------------------------------------------- side by side
+
+REFERENCE = '/work/shared/reference/deepsparkhub_ssd_tf'
+
+
+@pytest.mark.skipif(not os.path.isdir(REFERENCE),
+                    reason='the original code is not on this machine (%s)' % REFERENCE)
+def test_same_detections_as_the_original_code_on_its_own_weights(tmp_path, monkeypatch):
+    """The original network (run from a temporary copy, in its own process) with seeded weights
+    on its demo1.jpg, through its own eval post-processing; then this project's eval path on its
+    checkpoint: every detection agrees (class, score and box to 1e-4); measured max diffs
+    3e-6 (score) and 8e-7 (box). See tests/side_by_side_original.py."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'side_by_side_original', os.path.join(os.path.dirname(__file__),
+                                              'side_by_side_original.py'))
+    side = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(side)
+    image = str(tmp_path / 'demo1.jpg')
+    import shutil
+    shutil.copy(os.path.join(REFERENCE, 'demo', 'demo1.jpg'), image)
+    checkpoint, original = side.run_original(REFERENCE, str(tmp_path), [image], seed=0)
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    _, project = side.run_project(os.path.dirname(checkpoint + '/x'), [image], 'class')
+    assert len(original[0]) > 1000                   # a real workload for NMS and selection
+    agree, score_diff, box_diff = side.compare(original[0], project[0], len(original[0]))
+    assert agree == len(original[0]) == len(project[0])
+    assert score_diff < 1e-5 and box_diff < 1e-5
