@@ -100,7 +100,7 @@ def main(_):
     summary = eval_utils.summarize(result, ground_truth, collection.num_images, class_names, {
         'checkpoint': checkpoint, 'data_dir': FLAGS.data_dir, 'split': FLAGS.split,
         'ground_truth': FLAGS.annotations_dir or 'tfrecords',
-        'post_processing': {k: params[k] for k in ('select_threshold', 'min_size',
+        'post_processing': {k: params[k] for k in ('select_threshold', 'min_size', 'keep_per',
                                                    'nms_threshold', 'nms_topk', 'keep_topk')},
         'evaluated_at': time.strftime('%Y-%m-%d %H:%M:%S')})
     log(eval_utils.format_table(summary))

@@ -12,7 +12,8 @@ Serving signature 'serving_default' (also under the key 'predict'; both drivers 
 
   inputs:
     encoded_image   string [batch]           JPEG, PNG, BMP or GIF file bytes, any size
-  outputs (K = --nms_topk, entries from num_detections[b] on are padding):
+  outputs (K = --nms_topk, or nms_topk x (num_classes - 1) with --keep_per=class; entries
+  from num_detections[b] on are padding):
     boxes           float32 [batch, K, 4]    [ymin, xmin, ymax, xmax] normalized to [0, 1];
                                              VOC pixels: x * width, y * height
     scores          float32 [batch, K]       descending

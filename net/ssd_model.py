@@ -70,6 +70,7 @@ DEFAULT_PARAMS = {
     'keep_topk': 400,
     'nms_threshold': 0.45,
     'nms_topk': 200,
+    'keep_per': 'image',           # 'class': nms_topk per class, as the original's eval
 }
 
 
@@ -213,7 +214,7 @@ def model_fn(features, labels, mode, params):
             cls_logits, loc_preds, anchors, spec['prior_scaling'],
             select_threshold=params['select_threshold'], min_size=params['min_size'],
             keep_topk=params['keep_topk'], nms_threshold=params['nms_threshold'],
-            nms_topk=params['nms_topk'])
+            nms_topk=params['nms_topk'], keep_per=params.get('keep_per', 'image'))
         predictions = dict(detections)
         for key in ('filename', 'shape', 'gt_boxes', 'gt_labels', 'gt_difficult'):
             if key in features:

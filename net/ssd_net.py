@@ -66,10 +66,15 @@ SOURCE_LAYERS = ('conv4_3_norm', 'fc7', 'conv8', 'conv9', 'conv10', 'conv11')
 # Their spatial sizes for a 300x300 input (= utility/anchors SSD300_SPEC['feature_shapes']).
 SSD300_FEATURE_SHAPES = (38, 19, 10, 5, 3, 1)
 
-# Extra layers: (block, 1x1 filters, 3x3 filters, 3x3 stride). Stride-2 layers pad 1 pixel on
-# each side explicitly and convolve VALID (19 -> 10 -> 5); stride-1 ones are VALID (5 -> 3 -> 1).
-_EXTRA_LAYERS = (('conv8', 256, 512, 2), ('conv9', 128, 256, 2),
-                 ('conv10', 128, 256, 1), ('conv11', 128, 256, 1))
+# Extra layers: (block, 1x1 filters, 3x3 filters, 3x3 stride, 3x3 padding), as the original
+# SSD.TensorFlow code builds them (its trained weights depend on it). The 1x1 convs are SAME
+# (no padding either way). Stride-2 3x3 convs are TensorFlow SAME, which pads
+# (out - 1) * 2 + 3 - in pixels, the odd one at the bottom/right: conv8_2 on 19x19 pads 1 on
+# every side (-> 10x10, like Caffe's pad 1), conv9_2 on 10x10 pads 0 at the top/left and 1 at
+# the bottom/right (-> 5x5; Caffe would pad 1 on every side). conv10_2 / conv11_2 are VALID
+# (5 -> 3 -> 1).
+_EXTRA_LAYERS = (('conv8', 256, 512, 2, 'SAME'), ('conv9', 128, 256, 2, 'SAME'),
+                 ('conv10', 128, 256, 1, 'VALID'), ('conv11', 128, 256, 1, 'VALID'))
 
 _DATA_FORMATS = {'channels_last': 'NHWC', 'channels_first': 'NCHW'}
 
@@ -168,14 +173,6 @@ def _channel_axis(data_format):
     return 3 if data_format == 'channels_last' else 1
 
 
-def _pad_spatial(net, pad, data_format):
-    if data_format == 'channels_last':
-        paddings = [[0, 0], [pad, pad], [pad, pad], [0, 0]]
-    else:
-        paddings = [[0, 0], [0, 0], [pad, pad], [pad, pad]]
-    return tf.pad(net, paddings)
-
-
 def _l2_normalize_scaled(net, data_format, init_scale=20.):
     """L2-normalizes over channels and multiplies by a learnable per-channel scale.
 
@@ -187,7 +184,8 @@ def _l2_normalize_scaled(net, data_format, init_scale=20.):
             'weights', shape=[channels],
             initializer=tf.compat.v1.constant_initializer(init_scale))
         shape = [1, 1, 1, channels] if data_format == 'channels_last' else [1, channels, 1, 1]
-        normed = tf.math.l2_normalize(net, axis=_channel_axis(data_format), epsilon=1e-12)
+        # x / sqrt(max(sum x^2, 1e-10)), the original's epsilon.
+        normed = tf.math.l2_normalize(net, axis=_channel_axis(data_format), epsilon=1e-10)
         return tf.multiply(normed, tf.reshape(scale, shape), name='conv4_3_norm')
 
 
@@ -222,17 +220,16 @@ def extra_layers(net, data_format='channels_last'):
     Args:
       net: fc7 output, [B, 19, 19, 1024] (or NCHW) for a 300x300 input.
     Returns:
-      list of the four block outputs: 10x10x512, 5x5x256, 3x3x256, 1x1x256 for 300x300.
+      list of the four block outputs: 10x10x512, 5x5x256, 3x3x256, 1x1x256 for 300x300
+      (padding: see _EXTRA_LAYERS; conv9_2 pads only at the bottom/right).
     Variables: additional_layers/convN/convN_1 (1x1) and convN_2 (3x3).
     """
     outputs = []
     with tf.compat.v1.variable_scope('additional_layers'):
-        for block, filters_1x1, filters_3x3, stride in _EXTRA_LAYERS:
+        for block, filters_1x1, filters_3x3, stride, padding in _EXTRA_LAYERS:
             with tf.compat.v1.variable_scope(block):
                 net = slim.conv2d(net, filters_1x1, [1, 1], scope=block + '_1')
-                if stride == 2:
-                    net = _pad_spatial(net, 1, data_format)
-                net = slim.conv2d(net, filters_3x3, [3, 3], stride=stride, padding='VALID',
+                net = slim.conv2d(net, filters_3x3, [3, 3], stride=stride, padding=padding,
                                   scope=block + '_2')
             outputs.append(net)
     return outputs

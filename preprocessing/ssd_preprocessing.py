@@ -29,20 +29,39 @@ Training augmentation follows the SSD paper (Liu et al., 2016, section 3.6):
 6. mean subtraction (`MEAN_RGB`) and channel reordering (BGR by default, the
    order the reduced-fc VGG-16 weights expect).
 
-For speed, steps 1-4 touch the source image exactly once: zoom-out, crop and
-flip are composed into one sampling window expressed in the original image's
-normalized coordinates (it extends outside [0, 1] when zoomed out, and has
-xmin > xmax when flipped) and a single `tf.image.crop_and_resize` samples that
-window straight to `out_size x out_size`.  Pixels outside the image come back as
-the sentinel `-1` (impossible for uint8 data), which marks them exactly so they
-are set to the mean (0 after mean subtraction); the colour map, clipping, mean
-subtraction, channel order and that fill then run on the small resized image as
-two fused 1x1 convolutions, and never alter the fill.
+For speed, steps 1-4 sample the source image once: zoom-out, crop and flip are
+composed into one sampling window expressed in the original image's normalized
+coordinates (it extends outside [0, 1] when zoomed out, and has xmin > xmax when
+flipped) and a single `tf.image.crop_and_resize` samples that window straight to
+`out_size x out_size`.  Pixels outside the image come back as the sentinel `-1`
+(impossible for uint8 data), which marks them exactly so they are set to the mean
+(0 after mean subtraction); the colour map, clipping, mean subtraction, channel
+order and that fill then run on the small resized image as two fused 1x1
+convolutions, and never alter the fill.
 
-Sampling geometry (train and eval alike): `crop_and_resize` maps a window edge
-`v` (normalized) to the source pixel coordinate `v * (size - 1)`, i.e. the
-whole-image window [0, 1] maps the first/last output pixel onto the first/last
-source pixel centre (an "align corners" bilinear resize).
+Sampling geometry (train and eval alike) is the original SSD.TensorFlow code's:
+TF1 bilinear resizing without corner alignment and without half-pixel centres
+(`tf.compat.v1.image.resize_bilinear(align_corners=False)`): output pixel `i` of
+a resize from `S` to `out` pixels reads source pixel index `i * S / out`, the
+interpolation clamped to the last pixel.  A checkpoint trained by the original
+(or here) sees its images with the geometry it was trained on; an "align
+corners" resize would shift them by up to half an output pixel.
+  - Eval (`preprocess_for_eval`) is exactly that resize of the whole image.
+  - Train: the original converts the image to float [0, 1], distorts colours,
+    optionally zooms out onto a mean-coloured canvas (integer offsets), takes an
+    integer-pixel IoU crop, flips, then resizes the crop with the same TF1
+    bilinear resize (and rounds back to uint8).  Here the crop window [a, b]
+    (normalized edges, a*S and b*S in source pixels) is sampled at source index
+    `a * S + i * (b - a) * S / out` (flipped: `b * S - 1 - i * (b - a) * S / out`,
+    i.e. the flipped crop resized), with one edge-replicated pixel around the
+    image giving the TF1 clamping at the borders.  What differs, and cannot matter
+    for trained checkpoints (it is random augmentation): crop and zoom-out
+    offsets are continuous rather than whole pixels, an upscaled crop's last
+    samples interpolate into the image beyond the crop (the original clamps to
+    the crop's last row / column), the zoom-out canvas edge is
+    hard (a source pixel beyond the image is the mean, not a blend of the edge
+    pixel and the mean), the photometric steps are the affine forms above, and
+    the output is not rounded to integers.
 
 Randomness: all random numbers come from stateless ops keyed by one int32 seed
 pair, so a given key always gives the same augmentation.  `seed` may be
@@ -151,11 +170,43 @@ def _check_image(image, fn_name):
     return image
 
 
-def _resize_window(image, window, out_size, extrapolation_value):
-    """Samples window [ymin, xmin, ymax, xmax] (normalized, may exceed [0, 1]) of a uint8
-    image [H, W, 3] to float32 [out_size, out_size, 3] with bilinear interpolation."""
+def _pad_edges(image):
+    """uint8 [H, W, 3] -> [H + 2, W + 2, 3], one edge-replicated pixel on every side."""
+    return tf.pad(image, [[1, 1], [1, 1], [0, 0]], mode='SYMMETRIC')
+
+
+def _sample_positions(edge_a, edge_b, size, out_size):
+    """Source pixel indices of the first and last of `out_size` TF1 (non-aligned) bilinear
+    samples of the window edges [edge_a, edge_b] (normalized) on an axis of `size` pixels.
+
+    edge_a <= edge_b: the crop [a * size, b * size) resized, first = a * size;
+    edge_a > edge_b (a flip): the mirrored crop resized, first = a * size - 1.
+    The step is (b - a) * size / out_size either way (negative when flipped).
+    """
+    step = (edge_b - edge_a) * size / out_size
+    first = edge_a * size - tf.cast(edge_a > edge_b, tf.float32)
+    return first, first + (out_size - 1) * step
+
+
+def _resize_window(padded, window, out_size, extrapolation_value):
+    """Samples window [ymin, xmin, ymax, xmax] (normalized edges, may exceed [0, 1]; xmin >
+    xmax flips) of an image to float32 [out_size, out_size, 3] with TF1 non-aligned bilinear
+    sampling (see the module docstring).
+
+    padded: uint8 [H + 2, W + 2, 3], the image with one edge-replicated pixel on every side
+    (`_pad_edges`): samples within one pixel outside the image clamp to the edge pixel as in
+    TF1, farther ones are `extrapolation_value`.
+    """
+    shape = tf.cast(tf.shape(padded)[:2] - 2, tf.float32)
+    height, width = shape[0], shape[1]
+    y0, x0, y1, x1 = tf.unstack(tf.reshape(window, [4]))
+    first_y, last_y = _sample_positions(y0, y1, height, out_size)
+    first_x, last_x = _sample_positions(x0, x1, width, out_size)
+    # crop_and_resize samples edge v at v * (padded size - 1): padded index = source + 1.
+    box = tf.stack([(first_y + 1.) / (height + 1.), (first_x + 1.) / (width + 1.),
+                    (last_y + 1.) / (height + 1.), (last_x + 1.) / (width + 1.)])
     return tf.image.crop_and_resize(
-        image[tf.newaxis], tf.reshape(window, [1, 4]), tf.zeros([1], tf.int32),
+        padded[tf.newaxis], box[tf.newaxis], tf.zeros([1], tf.int32),
         [out_size, out_size], method='bilinear',
         extrapolation_value=extrapolation_value)[0]
 
@@ -168,14 +219,17 @@ def preprocess_for_eval(image, out_size=300, channel_order=DEFAULT_CHANNEL_ORDER
       out_size: output side in pixels.
       channel_order: 'bgr' (default, VGG-16 reduced-fc) or 'rgb'.
     Returns:
-      float32 [out_size, out_size, 3]: bilinear "align corners" resize of the whole
-      image minus `MEAN_RGB`, channels in `channel_order`.  Normalized boxes of the
-      input stay valid for the output unchanged.
+      float32 [out_size, out_size, 3]: the whole image resized as the original code does,
+      `tf.compat.v1.image.resize_bilinear(align_corners=False)` (no half-pixel centres:
+      output pixel i reads source index i * in / out), minus `MEAN_RGB`, channels in
+      `channel_order`.  Normalized boxes of the input stay valid for the output unchanged.
     """
     _check_channel_order(channel_order)
     with tf.name_scope('preprocess_for_eval'):
         image = _check_image(image, 'preprocess_for_eval')
-        resized = _resize_window(image, tf.constant([0., 0., 1., 1.]), out_size, 0.)
+        resized = tf.compat.v1.image.resize_bilinear(
+            image[tf.newaxis], [out_size, out_size], align_corners=False,
+            half_pixel_centers=False)[0]
         # One fused pass: channel order (a permutation kernel) and mean subtraction (bias).
         kernel = np.eye(3, dtype=np.float32)
         if channel_order == 'bgr':
@@ -389,10 +443,11 @@ def _render(image, window, params, out_size, channel_order):
     """Samples `window` of the uint8 RGB image [H, W, 3] to [out_size, out_size, 3], applies
     the photometric parameters `params` [4] (see `_photometric_params`), clips, subtracts
     the mean and orders the channels; outside the image the output is 0."""
-    resized = _resize_window(image, window, out_size, _OUTSIDE)
+    padded = _pad_edges(image)
+    resized = _resize_window(padded, window, out_size, _OUTSIDE)
     # Contrast reference: mean luminance of the image part of the window, taken on a
     # coarse sample grid (plenty for a random contrast factor, and nearly free).
-    grid = tf.reshape(_resize_window(image, window, _MEAN_GRID, _OUTSIDE), [-1, 3])
+    grid = tf.reshape(_resize_window(padded, window, _MEAN_GRID, _OUTSIDE), [-1, 3])
     count = tf.reduce_sum(tf.cast(grid >= 0., tf.float32)) / 3.
     channel_sums = tf.reduce_sum(tf.nn.relu(grid), axis=0)                  # outside -> 0
     luma_mean = tf.math.divide_no_nan(tf.reduce_sum(channel_sums * _LUMA_WEIGHTS), count)

@@ -102,3 +102,27 @@ def test_bad_counts_are_named():
     with pytest.raises(ValueError, match='nms_topk'):
         pp.postprocess(tf.zeros([1, 3, 2]), tf.zeros([1, 3, 4]), np.zeros([3, 4], np.float32),
                        PRIOR, nms_topk=0)
+
+
+def test_keep_per_class_keeps_nms_topk_of_every_class():
+    # Four separate boxes; class 1 scores 0.9, 0.8, 0.3, class 2 scores 0.6, 0.5 (one box
+    # each scoring for both classes is fine: NMS is per class). nms_topk 2:
+    anchors = [[0.0, 0.0, 0.2, 0.2], [0.3, 0.3, 0.5, 0.5], [0.6, 0.6, 0.8, 0.8],
+               [0.0, 0.6, 0.2, 0.8]]
+    p = [probs([0.9, 0.0], [0.8, 0.0], [0.3, 0.6], [0.0, 0.5])]
+    # per image (default): the best 2 of the image, both class 1.
+    out = run(p, anchors, nms_topk=2)
+    assert out['scores'].shape == (1, 2)
+    np.testing.assert_allclose(out['scores'][0], [0.9, 0.8], rtol=1e-5)
+    # per class (the original's selection): 2 of class 1 and 2 of class 2, best first;
+    # class 1's third box (0.3) is cut by its per-class cap. K = 2 * (C - 1) = 4.
+    out = run(p, anchors, nms_topk=2, keep_per='class')
+    assert out['scores'].shape == (1, 4)
+    assert out['num_detections'].tolist() == [4]
+    np.testing.assert_allclose(out['scores'][0], [0.9, 0.8, 0.6, 0.5], rtol=1e-5)
+    np.testing.assert_array_equal(out['classes'][0], [1, 1, 2, 2])
+    np.testing.assert_allclose(out['boxes'][0, 2:], [anchors[2], anchors[3]], atol=1e-6)
+    assert pp.max_detections(21, 200, 'class') == 4000
+    assert pp.max_detections(21, 200, 'image') == 200
+    with pytest.raises(ValueError, match="keep_per='images'.*'class'"):
+        run(p, anchors, keep_per='images')

@@ -116,6 +116,12 @@ def forward_pass():
             'fc7_biases': variables['ssd300/fc7/biases'],
             'cls_3_weights': variables['ssd300/multibox_head/cls_3/weights'],
         }
+        for block in ('conv8', 'conv9'):
+            for part in ('_1', '_2'):
+                scope = 'ssd300/additional_layers/%s/%s%s' % (block, block, part)
+                fetch[block + part] = end_points[scope]
+                fetch[block + part + '_weights'] = variables[scope + '/weights']
+                fetch[block + part + '_biases'] = variables[scope + '/biases']
         fetch['variables'] = variables
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
@@ -170,6 +176,35 @@ def test_channels_first_computes_the_same_outputs(forward_pass):
     np.testing.assert_allclose(cls_nchw, forward_pass['cls_logits'], atol=1e-2 * scale)
     np.testing.assert_allclose(loc_nchw, forward_pass['loc_preds'],
                                atol=1e-2 * np.abs(forward_pass['loc_preds']).max())
+
+
+def _numpy_conv3x3_stride2(x, weights, biases, pad_before, pad_after):
+    """ReLU(conv) of one HWC map with explicit zero padding, stride 2, in float64 NumPy."""
+    x = np.pad(x.astype(np.float64), ((pad_before, pad_after), (pad_before, pad_after), (0, 0)))
+    out_size = (x.shape[0] - 3) // 2 + 1
+    out = np.zeros((out_size, out_size, weights.shape[-1]))
+    for i in range(out_size):
+        for j in range(out_size):
+            patch = x[2 * i:2 * i + 3, 2 * j:2 * j + 3, :]
+            out[i, j] = np.tensordot(patch, weights, axes=3)
+    return np.maximum(out + biases, 0.)
+
+
+def test_stride_2_extra_convs_pad_as_tensorflow_same(forward_pass):
+    """conv8_2: 19 -> 10 with 1 pixel on every side; conv9_2: 10 -> 5 with 0 pixels at the
+    top/left and 1 at the bottom/right (the original's Keras 'same'; Caffe pads 1 all round)."""
+    for block, size, before, after in (('conv8', 10, 1, 1), ('conv9', 5, 0, 1)):
+        expected = _numpy_conv3x3_stride2(forward_pass[block + '_1'][0],
+                                          forward_pass[block + '_2_weights'],
+                                          forward_pass[block + '_2_biases'], before, after)
+        got = forward_pass[block + '_2'][0]
+        assert got.shape[:2] == (size, size)
+        assert np.abs(got).max() > 0
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    # The symmetric (Caffe) padding gives a different conv9_2: the test can tell them apart.
+    caffe = _numpy_conv3x3_stride2(forward_pass['conv9_1'][0], forward_pass['conv9_2_weights'],
+                                   forward_pass['conv9_2_biases'], 1, 1)
+    assert np.abs(caffe - forward_pass['conv9_2'][0]).max() > 1e-2 * np.abs(caffe).max()
 
 
 def test_conv4_3_is_l2_normalized_and_scaled_by_20(forward_pass):

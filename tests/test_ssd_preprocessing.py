@@ -50,17 +50,32 @@ def _run(fn):
             return sess.run(out)
 
 
+def _tf1_resize(image, out_h, out_w):
+    """NumPy TF1 bilinear resize, align_corners=False, no half-pixel centres: output (i, j)
+    reads source (i * H / out_h, j * W / out_w), the upper neighbour clamped to the last
+    pixel (the original SSD.TensorFlow resize). float64 [out_h, out_w, C]."""
+    image = np.asarray(image, np.float64)
+
+    def axis(out, size):
+        src = np.arange(out) * size / out
+        lo = np.floor(src).astype(int)
+        return lo, np.minimum(lo + 1, size - 1), src - lo
+    y0, y1, fy = axis(out_h, image.shape[0])
+    x0, x1, fx = axis(out_w, image.shape[1])
+    rows = image[y0] * (1 - fy)[:, None, None] + image[y1] * fy[:, None, None]
+    return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+
+
 def _painted_image():
-    """Grey 240x320 image with a red and a blue rectangle; their boxes in the module's
-    sampling convention (pixel edge p maps to p / (size - 1)), labels 7 (red), 12 (blue)."""
+    """Grey 240x320 image with a red and a blue rectangle; their boxes (pixel p covers
+    [p, p + 1) / size), labels 7 (red), 12 (blue)."""
     h, w = 240, 320
     image = np.full((h, w, 3), 100, np.uint8)
     image[40:150, 30:170] = (255, 0, 0)     # rows 40..149, cols 30..169
     image[120:220, 200:300] = (0, 0, 255)   # rows 120..219, cols 200..299
 
     def box(r0, r1, c0, c1):  # inclusive pixel index ranges -> normalized edges
-        return [(r0 - 0.5) / (h - 1), (c0 - 0.5) / (w - 1),
-                (r1 + 0.5) / (h - 1), (c1 + 0.5) / (w - 1)]
+        return [r0 / h, c0 / w, (r1 + 1) / h, (c1 + 1) / w]
     boxes = np.array([box(40, 149, 30, 169), box(120, 219, 200, 299)], np.float32)
     return image, boxes, np.array([7, 12], np.int32)
 
@@ -69,9 +84,8 @@ def _mask_box(mask):
     """Bounding box [ymin, xmin, ymax, xmax] (normalized, same convention) of a bool mask."""
     rows = np.where(mask.any(axis=1))[0]
     cols = np.where(mask.any(axis=0))[0]
-    n = mask.shape[0] - 1
-    return np.clip(np.array([rows[0] - 0.5, cols[0] - 0.5, rows[-1] + 0.5, cols[-1] + 0.5]) / n,
-                   0., 1.)
+    n = mask.shape[0]
+    return np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1]) / n
 
 
 def _iou(a, b):
@@ -101,7 +115,7 @@ def test_painted_boxes_follow_the_image(train_bgr):
             if label not in out_labels:
                 continue
             box = out_boxes[list(out_labels).index(label)]
-            side_px = min(box[2] - box[0], box[3] - box[1]) * (OUT - 1)
+            side_px = min(box[2] - box[0], box[3] - box[1]) * OUT
             assert mask.any(), 'seed %d: box %s kept but its colour is gone' % (i, box)
             if side_px >= 30:
                 iou = _iou(_mask_box(mask), box)
@@ -152,32 +166,43 @@ def test_render_zoom_out_window_fills_with_mean_for_any_colour_map():
         assert np.abs(out[4:, 4:]).min() > 1.
 
 
-def test_render_identity_colours_flip_and_channel_order():
-    # 3x3 image to 5x5 over the whole window: output (i, j) samples pixel (i / 2, j / 2), so
-    # even positions are pixels, odd ones the mean of two (or four) neighbours.
-    image = (np.arange(27, dtype=np.uint8).reshape(3, 3, 3) * 9)
+def test_render_identity_colours_flip_crop_and_channel_order():
+    """Whole image, flip, crops and a flipped crop sample as the original: integer crop,
+    flip, then the TF1 non-aligned resize (NumPy `_tf1_resize`), clamped at the borders."""
+    image = (np.arange(48, dtype=np.uint8).reshape(4, 4, 3) * 5)
     img = image.astype(np.float64)
-    up_rows = np.empty((5, 3, 3))
-    up_rows[0::2] = img
-    up_rows[1::2] = (img[:-1] + img[1:]) / 2
-    expected = np.empty((5, 5, 3))
-    expected[:, 0::2] = up_rows
-    expected[:, 1::2] = (up_rows[:, :-1] + up_rows[:, 1:]) / 2
     identity = [0., 1., 1., 0.]
 
     def render(window, order):
         return _run(lambda: sp._render(tf.constant(image), tf.constant(window),
                                        tf.constant(identity), 5, order))
     rgb = render([0., 0., 1., 1.], 'rgb')
-    np.testing.assert_allclose(rgb + np.array(sp.MEAN_RGB), expected, atol=1e-3)
+    np.testing.assert_allclose(rgb + np.array(sp.MEAN_RGB), _tf1_resize(img, 5, 5), atol=1e-3)
+    # Hand numbers: output column 1 reads source x = 0.8 (0.2 * pixel 0 + 0.8 * pixel 1);
+    # column 4 reads x = 3.2, clamped to pixel 3.
+    np.testing.assert_allclose(rgb[0, 1] + np.array(sp.MEAN_RGB), 0.2 * img[0, 0] + 0.8 * img[0, 1],
+                               atol=1e-3)
+    np.testing.assert_allclose(rgb[0, 4] + np.array(sp.MEAN_RGB), img[0, 3], atol=1e-3)
     bgr = render([0., 0., 1., 1.], 'bgr')
     np.testing.assert_allclose(bgr, rgb[..., ::-1], atol=1e-4)
-    # Flip alone: swapping the window's x edges mirrors the output exactly.
-    np.testing.assert_allclose(render([0., 1., 1., 0.], 'rgb'), rgb[:, ::-1], atol=1e-4)
-    # Cropping the top-left quarter [0, 0, .5, .5] samples pixels 0, .25, ..., 1.
+    # Crops reaching the bottom/right border: exactly the original (crop, flip, resize).
+    cases = {(0., 1., 1., 0.): img[:, ::-1],              # flip: the mirrored image resized
+             (.5, .5, 1., 1.): img[2:, 2:],                # bottom-right: clamps at the border
+             (.5, .5, 1., 0.): img[2:, :2][:, ::-1]}       # flipped bottom-left quarter
+    for window, source in cases.items():
+        got = render(list(window), 'rgb') + np.array(sp.MEAN_RGB)
+        np.testing.assert_allclose(got, _tf1_resize(source, 5, 5), atol=1e-3, err_msg=window)
+    # Top-left quarter: the same sample positions (source 0, 0.4, 0.8, 1.2, 1.6), but past the
+    # crop's last pixel the interpolation reads the image beyond it (the original clamps to
+    # the crop): rows/columns 0-2 are the original's, 3-4 continue into pixel 2.
     quarter = render([0., 0., .5, .5], 'rgb') + np.array(sp.MEAN_RGB)
-    np.testing.assert_allclose(quarter[4, 4], img[1, 1], atol=1e-3)
-    np.testing.assert_allclose(quarter[0, 2], (img[0, 0] + img[0, 1]) / 2, atol=1e-3)
+    np.testing.assert_allclose(quarter[:3, :3], _tf1_resize(img[:2, :2], 5, 5)[:3, :3],
+                               atol=1e-3)
+    np.testing.assert_allclose(quarter, _tf1_resize(img, 10, 10)[:5, :5], atol=1e-3)
+    # Not an align-corners resize: that one would put pixel 3 in column 4 but (x = 0.75)
+    # 0.25 * pixel 0 + 0.75 * pixel 1 in column 1.
+    assert np.abs(rgb[0, 1] + np.array(sp.MEAN_RGB) - (0.25 * img[0, 0] + 0.75 * img[0, 1])
+                  ).max() > 0.5
 
 
 def test_flip_alone_mirrors_boxes_and_window():
@@ -317,15 +342,16 @@ def test_photometric_affine_hand_numbers_and_commutation():
 
 
 def test_eval_values_hand_computed():
-    # 2x2 image to 3x3 ("align corners"): corners are the pixels, edges the mean of two,
-    # the centre the mean of all four.
+    # 2x2 image to 3x3, TF1 bilinear without aligned corners: output i reads source i * 2 / 3
+    # = 0, 2/3, 4/3 (clamped to 1): rows/columns are pixel 0, (p0 + 2 p1) / 3, pixel 1.
     image = np.array([[[0, 20, 40], [100, 120, 140]],
                       [[200, 220, 240], [50, 70, 90]]], np.uint8)
     img = image.astype(np.float64)
-    expected = np.array([[img[0, 0], (img[0, 0] + img[0, 1]) / 2, img[0, 1]],
-                         [(img[0, 0] + img[1, 0]) / 2, img.mean(axis=(0, 1)),
-                          (img[0, 1] + img[1, 1]) / 2],
-                         [img[1, 0], (img[1, 0] + img[1, 1]) / 2, img[1, 1]]])
+    weights = np.array([[1., 0.], [1. / 3., 2. / 3.], [0., 1.]])
+    expected = np.einsum('iy,yxc,jx->ijc', weights, img, weights)
+    np.testing.assert_allclose(expected, _tf1_resize(img, 3, 3))
+    # Centre: (p00 + 2 p01 + 2 p10 + 4 p11) / 9, red channel (0 + 200 + 400 + 200) / 9.
+    assert expected[1, 1, 0] == pytest.approx(800. / 9.)
     rgb = _run(lambda: sp.preprocess_for_eval(tf.constant(image), out_size=3,
                                               channel_order='rgb'))
     bgr = _run(lambda: sp.preprocess_for_eval(tf.constant(image), out_size=3))
@@ -335,6 +361,12 @@ def test_eval_values_hand_computed():
     # Pixel (0, 0) in BGR: (40 - 103.94, 20 - 116.78, 0 - 123.68).
     np.testing.assert_allclose(bgr[0, 0], [-63.94, -96.78, -123.68], atol=1e-3)
     np.testing.assert_array_equal(sp.denormalize_image(bgr, 'bgr')[0, 0], [0, 20, 40])
+    # Downscaling a non-square image by non-integer factors (37x23 -> 11x11) as well.
+    image = np.random.RandomState(3).randint(0, 256, (37, 23, 3)).astype(np.uint8)
+    rgb = _run(lambda: sp.preprocess_for_eval(tf.constant(image), out_size=11,
+                                              channel_order='rgb'))
+    np.testing.assert_allclose(rgb + np.array(sp.MEAN_RGB), _tf1_resize(image, 11, 11),
+                               atol=1e-3)
 
 
 def test_channel_order_bgr_is_rgb_reversed(train_bgr):

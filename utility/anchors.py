@@ -23,11 +23,16 @@ SSD300_SPEC = {
     # The notional s_7 that follows the last layer: the last layer's extra square anchor has
     # side sqrt(s_6 * s_7) (every other layer uses sqrt(s_k * s_{k+1})).
     'anchor_scale_end': 1.075,
-    # Aspect ratios (w / h) besides the two squares, per layer.
+    # Optional: the extra squares' sides given explicitly (they then win over the formula).
+    # SSD300 uses the original SSD.TensorFlow values, sqrt(s_k * s_{k+1}) rounded to 4
+    # digits, so checkpoints trained by the original decode exactly as there.
+    'extra_anchor_scales': [0.1414, 0.2739, 0.4541, 0.6315, 0.8078, 0.9836],
+    # Aspect ratios (w / h) besides the two squares, per layer (1/3 written 0.3333 as in the
+    # original code, for the same reason).
     'anchor_ratios': [[2.0, 0.5],
-                      [2.0, 3.0, 0.5, 1.0 / 3.0],
-                      [2.0, 3.0, 0.5, 1.0 / 3.0],
-                      [2.0, 3.0, 0.5, 1.0 / 3.0],
+                      [2.0, 3.0, 0.5, 0.3333],
+                      [2.0, 3.0, 0.5, 0.3333],
+                      [2.0, 3.0, 0.5, 0.3333],
                       [2.0, 0.5],
                       [2.0, 0.5]],
     # Box-code variances: (cy, cx, h, w) offsets are divided by these when encoding.
@@ -49,17 +54,25 @@ def validate_spec(spec):
     if len(set(lengths.values())) != 1:
         raise ValueError('anchor spec has per-layer lists of different lengths %s; give one '
                          'entry per feature map in each of them.' % lengths)
+    extra = spec.get('extra_anchor_scales')
+    if extra is not None and len(extra) != lengths['feature_shapes']:
+        raise ValueError('anchor spec extra_anchor_scales has %d values for %d layers; give one '
+                         'per feature map, or drop the key to use sqrt(s_k * s_k+1).'
+                         % (len(extra), lengths['feature_shapes']))
     if len(spec['prior_scaling']) != 4:
         raise ValueError('anchor spec prior_scaling has %d values; give 4 (cy, cx, h, w).'
                          % len(spec['prior_scaling']))
 
 
 def extra_anchor_scales(spec):
-    """Side of the extra square anchor per layer: sqrt(s_k * s_{k+1}), s_{L+1} = anchor_scale_end.
+    """Side of the extra square anchor per layer.
 
-    For SSD300_SPEC: [0.1414, 0.2739, 0.4541, 0.6315, 0.8078, 0.9836] (rounded).
-    Returns a list of floats, one per layer.
+    `spec['extra_anchor_scales']` when the spec gives it (SSD300_SPEC: the original's
+    [0.1414, 0.2739, 0.4541, 0.6315, 0.8078, 0.9836]), else sqrt(s_k * s_{k+1}) with
+    s_{L+1} = anchor_scale_end. Returns a list of floats, one per layer.
     """
+    if spec.get('extra_anchor_scales') is not None:
+        return [float(v) for v in spec['extra_anchor_scales']]
     scales = list(spec['anchor_scales']) + [spec['anchor_scale_end']]
     return [math.sqrt(scales[k] * scales[k + 1]) for k in range(len(scales) - 1)]
 
@@ -84,14 +97,15 @@ def num_anchors(spec):
 def layer_anchor_sizes(spec, layer):
     """(heights, widths) of the anchor types of one layer, normalized, in anchor-type order.
 
-    Order: [s_k square, sqrt(s_k * s_{k+1}) square, ratio r for r in anchor_ratios[layer]];
+    Order, as in the original SSD.TensorFlow code (its trained heads depend on it):
+    [extra square (sqrt(s_k * s_{k+1})), s_k square, ratio r for r in anchor_ratios[layer]];
     a ratio-r anchor has h = s_k / sqrt(r), w = s_k * sqrt(r) (r = w / h).
     Returns two float64 numpy arrays of shape [k].
     """
     scale = float(spec['anchor_scales'][layer])
     extra = extra_anchor_scales(spec)[layer]
-    heights = [scale, extra] + [scale / math.sqrt(r) for r in spec['anchor_ratios'][layer]]
-    widths = [scale, extra] + [scale * math.sqrt(r) for r in spec['anchor_ratios'][layer]]
+    heights = [extra, scale] + [scale / math.sqrt(r) for r in spec['anchor_ratios'][layer]]
+    widths = [extra, scale] + [scale * math.sqrt(r) for r in spec['anchor_ratios'][layer]]
     return np.array(heights, np.float64), np.array(widths, np.float64)
 
 

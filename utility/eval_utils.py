@@ -30,6 +30,7 @@ import tensorflow as tf
 from dataset import dataset_common
 from dataset import voc_to_tfrecords
 from preprocessing import ssd_preprocessing
+from utility import checkpoint_utils
 from utility import draw
 from utility import voc_metric
 
@@ -67,7 +68,9 @@ def find_checkpoint(checkpoint_path, model_dir):
         ('logs/model.ckpt-120000') or one of its files ('.index', '.meta', '.data-*').
       model_dir: the training directory searched when `checkpoint_path` is empty.
     Returns:
-      str checkpoint prefix (its '.index' file exists).
+      str checkpoint prefix (its '.index' file exists). A checkpoint of the original
+      SSD.TensorFlow code comes back as its project-layout copy
+      (checkpoint_utils.as_project_checkpoint).
     Raises:
       ValueError: no checkpoint there; the message names the directory or prefix.
     """
@@ -83,14 +86,14 @@ def find_checkpoint(checkpoint_path, model_dir):
         if prefix is None:
             raise ValueError('No checkpoint found in %s; train first (python3 train_ssd.py '
                              '--model_dir=%s) or pass --checkpoint_path.' % (path, path))
-        return prefix
+        return checkpoint_utils.as_project_checkpoint(prefix)
     for suffix in ('.index', '.meta'):
         if path.endswith(suffix):
             path = path[:-len(suffix)]
     if '.data-' in os.path.basename(path):
         path = path[:path.rindex('.data-')]
     if tf.io.gfile.exists(path + '.index'):
-        return path
+        return checkpoint_utils.as_project_checkpoint(path)
     if not checkpoint_path:
         raise ValueError('Model directory %s does not exist; train first (python3 train_ssd.py '
                          '--model_dir=%s) or pass --checkpoint_path.' % (path, path))
@@ -124,6 +127,10 @@ def define_inference_flags(flags_module):
     f.DEFINE_enum('driver', 'auto', ['auto', 'estimator', 'session'],
                   'What runs the model: tf.estimator (TensorFlow <= 2.15) or a plain session '
                   '(any TensorFlow 2.x); auto = the Estimator where TensorFlow has it.')
+    f.DEFINE_enum('keep_per', 'image', ['image', 'class'],
+                  "'image': the --nms_topk best detections of each image; 'class': "
+                  '--nms_topk per class (up to nms_topk * (num_classes - 1) per image), '
+                  "the original SSD.TensorFlow eval's selection.")
 
 
 def inference_params(values, log=None, **overrides):
@@ -146,7 +153,8 @@ def inference_params(values, log=None, **overrides):
         data_format=data_format,
         model_scope=values.model_scope, select_threshold=values.select_threshold,
         min_size=values.min_size, nms_threshold=values.nms_threshold,
-        nms_topk=values.nms_topk, keep_topk=values.keep_topk)
+        nms_topk=values.nms_topk, keep_topk=values.keep_topk,
+        keep_per=getattr(values, 'keep_per', 'image'))
     params.update(overrides)
     return ssd_model.make_params(**params)
 

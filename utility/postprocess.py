@@ -6,7 +6,10 @@ Per image, following the original SSD.TensorFlow evaluation:
      score > select_threshold and, if min_size > 0, clipped height and width > min_size;
   3. per class, the keep_topk best of those enter greedy NMS (IoU > nms_threshold
      suppresses), which keeps at most nms_topk per class;
-  4. across classes, the nms_topk best detections of the image are returned, best first.
+  4. keep_per='image' (default): across classes, the nms_topk best detections of the image
+     are returned, best first (Caffe SSD's keep_top_k);
+     keep_per='class': every class keeps its nms_topk, so up to nms_topk * (C - 1) per image,
+     best first: the original SSD.TensorFlow selection (its eval_ssd.py).
 Steps 3 and 4 run in one tf.image.combined_non_max_suppression call.
 """
 import tensorflow as tf
@@ -24,8 +27,22 @@ def clip_boxes(boxes):
     return tf.stack([ymin, xmin, ymax, xmax], axis=-1)
 
 
+KEEP_PER = ('image', 'class')
+
+
+def max_detections(num_classes, nms_topk=200, keep_per='image'):
+    """K, the detections dimension of `postprocess`'s output: nms_topk for keep_per='image',
+    nms_topk * (num_classes - 1) for keep_per='class'."""
+    if keep_per not in KEEP_PER:
+        raise ValueError("keep_per=%r is not one of %s; pass 'image' (nms_topk per image) or "
+                         "'class' (nms_topk per class, as the original code)."
+                         % (keep_per, KEEP_PER))
+    return int(nms_topk) if keep_per == 'image' else int(nms_topk) * (int(num_classes) - 1)
+
+
 def postprocess(cls_logits, loc_preds, anchors, prior_scaling, select_threshold=0.01,
-                min_size=0.03, keep_topk=400, nms_threshold=0.45, nms_topk=200):
+                min_size=0.03, keep_topk=400, nms_threshold=0.45, nms_topk=200,
+                keep_per='image'):
     """Detections of a batch from the network outputs.
 
     Args:
@@ -38,7 +55,9 @@ def postprocess(cls_logits, loc_preds, anchors, prior_scaling, select_threshold=
         dropped; 0 disables the check.
       keep_topk: candidates per class that enter NMS.
       nms_threshold: IoU above which NMS suppresses the lower-scored box of a class.
-      nms_topk: detections kept per class by NMS and per image in the output (K).
+      nms_topk: detections kept per class by NMS (and per image with keep_per='image').
+      keep_per: 'image': the output holds the nms_topk best of the image, K = nms_topk;
+        'class': every class's nms_topk, K = nms_topk * (C - 1) (the original's selection).
     Returns:
       dict with
         boxes: float32 [B, K, 4] [ymin, xmin, ymax, xmax] in [0, 1],
@@ -52,6 +71,11 @@ def postprocess(cls_logits, loc_preds, anchors, prior_scaling, select_threshold=
     if nms_topk < 1 or keep_topk < 1:
         raise ValueError('nms_topk=%d and keep_topk=%d must both be >= 1; pass positive counts.'
                          % (nms_topk, keep_topk))
+    num_classes = tf.TensorShape(cls_logits.shape)[-1]
+    if num_classes is None:
+        raise ValueError('cls_logits has no static class dimension (shape %s); give the '
+                         'logits a static last dimension (num_classes).' % (cls_logits.shape,))
+    max_total = max_detections(num_classes, nms_topk, keep_per)
     with tf.name_scope('postprocess'):
         cls_logits = tf.cast(cls_logits, tf.float32)
         boxes = clip_boxes(anchor_manipulator.decode_boxes(
@@ -74,7 +98,7 @@ def postprocess(cls_logits, loc_preds, anchors, prior_scaling, select_threshold=
             boxes=tf.transpose(top_boxes, [0, 2, 1, 3]),  # [B, k, C-1, 4]
             scores=tf.transpose(top_scores, [0, 2, 1]),  # [B, k, C-1]
             max_output_size_per_class=nms_topk,
-            max_total_size=nms_topk,
+            max_total_size=max_total,
             iou_threshold=float(nms_threshold),
             # Filtered-out candidates carry score 0 <= select_threshold, so they never enter.
             score_threshold=max(float(select_threshold), 0.0),
@@ -82,7 +106,7 @@ def postprocess(cls_logits, loc_preds, anchors, prior_scaling, select_threshold=
             clip_boxes=False)
         nmsed_boxes, nmsed_scores, nmsed_classes, num_detections = nmsed
         num_detections = tf.cast(num_detections, tf.int32)
-        valid = tf.range(nms_topk)[None, :] < num_detections[:, None]  # [B, K]
+        valid = tf.range(max_total)[None, :] < num_detections[:, None]  # [B, K]
         classes = tf.where(valid, tf.cast(nmsed_classes, tf.int32) + 1, 0)
         return {
             'boxes': tf.where(valid[:, :, None], nmsed_boxes, 0.0),
