@@ -60,6 +60,7 @@ def main(_):
 
     class_names = list(dataset_common.VOC_LABELS)
     eval_utils.check_num_classes(FLAGS.num_classes, class_names)
+    eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
     pattern = os.path.join(FLAGS.data_dir, FLAGS.split + '-*')
     records = eval_utils.scan_records(pattern)
@@ -81,7 +82,9 @@ def main(_):
     params = eval_utils.inference_params(
         FLAGS, log=log, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
         num_readers=FLAGS.num_readers)
+    eval_utils.check_checkpoint_classes(checkpoint, params)
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'eval')
+    eval_utils.check_directory_target(output_dir, 'output_dir')
     log('Evaluating %s on %d images of %s (%s driver).'
         % (checkpoint, len(records), pattern, driver))
     predictions = drivers.predict(

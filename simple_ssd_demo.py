@@ -63,6 +63,8 @@ def main(_):
                          '--input dataset/VOC2012_sample/JPEGImages.')
     class_names = list(dataset_common.VOC_LABELS)
     eval_utils.check_num_classes(FLAGS.num_classes, class_names)
+    eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
+    eval_utils.check_directory_target(FLAGS.output_dir, 'output_dir')
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, None)
     files, missing = eval_utils.list_image_files(FLAGS.input)
     for path, reason in missing:
@@ -81,6 +83,7 @@ def main(_):
 
     driver = drivers.resolve_driver(FLAGS.driver)
     params = eval_utils.inference_params(FLAGS, log=log, batch_size=FLAGS.batch_size)
+    eval_utils.check_checkpoint_classes(checkpoint, params)
     log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
         % (checkpoint, len(readable), FLAGS.score_threshold, FLAGS.output_dir))
     predictions = drivers.predict(

@@ -105,6 +105,34 @@ def log(message):
     print(message, flush=True)
 
 
+def check_flags():
+    """Flag values no training can use: a one-sentence ValueError naming the flag and the fix."""
+    positive = ('batch_size', 'max_number_of_steps', 'log_every_n_steps', 'save_summary_steps',
+                'keep_checkpoint_max', 'num_readers')
+    for name in positive:
+        if FLAGS[name].value is None or FLAGS[name].value < 1:
+            raise ValueError('--%s=%s must be a positive integer.' % (name, FLAGS[name].value))
+    if FLAGS.train_epochs is not None and FLAGS.train_epochs < 1:
+        raise ValueError('--train_epochs=%d must be at least 1 (leave it unset for no epoch '
+                         'limit).' % FLAGS.train_epochs)
+    if FLAGS.save_checkpoints_secs < 0:
+        raise ValueError('--save_checkpoints_secs=%d must be >= 0 (0: only when training '
+                         'starts and ends).' % FLAGS.save_checkpoints_secs)
+    if FLAGS.num_classes < 2:
+        raise ValueError('--num_classes=%d must count the background and at least one class '
+                         '(VOC: 21).' % FLAGS.num_classes)
+    if FLAGS.train_image_size != 300:
+        raise ValueError('--train_image_size=%d is not supported: the SSD300 anchor spec is for '
+                         '300x300 inputs; use --train_image_size=300.' % FLAGS.train_image_size)
+    for name in ('learning_rate', 'end_learning_rate', 'momentum', 'weight_decay'):
+        if FLAGS[name].value < 0 or (name == 'learning_rate' and FLAGS[name].value == 0):
+            raise ValueError('--%s=%g must be %s.' % (
+                name, FLAGS[name].value, 'positive' if name == 'learning_rate' else '>= 0'))
+    if os.path.exists(FLAGS.model_dir) and not os.path.isdir(FLAGS.model_dir):
+        raise ValueError('--model_dir=%s is a file, not a directory; pass a directory (it is '
+                         'created if missing).' % FLAGS.model_dir)
+
+
 def build_params(num_replicas, data_format, use_amp, checkpoint_path):
     """Turns the parsed flags into the model params (the only place flags are read)."""
     from net import ssd_model
@@ -154,6 +182,7 @@ def prepare():
     from net import ssd_model, ssd_net
     from utility import checkpoint_utils, drivers, train_utils
 
+    check_flags()
     driver = drivers.resolve_driver(FLAGS.driver)
     strategy, num_replicas, session_config = train_utils.setup_replicas(
         multi_gpu=FLAGS.multi_gpu, num_cpu_replicas=FLAGS.num_cpu_replicas,

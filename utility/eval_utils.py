@@ -159,6 +159,37 @@ def inference_params(values, log=None, **overrides):
     return ssd_model.make_params(**params)
 
 
+def check_positive(value, flag):
+    """Raises ValueError unless `value` (the flag `flag`'s) is a positive integer."""
+    if value is None or int(value) < 1:
+        raise ValueError('--%s=%s must be a positive integer.' % (flag, value))
+
+
+def check_directory_target(path, flag):
+    """Raises ValueError when `path` exists but is not a directory (checked before any work)."""
+    if path and os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError('--%s=%s is a file, not a directory; pass a directory (it is created '
+                         'if missing).' % (flag, path))
+
+
+def check_checkpoint_classes(checkpoint, params):
+    """Raises ValueError when `checkpoint`'s class head disagrees with params['num_classes'].
+
+    The first class head holds k * num_classes output channels (k anchors per location).
+    """
+    from utility import anchors as anchor_lib
+    name = '%s/multibox_head/cls_0/biases' % params['model_scope']
+    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    if name not in shapes:
+        return
+    per_location = anchor_lib.anchors_per_location(params['anchor_spec'])[0]
+    trained = shapes[name][-1] // per_location
+    if trained != params['num_classes']:
+        raise ValueError('%s was trained with %d classes (background included) but '
+                         '--num_classes=%d; pass --num_classes=%d or another checkpoint.'
+                         % (checkpoint, trained, params['num_classes'], trained))
+
+
 def check_num_classes(num_classes, class_names):
     """Raises ValueError when --num_classes disagrees with the label table `class_names`."""
     if num_classes != len(class_names):

@@ -1,0 +1,118 @@
+"""Bad flags end in one line on stderr naming the flag and the fix, a nonzero exit, no traceback,
+and nothing written (issue: "Nothing lost, nothing cryptic")."""
+import os
+
+import pytest
+import tensorflow as tf
+
+from conftest import TRAIN_FAST_FLAGS, run_script
+
+
+def _assert_one_line_error(proc, *fragments):
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    assert 'Traceback' not in proc.stderr
+
+
+def _train_flags(**changes):
+    flags = [f for f in TRAIN_FAST_FLAGS if f.split('=')[0].lstrip('-') not in changes]
+    return flags + ['--%s=%s' % kv for kv in changes.items()]
+
+
+@pytest.mark.parametrize('changes, fragments', [
+    ({'batch_size': 0}, ['--batch_size=0 must be a positive integer']),
+    ({'batch_size': -3}, ['--batch_size=-3 must be a positive integer']),
+    ({'train_epochs': 0}, ['--train_epochs=0 must be at least 1']),
+    ({'train_image_size': 512}, ['--train_image_size=512 is not supported',
+                                 '--train_image_size=300']),
+    ({'train_image_size': 200}, ['--train_image_size=200 is not supported']),
+    ({'learning_rate': -0.01}, ['--learning_rate=-0.01 must be positive']),
+    ({'save_checkpoints_secs': -1}, ['--save_checkpoints_secs=-1 must be >= 0']),
+])
+def test_bad_training_flags_are_one_line_errors_before_any_work(tfrecord_dir, tmp_path, changes,
+                                                                fragments):
+    model_dir = tmp_path / 'model'
+    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir,
+                       '--model_dir=' + str(model_dir)] + _train_flags(**changes))
+    _assert_one_line_error(proc, *fragments)
+    assert not model_dir.exists()  # nothing written, no 200 MB checkpoint
+
+
+def test_model_dir_that_is_a_file_is_a_one_line_error(tfrecord_dir, tmp_path):
+    path = tmp_path / 'model'
+    path.write_text('not a directory')
+    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + str(path)]
+                      + TRAIN_FAST_FLAGS)
+    _assert_one_line_error(proc, '--model_dir=%s is a file' % path)
+    assert path.read_text() == 'not a directory'
+
+
+def _write_checkpoint(path, num_classes):
+    """A from-scratch SSD300 checkpoint with `num_classes` (background included)."""
+    from net import ssd_net
+    from utility import anchors
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 300, 300, 3])
+        ssd_net.ssd300(images, num_classes, anchors.anchors_per_location(anchors.SSD300_SPEC))
+        tf.compat.v1.train.get_or_create_global_step()
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return tf.compat.v1.train.Saver().save(sess, path)
+
+
+@pytest.fixture(scope='module')
+def five_class_checkpoint(tmp_path_factory):
+    return _write_checkpoint(str(tmp_path_factory.mktemp('five') / 'model.ckpt'), 5)
+
+
+def test_eval_of_a_checkpoint_with_another_class_count(five_class_checkpoint, tfrecord_dir,
+                                                        tmp_path):
+    proc = run_script(['eval_ssd.py', '--data_dir=' + tfrecord_dir,
+                       '--checkpoint_path=' + five_class_checkpoint,
+                       '--output_dir=' + str(tmp_path / 'eval')])
+    _assert_one_line_error(proc, 'was trained with 5 classes', '--num_classes=21',
+                           'pass --num_classes=5')
+
+
+@pytest.mark.parametrize('script, flags', [
+    ('export_ssd.py', []),
+    ('simple_ssd_demo.py', ['--input=x.jpg']),
+])
+def test_export_and_demo_check_the_class_count_too(five_class_checkpoint, voc_sample_dir,
+                                                   tmp_path, script, flags):
+    image = os.path.join(voc_sample_dir, 'JPEGImages', '2012_000011.jpg')
+    flags = [f.replace('x.jpg', image) for f in flags]
+    proc = run_script([script, '--checkpoint_path=' + five_class_checkpoint,
+                       '--export_dir=' + str(tmp_path / 'e') if script == 'export_ssd.py'
+                       else '--output_dir=' + str(tmp_path / 'd')] + flags)
+    _assert_one_line_error(proc, 'was trained with 5 classes')
+
+
+def test_eval_and_demo_batch_size_zero(trained_model_dir, tfrecord_dir, voc_sample_dir,
+                                       tmp_path):
+    proc = run_script(['eval_ssd.py', '--data_dir=' + tfrecord_dir,
+                       '--model_dir=' + trained_model_dir, '--batch_size=0',
+                       '--output_dir=' + str(tmp_path / 'eval')])
+    _assert_one_line_error(proc, '--batch_size=0 must be a positive integer')
+    image = os.path.join(voc_sample_dir, 'JPEGImages', '2012_000011.jpg')
+    proc = run_script(['simple_ssd_demo.py', '--checkpoint_path=' + trained_model_dir,
+                       '--input=' + image, '--batch_size=0', '--output_dir=' + str(tmp_path)])
+    _assert_one_line_error(proc, '--batch_size=0 must be a positive integer')
+
+
+def test_output_paths_that_are_files_fail_before_inference(trained_model_dir, voc_sample_dir,
+                                                           tmp_path):
+    taken = tmp_path / 'taken'
+    taken.write_text('a file')
+    image = os.path.join(voc_sample_dir, 'JPEGImages', '2012_000011.jpg')
+    proc = run_script(['simple_ssd_demo.py', '--checkpoint_path=' + trained_model_dir,
+                       '--input=' + image, '--output_dir=' + str(taken)])
+    _assert_one_line_error(proc, '--output_dir=%s is a file' % taken)
+    assert 'Detecting with' not in proc.stdout  # refused before inference ran
+    proc = run_script(['export_ssd.py', '--model_dir=' + trained_model_dir,
+                       '--export_dir=' + str(taken)])
+    _assert_one_line_error(proc, '--export_dir=%s is a file' % taken)
+    assert taken.read_text() == 'a file'
