@@ -34,6 +34,7 @@ import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from concurrent import futures
+from xml.parsers import expat
 
 import tensorflow as tf
 from PIL import Image
@@ -73,7 +74,7 @@ PROFILES = {
 }
 
 _SHARD_RE = r'^%s-\d{5}-of-\d{5}$'
-_DTD_RE = re.compile(br'<!\s*(DOCTYPE|ENTITY)', re.IGNORECASE)
+_DTD_MESSAGE = 'DOCTYPE/ENTITY declarations are not allowed in annotations'
 
 
 class ConversionError(Exception):
@@ -138,8 +139,43 @@ def _number(element, tag, default=None):
     return value
 
 
+class _DeclarationRefused(Exception):
+    """Raised from inside expat when a document declares a DTD or an entity."""
+
+
+def _refuse_declarations(data):
+    """Runs expat over ``data`` and raises AnnotationError at the first DOCTYPE,
+    ENTITY, notation or external-entity declaration.
+
+    Expat decodes the bytes itself (UTF-8, UTF-16 with or without a byte order
+    mark, or the encoding the XML declaration names), so the refusal holds in
+    every encoding expat accepts, unlike a byte search for ``<!DOCTYPE``. The
+    handlers fire before any entity could be expanded.
+    """
+    def refuse(*_args):
+        raise _DeclarationRefused()
+
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    parser.UnparsedEntityDeclHandler = refuse
+    parser.NotationDeclHandler = refuse
+    parser.ExternalEntityRefHandler = refuse
+    try:
+        parser.Parse(data, True)
+    except _DeclarationRefused:
+        raise AnnotationError(_DTD_MESSAGE) from None
+    except expat.ExpatError as e:
+        raise AnnotationError('not well-formed XML (%s)' % e) from None
+    except ValueError as e:  # pyexpat: an encoding name it cannot decode
+        raise AnnotationError('unsupported XML encoding (%s)' % e) from None
+
+
 def parse_annotation_bytes(data):
     """Parses VOC annotation XML (bytes) without expanding entities.
+
+    Any DOCTYPE (and so any ENTITY) declaration is refused in whatever encoding
+    the file uses (checked by expat before the tree is built).
 
     Returns:
       dict(width, height, depth (int or None when <size> is absent),
@@ -149,8 +185,7 @@ def parse_annotation_bytes(data):
       AnnotationError: not XML, has a DOCTYPE/ENTITY declaration, or an object
         lacks its name or a numeric bndbox coordinate.
     """
-    if _DTD_RE.search(data):
-        raise AnnotationError('DOCTYPE/ENTITY declarations are not allowed in annotations')
+    _refuse_declarations(data)
     try:
         root = ElementTree.fromstring(data)
     except ElementTree.ParseError as e:
@@ -312,14 +347,15 @@ def _split_dir(dataset_directory, split):
 def read_image_ids(split_dir, list_name, allow_fallback, reporter):
     """Image ids of one split folder, in list order (duplicates removed).
 
-    Reads ``<split_dir>/ImageSets/Main/<list_name>.txt`` (first token per line);
+    Reads ``<split_dir>/ImageSets/Main/<list_name>.txt``: each non-blank line is one
+    whole image id (surrounding whitespace stripped, so an id may contain spaces);
     when it is missing, lists ``Annotations/*.xml`` if ``allow_fallback``, or
     raises ConversionError.
     """
     list_path = os.path.join(split_dir, 'ImageSets', 'Main', list_name + '.txt')
     if os.path.isfile(list_path):
-        with open(list_path, 'r', encoding='utf-8', errors='replace') as f:
-            raw = [line.split()[0] for line in f if line.strip()]
+        with open(list_path, 'r', encoding='utf-8-sig', errors='replace') as f:
+            raw = [line.strip() for line in f if line.strip()]
         source = list_path
     elif allow_fallback:
         ann_dir = os.path.join(split_dir, 'Annotations')

@@ -250,12 +250,17 @@ def scan_records(file_pattern):
       'height'/'width' int (0 when the record lacks them), 'boxes' float32 [N, 4]
       normalized [ymin, xmin, ymax, xmax], 'labels' int32 [N], 'difficult' int32 [N].
     Raises:
-      ValueError: no file matches (from dataset_common.list_shards).
+      ValueError: no file matches (from dataset_common.list_shards), or a shard is
+        truncated or corrupt (the message names it).
     """
     files = dataset_common.list_shards(file_pattern)
     records = []
-    for element in _run_dataset(
-            lambda: tf.data.TFRecordDataset(files).map(dataset_common.parse_ground_truth)):
+    try:
+        elements = _run_dataset(
+            lambda: tf.data.TFRecordDataset(files).map(dataset_common.parse_ground_truth))
+    except tf.errors.DataLossError as e:  # name the damaged shard in one line
+        raise dataset_common.explain_data_loss(files, e) or e
+    for element in elements:
         filename = element['filename'].decode('utf-8', 'replace')
         records.append({'image_id': image_id(filename), 'filename': filename,
                         'height': int(element['height']), 'width': int(element['width']),

@@ -1,0 +1,318 @@
+"""The model directory's guardian (issue 16): lock, leftovers, unreadable and non-finite
+checkpoints, and params.json as the directory's identity."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from utility import model_dir as md
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def save_checkpoints(directory, steps):
+    """Saves one checkpoint per (step, a, b) with tf.compat.v1.train.Saver over two small
+    variables and the global step; returns the prefixes."""
+    prefixes = []
+    with tf.Graph().as_default():
+        a = tf.compat.v1.get_variable('net/a', shape=[3, 4], dtype=tf.float32)
+        b = tf.compat.v1.get_variable('net/b', shape=[5], dtype=tf.float32)
+        step = tf.compat.v1.train.get_or_create_global_step()
+        values = [tf.compat.v1.placeholder(tf.float32, v.shape) for v in (a, b)]
+        new_step = tf.compat.v1.placeholder(tf.int64, [])
+        assign = [a.assign(values[0]), b.assign(values[1]), step.assign(new_step)]
+        saver = tf.compat.v1.train.Saver(max_to_keep=10)
+        with tf.compat.v1.Session() as sess:
+            for n, a_value, b_value in steps:
+                sess.run(assign, {values[0]: np.full([3, 4], a_value, np.float32),
+                                  values[1]: np.full([5], b_value, np.float32),
+                                  new_step: n})
+                prefixes.append(saver.save(sess, os.path.join(directory, 'model.ckpt'),
+                                           global_step=n))
+    return prefixes
+
+
+def restore_values(prefix):
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in ('net/a', 'net/b', 'global_step')}
+
+
+def state_file(directory):
+    state = tf.train.get_checkpoint_state(directory)
+    resolve = lambda p: os.path.normpath(p if os.path.isabs(p)  # noqa: E731
+                                         else os.path.join(directory, p))
+    return (resolve(state.model_checkpoint_path),
+            [resolve(p) for p in state.all_model_checkpoint_paths])
+
+
+class Log(list):
+    def __call__(self, message):
+        assert '\n' not in message
+        self.append(message)
+
+
+# ----------------------------------------------------------------------------- lock
+
+HOLDER = textwrap.dedent('''
+    import signal, sys, time
+    sys.path.insert(0, %r)
+    from utility import model_dir as md
+    signal.signal(signal.SIGTERM, lambda *args: sys.exit(0))  # a driver's graceful stop
+    with md.ModelDirLock(sys.argv[1]):
+        print('locked', flush=True)
+        time.sleep(120)
+''' % REPO_ROOT)
+
+
+def start_holder(directory):
+    proc = subprocess.Popen([sys.executable, '-c', HOLDER, directory], stdout=subprocess.PIPE,
+                            text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    assert proc.stdout.readline().strip() == 'locked'
+    return proc
+
+
+def test_second_trainer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    directory = str(tmp_path / 'model')
+    lock_path = os.path.join(directory, 'train.lock')
+    holder = start_holder(directory)
+    try:
+        with pytest.raises(ValueError) as info:
+            with md.ModelDirLock(directory):
+                pytest.fail('a second trainer got the lock')
+        message = str(info.value)
+        assert message.startswith('Another training (pid %d on host ' % holder.pid)
+        assert ('is using --model_dir %s; wait for it to finish or stop it, or pass another '
+                '--model_dir (delete %s only if that process is gone).'
+                % (directory, lock_path)) in message
+        assert '\n' not in message and os.path.exists(lock_path)   # the holder's lock stays
+        # SIGTERM stops the holder through its `with` block: the lock goes with it.
+        holder.send_signal(signal.SIGTERM)
+        assert holder.wait(timeout=30) == 0
+        assert not os.path.exists(lock_path)
+        # A holder killed outright leaves its lock behind; the next trainer takes it over.
+        holder = start_holder(directory)
+        holder.kill()
+        holder.wait(timeout=30)
+        assert json.load(open(lock_path))['pid'] == holder.pid
+        log = Log()
+        with md.ModelDirLock(directory, log=log):
+            mine = json.load(open(lock_path))
+            assert mine['pid'] == os.getpid()
+        assert len(log) == 1 and log[0].startswith(
+            'Taking over the lock %s of pid %d (host ' % (lock_path, holder.pid))
+        assert log[0].endswith('that process is no longer running.')
+        assert not os.path.exists(lock_path)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_lock_of_a_reused_pid_is_stale_and_our_own_is_refused(tmp_path):
+    directory = str(tmp_path / 'model')
+    os.makedirs(directory)
+    lock_path = os.path.join(directory, 'train.lock')
+    # The pid is alive (this process) but started at another time: a reused pid.
+    with open(lock_path, 'w') as f:
+        json.dump({'pid': os.getpid(), 'host': os.uname().nodename, 'started': 'then',
+                   'process_start': -5, 'token': 'x'}, f)
+    if md._process_start(os.getpid()) is None:
+        pytest.skip('no /proc on this system')
+    log = Log()
+    lock = md.ModelDirLock(directory, log=log).acquire()
+    assert 'no longer running' in log[0]
+    with pytest.raises(ValueError, match=r'^Another training \(this process, started '):
+        md.ModelDirLock(directory).acquire()
+    lock.release()
+    assert not os.path.exists(lock_path)
+
+
+def test_model_dir_that_is_a_file_is_one_line_error(tmp_path):
+    path = tmp_path / 'oops'
+    path.write_text('x')
+    with pytest.raises(ValueError, match=r'^--model_dir .*oops is a file, not a folder; '):
+        md.ModelDirLock(str(path)).acquire()
+
+
+# ----------------------------------------------------------------------------- leftovers
+
+
+def test_stale_temp_leftovers_are_removed_and_nothing_else(tmp_path):
+    directory = tmp_path / 'model'
+    leftovers = ['model.ckpt-5_temp', 'model.ckpt-7_temp_0123456789abcdef0123456789abcdef',
+                 'checkpoint.tmp0123456789abcdef0123456789abcdef']
+    keep = ['model.ckpt-5.index', 'model.ckpt-5.data-00000-of-00001', 'checkpoint',
+            'my_temp_notes.txt', 'params.json', 'events.out.tfevents.1.host']
+    for name in leftovers[:2]:
+        (directory / name).mkdir(parents=True)
+        (directory / name / 'part-00000-of-00001.data-00000-of-00001').write_bytes(
+            b'\0' * 1000000)
+        (directory / name / 'part-00000-of-00001.index').write_bytes(b'i')
+    (directory / leftovers[2]).write_text('model_checkpoint_path: "model.ckpt-')
+    for name in keep:
+        (directory / name).write_text('keep')
+    log = Log()
+    removed = md.remove_stale_temp(str(directory), log)
+    assert removed == sorted(str(directory / n) for n in leftovers)
+    assert sorted(os.listdir(directory)) == sorted(keep)
+    assert log == ['Removed 3 leftover(s) of an interrupted checkpoint save (2.0 MB): %s.'
+                   % ', '.join(sorted(leftovers))]
+    assert md.remove_stale_temp(str(directory), log) == [] and len(log) == 1
+
+
+# ----------------------------------------------------------------------------- fallback
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_older_one(tmp_path):
+    directory = str(tmp_path / 'model')
+    old, new = save_checkpoints(directory, [(10, 1.0, 2.0), (20, 3.0, 4.0)])
+    assert md.newest_readable_checkpoint(directory) == new    # both fine: the newest
+    data = new + '.data-00000-of-00001'
+    with open(data, 'r+b') as f:
+        f.truncate(os.path.getsize(data) // 2)
+    with pytest.raises(Exception):
+        restore_values(new)                                   # what a resume would hit
+    # Without repair (eval, demo): the answer, and nothing on disk changes.
+    before = sorted(os.listdir(directory))
+    assert md.newest_readable_checkpoint(directory, repair=False) == old
+    assert sorted(os.listdir(directory)) == before and tf.train.latest_checkpoint(directory) == new
+    log = Log()
+    assert md.newest_readable_checkpoint(directory, log) == old
+    assert log[0].startswith('Checkpoint %s cannot be read (variable ' % new)
+    assert log[0].endswith('its files were renamed to *.unreadable (delete them when you no '
+                           'longer need them).')
+    assert log[1] == 'Resuming from %s, the newest readable checkpoint (step 10).' % old
+    assert state_file(directory) == (old, [old])
+    assert tf.train.latest_checkpoint(directory) == old
+    values = restore_values(tf.train.latest_checkpoint(directory))
+    assert values['global_step'] == 10 and (values['net/a'] == 1.0).all()
+    assert os.path.exists(data + '.unreadable') and not os.path.exists(data)
+    # A lost state file is rebuilt from the *.index files.
+    os.remove(os.path.join(directory, 'checkpoint'))
+    assert tf.train.latest_checkpoint(directory) is None
+    assert md.newest_readable_checkpoint(directory) == old
+    assert tf.train.latest_checkpoint(directory) == old
+
+
+def test_no_readable_checkpoint_is_an_error_and_an_empty_dir_is_none(tmp_path):
+    directory = str(tmp_path / 'model')
+    assert md.newest_readable_checkpoint(directory) is None
+    (prefix,) = save_checkpoints(directory, [(3, 1.0, 1.0)])
+    with open(prefix + '.data-00000-of-00001', 'wb') as f:
+        f.write(b'garbage')
+    with pytest.raises(ValueError) as info:
+        md.newest_readable_checkpoint(directory)
+    assert str(info.value).startswith('No checkpoint in %s can be read: the newest, '
+                                      'model.ckpt-3, fails because variable ' % directory)
+    assert os.path.exists(prefix + '.index')               # nothing moved
+
+
+# ----------------------------------------------------------------------------- NaN roll back
+
+
+def test_roll_back_to_the_newest_finite_checkpoint(tmp_path):
+    directory = str(tmp_path / 'model')
+    ok, huge, nan = save_checkpoints(directory, [(1, 0.5, 0.1), (2, 1.2e30, 0.1),
+                                                 (3, np.nan, 0.1)])
+    assert md.checkpoint_is_finite(ok) and md.checkpoint_is_finite(huge)
+    assert not md.checkpoint_is_finite(huge, max_abs=1e8)
+    assert not md.checkpoint_is_finite(nan)
+    log = Log()
+    prefix, message = md.roll_back_to_finite(directory, log)
+    assert prefix == ok
+    assert message == ('set aside model.ckpt-3 (*.nonfinite), model.ckpt-2 (*.nonfinite); '
+                       'rerunning resumes from %s (step 1), whose weights are all finite.' % ok)
+    assert log == ['Set checkpoint %s aside as *.nonfinite: variable net/a holds NaN or Inf.'
+                   % nan,
+                   'Set checkpoint %s aside as *.nonfinite: variable net/a holds 1.2e+30 '
+                   '(diverged: beyond 1e+08).' % huge]
+    assert tf.train.latest_checkpoint(directory) == ok
+    assert state_file(directory) == (ok, [ok])
+    assert os.path.exists(nan + '.index.nonfinite') and not os.path.exists(nan + '.index')
+    # Running it again changes nothing.
+    assert md.roll_back_to_finite(directory) == (
+        ok, 'rerunning resumes from %s (step 1), whose weights are all finite.' % ok)
+
+
+def test_roll_back_uses_the_nan_step_and_may_leave_nothing(tmp_path):
+    directory = str(tmp_path / 'model')
+    first, second = save_checkpoints(directory, [(4, 0.5, 0.1), (9, 0.7, 0.2)])
+    # The loss was non-finite at step 9: model.ckpt-9 holds the weights that produced it.
+    prefix, message = md.roll_back_to_finite(directory, nan_step=9)
+    assert prefix == first and tf.train.latest_checkpoint(directory) == first
+    assert message.startswith('set aside model.ckpt-9 (*.nonfinite); rerunning resumes from')
+    prefix, message = md.roll_back_to_finite(directory, nan_step=2)
+    assert prefix is None and tf.train.latest_checkpoint(directory) is None
+    assert not os.path.exists(os.path.join(directory, 'checkpoint'))
+    assert message == ('set aside model.ckpt-4 (*.nonfinite); no checkpoint with finite '
+                       'weights is left in %s, so rerunning starts training afresh (from '
+                       '--checkpoint_path, or from scratch).' % directory)
+    assert md.newest_readable_checkpoint(directory) is None
+    assert md.roll_back_to_finite(str(tmp_path / 'empty'))[0] is None
+
+
+# ----------------------------------------------------------------------------- identity
+
+
+def write_params(directory, params, checkpoint=True):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, 'params.json'), 'w') as f:
+        json.dump(params, f)
+    if checkpoint:
+        save_checkpoints(directory, [(0, 0.0, 0.0)])
+
+
+SPEC = {'image_size': 300, 'feature_shapes': [38, 19, 10, 5, 3, 1], 'anchor_offset': 0.5}
+
+
+def test_params_mismatch_names_key_both_values_and_fix(tmp_path):
+    directory = str(tmp_path / 'model')
+    stored = {'num_classes': 21, 'train_image_size': 300, 'model_scope': 'ssd300',
+              'anchor_spec': SPEC, 'data_format': 'channels_first', 'learning_rate': 1e-3}
+    write_params(directory, stored)
+    same = dict(stored, data_format='channels_last', learning_rate=1e-4, batch_size=2)
+    assert md.check_params_identity(directory, same) == stored
+    with pytest.raises(ValueError) as info:
+        md.check_params_identity(directory, dict(stored, num_classes=5))
+    assert str(info.value) == (
+        '--model_dir %s holds a checkpoint trained with num_classes=21 (%s), but this run has '
+        'num_classes=5; pass --num_classes 21 to resume it, or pass a new --model_dir to '
+        'train another model.' % (directory, os.path.join(directory, 'params.json')))
+    with pytest.raises(ValueError, match=r'model_scope="ssd300" .*, but this run has '
+                                         r'model_scope="ssd512"; pass --model_scope ssd300 '):
+        md.check_params_identity(directory, dict(stored, model_scope='ssd512'))
+    spec = dict(SPEC, feature_shapes=[64, 32, 16, 8, 6, 4])
+    with pytest.raises(ValueError) as info:
+        md.check_params_identity(directory, dict(stored, anchor_spec=spec))
+    assert ('anchor_spec.feature_shapes=[38, 19, 10, 5, 3, 1] (' in str(info.value)
+            and 'this run has anchor_spec.feature_shapes=[64, 32, 16, 8, 6, 4]; use the '
+                'settings it was trained with (see ' in str(info.value))
+    # A params.json without 'backbone' reads as the default backbone.
+    defaults = {'backbone': 'vgg16'}
+    assert md.check_params_identity(directory, dict(stored, backbone='vgg16'), defaults)
+    with pytest.raises(ValueError, match=r'backbone="vgg16" .*backbone="mobilenet"; pass '
+                                         r'--backbone vgg16 to resume it'):
+        md.check_params_identity(directory, dict(stored, backbone='mobilenet'), defaults)
+
+
+def test_params_check_needs_a_checkpoint_and_a_readable_file(tmp_path):
+    directory = str(tmp_path / 'fresh')
+    write_params(directory, {'num_classes': 21}, checkpoint=False)
+    assert md.check_params_identity(directory, {'num_classes': 5}) is None  # nothing to keep
+    assert md.check_params_identity(str(tmp_path / 'none'), {'num_classes': 5}) is None
+    broken = str(tmp_path / 'broken')
+    write_params(broken, {})
+    with open(os.path.join(broken, 'params.json'), 'w') as f:
+        f.write('{"num_classes": 2')
+    with pytest.raises(ValueError, match=r'params.json is unreadable \(.*\); restore it from '
+                                         r'a backup, or delete it'):
+        md.check_params_identity(broken, {'num_classes': 5})

@@ -1,0 +1,588 @@
+"""The model directory's guardian: one trainer at a time, readable checkpoints, one identity.
+
+Pure helpers the training drivers (Estimator and session loop) call before and after
+training; none reads flags, none acts at import. Each problem ends in a ValueError with one
+line naming the cause, the file and the fix, or in a notice passed to `log`.
+
+* `ModelDirLock(model_dir)`: context manager holding `<model_dir>/train.lock` while a
+  trainer runs; a second trainer is refused, a lock left by a dead process is taken over.
+* `remove_stale_temp(model_dir)`: deletes `model.ckpt-N_temp*` leftovers of a killed save.
+* `newest_readable_checkpoint(model_dir)`: falls back from an unreadable newest checkpoint
+  to the newest readable one and points the `checkpoint` state file at it.
+* `checkpoint_is_finite(prefix)`, `roll_back_to_finite(model_dir, nan_step=...)`: after a
+  NaN stop, makes the newest checkpoint with finite (and sane) weights the one training
+  resumes from.
+* `check_params_identity(model_dir, params)`: compares the settings that shape the graph
+  with `<model_dir>/params.json` before a run reuses a checkpoint.
+
+Call order in a driver (all after parsing flags, before building the model)::
+
+    with model_dir.ModelDirLock(model_dir, log=log):
+        model_dir.remove_stale_temp(model_dir, log)
+        model_dir.check_params_identity(model_dir, params, defaults=DEFAULT_PARAMS)
+        model_dir.newest_readable_checkpoint(model_dir, log)
+        save_params(params, model_dir)
+        ... train ...
+"""
+import datetime
+import json
+import os
+import re
+import shutil
+import socket
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+LOCK_NAME = 'train.lock'
+PARAMS_NAME = 'params.json'
+STATE_NAME = 'checkpoint'
+UNREADABLE_SUFFIX = '.unreadable'
+NONFINITE_SUFFIX = '.nonfinite'
+# Weights larger than this in magnitude count as diverged (VGG/SSD weights and their
+# momentum stay many orders of magnitude below it).
+DIVERGED_ABS = 1e8
+# The params that change the graph's variables: a checkpoint trained with other values
+# cannot be restored. data_format is not among them: tf_slim stores convolution kernels as
+# [h, w, in, out] in both layouts, so a model trained channels_first resumes channels_last.
+GRAPH_KEYS = ('backbone', 'num_classes', 'train_image_size', 'model_scope', 'anchor_spec')
+_FLAG_OF = {'backbone': '--backbone', 'num_classes': '--num_classes',
+            'train_image_size': '--train_image_size', 'model_scope': '--model_scope'}
+_STALE_EMPTY_LOCK_SECS = 30.0
+
+
+def _log(log, message):
+    if log is not None:
+        log(message)
+
+
+# ----------------------------------------------------------------------------- lock
+
+
+def _process_start(pid):
+    """The start time of process `pid` in clock ticks since boot (Linux), or None."""
+    try:
+        with open('/proc/%d/stat' % pid, 'r') as f:
+            stat = f.read()
+        return int(stat.rsplit(')', 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pid_alive(pid, start=None):
+    """Whether process `pid` runs on this host (and, when `start` is known, is the same
+    process, not a later one that reuses the pid)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    except OSError:
+        return False
+    if start is not None:
+        now = _process_start(pid)
+        if now is not None and now != start:
+            return False
+    return True
+
+
+class ModelDirLock(object):
+    """Holds `<model_dir>/train.lock` while a trainer runs (a context manager).
+
+    The lock file is created atomically (O_CREAT | O_EXCL) and holds JSON with the pid,
+    host, start time and a token. A second trainer on the same directory gets a ValueError
+    naming the holder; a lock whose process no longer runs on this host (killed with
+    SIGKILL, machine rebooted) is taken over with a notice. A lock held from another host
+    cannot be checked and is always respected. The file is removed on exit, including
+    when the driver stops on SIGTERM/SIGINT by raising or returning through the `with`.
+
+    Args:
+      model_dir: the model directory (created if missing). Remote paths (gs://, s3://,
+        hdfs://) are not locked; a notice says so.
+      log: callable for notices (None: silent).
+    """
+
+    def __init__(self, model_dir, log=None):
+        self.model_dir = model_dir
+        self.path = os.path.join(model_dir, LOCK_NAME)
+        self.log = log
+        self.token = None
+
+    # Public API.
+    def acquire(self):
+        """Takes the lock or raises ValueError (one line naming the holder's pid)."""
+        if '://' in self.model_dir:
+            _log(self.log, 'Not locking %s: lock files work on local and NFS folders only; '
+                           'make sure no other trainer uses it.' % self.model_dir)
+            return self
+        if os.path.exists(self.model_dir) and not os.path.isdir(self.model_dir):
+            raise ValueError('--model_dir %s is a file, not a folder; pass a folder path.'
+                             % self.model_dir)
+        os.makedirs(self.model_dir, exist_ok=True)
+        for _ in range(5):
+            if self._try_create():
+                return self
+            holder, raw = self._read()
+            if not self._is_stale(holder, raw):
+                raise ValueError(self._held_message(holder))
+            self._take_over(raw, holder)
+        raise ValueError('Could not take %s: other trainers keep replacing it; start one '
+                         'trainer per --model_dir.' % self.path)
+
+    def release(self):
+        """Removes the lock file if it is still ours."""
+        if self.token is None:
+            return
+        holder, _raw = self._read()
+        if holder is not None and holder.get('token') == self.token:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+        self.token = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
+        return False
+
+    # Internals.
+    def _try_create(self):
+        token = uuid.uuid4().hex
+        record = {'pid': os.getpid(), 'host': socket.gethostname(),
+                  'started': datetime.datetime.now().isoformat(timespec='seconds'),
+                  'process_start': _process_start(os.getpid()), 'token': token}
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, 'w') as f:
+            json.dump(record, f)
+            f.write('\n')
+            f.flush()
+            os.fsync(f.fileno())
+        self.token = token
+        return True
+
+    def _read(self):
+        """(holder dict or None, raw text or None when the file is gone)."""
+        try:
+            with open(self.path, 'r') as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return None, None
+        try:
+            holder = json.loads(raw)
+        except ValueError:
+            return None, raw
+        return (holder if isinstance(holder, dict) else None), raw
+
+    def _is_stale(self, holder, raw):
+        if raw is None:
+            return True  # released meanwhile: just try again
+        if holder is None:  # empty or garbled: a trainer may be writing it right now
+            try:
+                age = datetime.datetime.now().timestamp() - os.path.getmtime(self.path)
+            except OSError:
+                return True
+            return age > _STALE_EMPTY_LOCK_SECS
+        if holder.get('host') != socket.gethostname():
+            return False
+        return not _pid_alive(holder.get('pid'), holder.get('process_start'))
+
+    def _take_over(self, raw, holder):
+        if raw is None:
+            return
+        aside = '%s.stale-%s' % (self.path, uuid.uuid4().hex)
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        with open(aside, 'r') as f:
+            moved = f.read()
+        if moved != raw:  # another trainer replaced it in between: give it back
+            try:
+                os.link(aside, self.path)
+            except OSError:
+                pass
+            os.remove(aside)
+            return
+        os.remove(aside)
+        if holder is None:
+            _log(self.log, 'Removed the unreadable lock file %s (older than %d s).'
+                 % (self.path, _STALE_EMPTY_LOCK_SECS))
+        else:
+            _log(self.log, 'Taking over the lock %s of pid %s (host %s, started %s): that '
+                           'process is no longer running.'
+                 % (self.path, holder.get('pid'), holder.get('host'), holder.get('started')))
+
+    def _held_message(self, holder):
+        if holder is None:
+            return ('Another trainer is starting in %s (%s is being written); wait for it or '
+                    'use another --model_dir.' % (self.model_dir, self.path))
+        where = ('this process' if holder.get('pid') == os.getpid()
+                 and holder.get('host') == socket.gethostname() else
+                 'pid %s on host %s' % (holder.get('pid'), holder.get('host')))
+        return ('Another training (%s, started %s) is using --model_dir %s; wait for it to '
+                'finish or stop it, or pass another --model_dir (delete %s only if that '
+                'process is gone).' % (where, holder.get('started'), self.model_dir,
+                                       self.path))
+
+
+# ----------------------------------------------------------------------------- temp files
+
+
+_TEMP_RE = re.compile(r'^.+-\d+_temp(_[0-9a-fA-F]+)?(\..*)?$')
+_STATE_TEMP_RE = re.compile(r'^%s\.tmp[0-9a-fA-F]{32}$' % STATE_NAME)
+
+
+def _size(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(root, name))
+                   for root, _dirs, names in os.walk(path) for name in names)
+    return os.path.getsize(path)
+
+
+def remove_stale_temp(model_dir, log=None):
+    """Deletes what a killed checkpoint save leaves in `model_dir`: `model.ckpt-N_temp*`
+    folders and files, and half-written `checkpoint.tmp<hex>` state files.
+
+    Call it while holding `ModelDirLock` (a running trainer's save in progress looks the
+    same). Returns the removed paths (sorted) and logs one line naming them and the space
+    freed.
+    """
+    if not os.path.isdir(model_dir):
+        return []
+    removed, freed = [], 0
+    for name in sorted(os.listdir(model_dir)):
+        if not (_TEMP_RE.match(name) or _STATE_TEMP_RE.match(name)):
+            continue
+        path = os.path.join(model_dir, name)
+        try:
+            freed += _size(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        except OSError as e:
+            _log(log, 'Could not remove the leftover %s (%s).' % (path, e.strerror))
+            continue
+        removed.append(path)
+    if removed:
+        _log(log, 'Removed %d leftover(s) of an interrupted checkpoint save (%.1f MB): %s.'
+             % (len(removed), freed / 1e6, ', '.join(os.path.basename(p) for p in removed)))
+    return removed
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _step_of(prefix):
+    match = re.search(r'-(\d+)$', prefix)
+    return int(match.group(1)) if match else -1
+
+
+def _checkpoint_state(model_dir):
+    """The `checkpoint` state proto, or None when missing or unreadable."""
+    try:
+        return tf.train.get_checkpoint_state(model_dir)
+    except Exception:  # a garbled state file: we rewrite it
+        return None
+
+
+def list_checkpoints(model_dir):
+    """Checkpoint prefixes of `model_dir`, newest first: those the `checkpoint` state file
+    lists and every `*.index` file, ordered by the step in the name, then by time."""
+    prefixes = set()
+    state = _checkpoint_state(model_dir)
+    if state is not None:
+        for path in list(state.all_model_checkpoint_paths) + [state.model_checkpoint_path]:
+            if path:
+                prefixes.add(os.path.normpath(path if os.path.isabs(path)
+                                              else os.path.join(model_dir, path)))
+    for index in tf.io.gfile.glob(os.path.join(model_dir, '*.index')):
+        prefixes.add(os.path.normpath(index[:-len('.index')]))
+
+    def order(prefix):
+        try:
+            mtime = os.path.getmtime(prefix + '.index')
+        except OSError:
+            mtime = 0.0
+        return _step_of(prefix), mtime
+
+    return sorted(prefixes, key=order, reverse=True)
+
+
+def _inspect(prefix, max_abs=None, check_values=False):
+    """(kind, reason) for a checkpoint: (None, None) when every tensor reads (and, with
+    `check_values`, every float tensor is finite and at most `max_abs` in magnitude);
+    ('unreadable', why) or ('nonfinite', why) otherwise."""
+    if not os.path.exists(prefix + '.index'):
+        return 'unreadable', 'its .index file is missing'
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        dtypes = reader.get_variable_to_dtype_map()
+    except Exception as e:  # TF raises several types for a bad index
+        return 'unreadable', 'it cannot be opened (%s)' % _one_line(e)
+    for name in sorted(dtypes):
+        try:
+            value = reader.get_tensor(name)
+        except Exception as e:  # truncated data: IndexError; bad checksum: OpError
+            return 'unreadable', 'variable %s cannot be read (%s)' % (name, _one_line(e))
+        if not check_values or not dtypes[name].is_floating:
+            continue
+        value = np.asarray(value)
+        if value.size and not np.all(np.isfinite(value)):
+            return 'nonfinite', 'variable %s holds NaN or Inf' % name
+        if max_abs is not None and value.size and np.max(np.abs(value)) > max_abs:
+            return 'nonfinite', ('variable %s holds %.3g (diverged: beyond %.0e)'
+                                 % (name, float(np.max(np.abs(value))), max_abs))
+    return None, None
+
+
+def _one_line(error):
+    text = getattr(error, 'message', None) or str(error) or type(error).__name__
+    return ' '.join(text.split())[:200]
+
+
+def checkpoint_problem(prefix):
+    """Why the checkpoint `prefix` cannot be restored (a short phrase), or None when every
+    variable's tensor reads back (sizes and checksums verified by TensorFlow)."""
+    return _inspect(prefix)[1]
+
+
+def checkpoint_is_finite(prefix, max_abs=None):
+    """True when the checkpoint reads and all its float tensors (weights, optimizer slots)
+    are finite and, if `max_abs` is given, at most `max_abs` in magnitude."""
+    return _inspect(prefix, max_abs=max_abs, check_values=True)[0] is None
+
+
+def _set_aside(prefix, suffix):
+    """Renames every file of checkpoint `prefix` to `<file><suffix>`; returns their count."""
+    directory, base = os.path.split(prefix)
+    moved = 0
+    for name in os.listdir(directory or '.'):
+        if name.startswith(base + '.') and not name.endswith((UNREADABLE_SUFFIX,
+                                                              NONFINITE_SUFFIX)):
+            path = os.path.join(directory, name)
+            os.replace(path, path + suffix)
+            moved += 1
+    return moved
+
+
+def _write_state(model_dir, chosen, kept):
+    """Points the `checkpoint` state file at `chosen` (kept: older good prefixes); removes
+    the state file when `chosen` is None."""
+    state_path = os.path.join(model_dir, STATE_NAME)
+    if chosen is None:
+        if os.path.exists(state_path):
+            os.remove(state_path)
+        return
+    rel = lambda p: os.path.relpath(p, model_dir)  # noqa: E731
+    older = sorted((p for p in kept if p != chosen), key=_step_of)
+    tf.compat.v1.train.update_checkpoint_state(
+        model_dir, rel(chosen), all_model_checkpoint_paths=[rel(p) for p in older + [chosen]])
+
+
+def _state_points_at(model_dir, prefix, kept):
+    state = _checkpoint_state(model_dir)
+    if state is None:
+        return False
+    resolve = lambda p: os.path.normpath(p if os.path.isabs(p)  # noqa: E731
+                                         else os.path.join(model_dir, p))
+    listed = [resolve(p) for p in state.all_model_checkpoint_paths]
+    return resolve(state.model_checkpoint_path) == prefix and set(listed) <= set(kept) | {
+        prefix}
+
+
+def newest_readable_checkpoint(model_dir, log=None, repair=True):
+    """The newest checkpoint of `model_dir` whose every tensor reads back, made the one
+    training resumes from.
+
+    Checks the checkpoints newest first (`list_checkpoints`). Each unreadable one newer
+    than the first readable one is named in a notice and, with `repair`, its files are
+    renamed to `*.unreadable` (kept for inspection, never deleted). With `repair` the
+    `checkpoint` state file is rewritten to name the readable one when it named anything
+    else, so `tf.train.latest_checkpoint`, the Estimator and MonitoredTrainingSession all
+    resume from it. Without `repair` (eval, demo) nothing on disk changes.
+
+    Returns:
+      The checkpoint prefix (a path), or None when `model_dir` holds no checkpoint.
+    Raises:
+      ValueError: checkpoints exist but none reads; the message names the newest, why,
+        and the fix. Nothing is moved in that case.
+    """
+    candidates = list_checkpoints(model_dir) if os.path.isdir(model_dir) else []
+    if not candidates:
+        return None
+    problems = []
+    for prefix in candidates:
+        reason = checkpoint_problem(prefix)
+        if reason is None:
+            break
+        problems.append((prefix, reason))
+    else:
+        raise ValueError('No checkpoint in %s can be read: the newest, %s, fails because %s; '
+                         'restore the folder from a backup, or move it away (or pass a new '
+                         '--model_dir) to start again.'
+                         % (model_dir, os.path.basename(problems[0][0]), problems[0][1]))
+    chosen = prefix
+    for bad, reason in problems:
+        if repair and _set_aside(bad, UNREADABLE_SUFFIX):
+            _log(log, 'Checkpoint %s cannot be read (%s); its files were renamed to '
+                      '*%s (delete them when you no longer need them).'
+                 % (bad, reason, UNREADABLE_SUFFIX))
+        else:
+            _log(log, 'Checkpoint %s cannot be read (%s).' % (bad, reason))
+    kept = [p for p in candidates if p not in dict(problems)]
+    if repair and not _state_points_at(model_dir, chosen, kept):
+        _write_state(model_dir, chosen, [p for p in kept if os.path.exists(p + '.index')])
+    if problems:
+        _log(log, 'Resuming from %s, the newest readable checkpoint (step %d).'
+             % (chosen, _step_of(chosen)))
+    return chosen
+
+
+def roll_back_to_finite(model_dir, log=None, nan_step=None, max_abs=DIVERGED_ABS):
+    """After a NaN/Inf stop: makes the newest checkpoint with sane weights the one training
+    resumes from, so a rerun does not fail again at once.
+
+    Checkpoints newest first are set aside (files renamed to `*.nonfinite`, or
+    `*.unreadable`) while they are saved at or after `nan_step` (their weights gave the
+    non-finite loss), cannot be read, hold a NaN/Inf float tensor (weights or optimizer
+    slots), or hold a value beyond `max_abs` in magnitude (diverged though finite, e.g.
+    1e30 after a huge learning rate). The `checkpoint` state file is pointed at the first
+    one that passes, or removed when none does.
+
+    Args:
+      model_dir: the model directory (hold `ModelDirLock`).
+      log: callable for one notice per checkpoint set aside.
+      nan_step: global step at which the loss was not finite, if known.
+      max_abs: magnitude beyond which a weight counts as diverged (None: finiteness only).
+    Returns:
+      (prefix or None, one sentence saying what was done and what a rerun will do).
+    """
+    candidates = list_checkpoints(model_dir) if os.path.isdir(model_dir) else []
+    chosen, moved = None, []
+    for prefix in candidates:
+        if nan_step is not None and _step_of(prefix) >= nan_step:
+            kind, reason = 'nonfinite', 'saved at step %d, at or after the non-finite loss' % (
+                _step_of(prefix))
+        else:
+            kind, reason = _inspect(prefix, max_abs=max_abs, check_values=True)
+        if kind is None:
+            chosen = prefix
+            break
+        suffix = UNREADABLE_SUFFIX if kind == 'unreadable' else NONFINITE_SUFFIX
+        if _set_aside(prefix, suffix):
+            moved.append((prefix, reason, suffix))
+            _log(log, 'Set checkpoint %s aside as *%s: %s.' % (prefix, suffix, reason))
+    kept = [p for p in candidates if p not in [m[0] for m in moved]
+            and os.path.exists(p + '.index')]
+    if moved or (chosen is not None and not _state_points_at(model_dir, chosen, kept)):
+        _write_state(model_dir, chosen, kept)
+    names = ', '.join('%s (*%s)' % (os.path.basename(p), s) for p, _r, s in moved)
+    done = 'set aside %s; ' % names if moved else ''
+    if chosen is not None:
+        return chosen, ('%srerunning resumes from %s (step %d), whose weights are all finite.'
+                        % (done, chosen, _step_of(chosen)))
+    if candidates:
+        return None, ('%sno checkpoint with finite weights is left in %s, so rerunning starts '
+                      'training afresh (from --checkpoint_path, or from scratch).'
+                      % (done, model_dir))
+    return None, ('no checkpoint had been written to %s, so rerunning starts training '
+                  'afresh.' % model_dir)
+
+
+# ----------------------------------------------------------------------------- identity
+
+
+def load_params(model_dir):
+    """`<model_dir>/params.json` as a dict, or None when there is none.
+
+    Raises:
+      ValueError: the file is not a JSON object; the message names it and the fix.
+    """
+    path = os.path.join(model_dir, PARAMS_NAME)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, 'r') as f:
+        text = f.read()
+    try:
+        params = json.loads(text)
+    except ValueError as e:
+        params, error = None, str(e)
+    else:
+        error = 'not a JSON object'
+    if not isinstance(params, dict):
+        raise ValueError('%s is unreadable (%s); restore it from a backup, or delete it to '
+                         'skip the settings check when resuming.' % (path, error))
+    return params
+
+
+def _normalize(value):
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _first_difference(key, stored, new):
+    """(dotted key, stored value, new value) of the first difference (dicts recursed)."""
+    if isinstance(stored, dict) and isinstance(new, dict):
+        for sub in sorted(set(stored) | set(new)):
+            if stored.get(sub) != new.get(sub):
+                return _first_difference('%s.%s' % (key, sub), stored.get(sub), new.get(sub))
+    return key, stored, new
+
+
+def has_checkpoint(model_dir):
+    """True when `model_dir` has a `checkpoint` state file or any `*.index` file."""
+    return (tf.io.gfile.exists(os.path.join(model_dir, STATE_NAME))
+            or bool(tf.io.gfile.glob(os.path.join(model_dir, '*.index'))))
+
+
+def check_params_identity(model_dir, new_params, defaults=None, keys=GRAPH_KEYS):
+    """Refuses to resume a checkpoint with settings that change the graph.
+
+    Run it BEFORE params.json is rewritten. Compares `keys` (num_classes,
+    train_image_size, anchor_spec, model_scope, backbone; not data_format, which does not
+    change variable shapes) of `new_params` with `<model_dir>/params.json`, when both that
+    file and a checkpoint exist. A key missing on one side takes its value from
+    `defaults` (e.g. the model's DEFAULT_PARAMS, so an older params.json without
+    'backbone' reads as the default backbone); a key missing on both sides is skipped.
+
+    Returns:
+      The stored params (dict), or None when there was nothing to compare.
+    Raises:
+      ValueError: one line naming the key, the stored value, the new value and the fix.
+    """
+    if not has_checkpoint(model_dir):
+        return None
+    stored = load_params(model_dir)
+    if stored is None:
+        return None
+    defaults = defaults or {}
+    path = os.path.join(model_dir, PARAMS_NAME)
+    for key in keys:
+        old = stored.get(key, defaults.get(key))
+        new = new_params.get(key, defaults.get(key))
+        if old is None or new is None:
+            continue
+        old, new = _normalize(old), _normalize(new)
+        if old == new:
+            continue
+        name, old_value, new_value = _first_difference(key, old, new)
+        flag = _FLAG_OF.get(key)
+        show = lambda v: json.dumps(v, sort_keys=True)  # noqa: E731
+        fix = ('pass %s %s to resume it' % (flag, old if isinstance(old, (int, float))
+                                            else show(old).strip('"')) if flag
+               else 'use the settings it was trained with (see %s) to resume it' % path)
+        raise ValueError('--model_dir %s holds a checkpoint trained with %s=%s (%s), but this '
+                         'run has %s=%s; %s, or pass a new --model_dir to train another model.'
+                         % (model_dir, name, show(old_value), path, name, show(new_value),
+                            fix))
+    return stored
