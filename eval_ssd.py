@@ -18,6 +18,7 @@ Exit status: 0 on success, 2 for configuration problems (no checkpoint, no recor
 without ground truth), with a one-line message.
 """
 import os
+import sys
 import time
 
 from absl import flags
@@ -64,6 +65,9 @@ def main(_):
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
     pattern = os.path.join(FLAGS.data_dir, FLAGS.split + '-*')
     records = eval_utils.scan_records(pattern)
+    mismatch = dataset_common.count_mismatch_message(FLAGS.data_dir, FLAGS.split, len(records))
+    if mismatch:
+        print('warning: %s' % mismatch, file=sys.stderr, flush=True)
     where = 'Split %r (%s)' % (FLAGS.split, pattern)
     image_ids = [r['image_id'] for r in records]
     xml_truth = None

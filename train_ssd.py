@@ -169,20 +169,25 @@ def build_params(num_replicas, data_format, use_amp, checkpoint_path):
 
 
 def prepare():
-    """Checks the configuration and builds what training needs.
+    """Checks the configuration and the model directory; builds what training needs.
+
+    Runs while the caller holds the model directory's lock. Order matters: everything that can
+    refuse runs before params.json is (re)written.
 
     Returns:
-      dict with 'driver', 'params', 'strategy', 'session_config', 'num_replicas'.
+      dict with 'driver', 'params', 'strategy', 'session_config', 'num_replicas',
+      'train_files' (the checked shards).
     Raises:
       ValueError with a one-sentence message for configuration problems: a batch that does
-      not divide over the replicas, no training shards, a missing checkpoint, no Estimator.
+      not divide over the replicas, missing, empty or damaged shards, labels beyond
+      --num_classes, a model directory trained with other settings, unreadable checkpoints,
+      a missing --checkpoint_path, no Estimator.
     """
     import tensorflow as tf
     from dataset import dataset_common
     from net import ssd_model, ssd_net
-    from utility import checkpoint_utils, drivers, train_utils
+    from utility import checkpoint_utils, drivers, model_dir, train_utils
 
-    check_flags()
     driver = drivers.resolve_driver(FLAGS.driver)
     strategy, num_replicas, session_config = train_utils.setup_replicas(
         multi_gpu=FLAGS.multi_gpu, num_cpu_replicas=FLAGS.num_cpu_replicas,
@@ -194,9 +199,11 @@ def prepare():
     if FLAGS.use_amp and not has_gpu:
         log('--use_amp ignored: mixed precision needs a GPU; training in float32.')
 
-    dataset_common.list_shards(os.path.join(FLAGS.data_dir, 'train-*'))
+    train_files = dataset_common.check_shards(FLAGS.data_dir, 'train')
+    dataset_common.check_labels_fit(FLAGS.data_dir, FLAGS.num_classes)
 
-    latest = tf.train.latest_checkpoint(FLAGS.model_dir)
+    model_dir.remove_stale_temp(FLAGS.model_dir, log)
+    latest = model_dir.newest_readable_checkpoint(FLAGS.model_dir, log)
     checkpoint_path = FLAGS.checkpoint_path or None
     if latest:
         log('Resuming from %s (found in --model_dir); --checkpoint_path is not used.' % latest)
@@ -208,22 +215,20 @@ def prepare():
         log('No --checkpoint_path: training from scratch (random initialization).')
 
     params = build_params(num_replicas, data_format, use_amp, checkpoint_path)
+    model_dir.check_params_identity(FLAGS.model_dir, params, defaults=ssd_model.DEFAULT_PARAMS)
     log('Params written to %s' % ssd_model.save_params(params, FLAGS.model_dir))
     return {'driver': driver, 'params': params, 'strategy': strategy,
-            'session_config': session_config, 'num_replicas': num_replicas}
+            'session_config': session_config, 'num_replicas': num_replicas,
+            'train_files': train_files}
 
 
-def main(_):
+def train(setup):
+    """Runs the driver; returns the exit status (0 done or stopped by a signal, 1 NaN stop)."""
     import tensorflow as tf
+    from dataset import dataset_common
     from net import ssd_model
-    from utility import drivers, train_utils
+    from utility import drivers, model_dir, train_utils
 
-    train_utils.quiet_tensorflow_logs()
-    try:
-        setup = prepare()
-    except ValueError as err:
-        print('error: %s' % err, file=sys.stderr, flush=True)
-        return 2
     params = setup['params']
     log('Training to global step %d, global batch %d over %d replica(s), %s driver.'
         % (FLAGS.max_number_of_steps, FLAGS.batch_size, setup['num_replicas'],
@@ -240,18 +245,41 @@ def main(_):
                 save_summary_steps=FLAGS.save_summary_steps,
                 keep_checkpoint_max=FLAGS.keep_checkpoint_max,
                 tf_random_seed=FLAGS.tf_random_seed, hooks=[stop])
+    except tf.errors.DataLossError as err:
+        raise dataset_common.explain_data_loss(setup['train_files'], err) or err
     except tf.errors.InvalidArgumentError as err:
-        message = train_utils.describe_non_finite_error(err, FLAGS.model_dir)
-        if message is None:
+        step = train_utils.non_finite_loss_step(err)
+        if step is None:
             raise
-        print('error: %s' % message, file=sys.stderr, flush=True)
+        _, what = model_dir.roll_back_to_finite(FLAGS.model_dir, log, nan_step=step)
+        print('error: Training stopped: the loss became NaN or infinite at global step %d, '
+              'before the weights were updated; %s Lower --learning_rate or check the input '
+              'data, then run the same command again.' % (step, what),
+              file=sys.stderr, flush=True)
         return 1
     if stop.received:
         log('Stopped by %s at global step %s; saved %s. Run the same command again to resume.'
             % (stop.received, checkpoint_step(latest), latest))
         return 0
+    if checkpoint_step(latest) == 0 and FLAGS.max_number_of_steps > 0:
+        raise ValueError('The input in %s ended before the first step (--train_epochs=%s '
+                         'over too few images for --batch_size=%d?); nothing was trained.'
+                         % (FLAGS.data_dir, FLAGS.train_epochs, FLAGS.batch_size))
     log('Training finished; latest checkpoint: %s' % latest)
     return 0
+
+
+def main(_):
+    from utility import model_dir, train_utils
+
+    train_utils.quiet_tensorflow_logs()
+    try:
+        check_flags()
+        with model_dir.ModelDirLock(FLAGS.model_dir, log=log):
+            return train(prepare())
+    except ValueError as err:
+        print('error: %s' % err, file=sys.stderr, flush=True)
+        return 2
 
 
 def checkpoint_step(prefix):

@@ -138,17 +138,42 @@ def test_nan_loss_stops_with_step_and_last_good_checkpoint(tfrecord_dir, tmp_pat
                        '--lr_decay_factors=1,1,1,1', '--driver=' + driver] + TRAIN_FAST_FLAGS)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-4000:]
-    match = re.search(r'loss became NaN or infinite at global step (\d+).*last good checkpoint '
-                      r'is (\S+) and was left untouched', out)
+    match = re.search(r'loss became NaN or infinite at global step (\d+), before the weights '
+                      r'were updated; .*rerunning resumes from (\S+) \(step (\d+)\), whose '
+                      r'weights are all finite', out)
     assert match, out[-3000:]
     step, ckpt = int(match.group(1)), match.group(2)
-    assert 1 <= step < 6
+    assert 1 <= step < 6 and int(match.group(3)) < step
+    assert tf.train.latest_checkpoint(model_dir) == ckpt
     # the checkpoint named is intact and holds only finite weights
     reader = tf.train.load_checkpoint(ckpt)
     for name in reader.get_variable_to_shape_map():
         value = reader.get_tensor(name)
         if np.issubdtype(np.asarray(value).dtype, np.floating):
             assert np.all(np.isfinite(value)), name
+
+
+def test_after_a_nan_stop_the_advised_rerun_trains(tfrecord_dir, tmp_path):
+    """Checkpoints saved every second while the weights blew up to ~1e30 are set aside, so
+    following the message (lower the rate, rerun) trains instead of failing again forever."""
+    model_dir = str(tmp_path / 'model')
+    flags = [f for f in TRAIN_FAST_FLAGS if not f.startswith('--save_checkpoints_secs')]
+    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
+                       '--max_number_of_steps=8', '--learning_rate=1e30',
+                       '--save_checkpoints_secs=1', '--lr_decay_factors=1,1,1,1'] + flags)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and 'NaN or infinite' in out, out[-3000:]
+    match = re.search(r'rerunning (resumes from (\S+) \(step (\d+)\)|starts training afresh)',
+                      out)
+    assert match, out[-3000:]
+    resumed_from = int(match.group(3)) if match.group(3) else 0
+    rerun = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
+                        '--max_number_of_steps=%d' % (resumed_from + 2),
+                        '--learning_rate=1e-4'] + flags)
+    out = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, out[-3000:]
+    assert _ckpt_step(model_dir) == resumed_from + 2
+    assert all(np.isfinite(_loss_lines(out)))
 
 
 def test_learning_rate_schedule_values():

@@ -57,26 +57,21 @@ def assert_finite_loss(loss, global_step):
     """Returns an op that fails the step, before any weight update, when `loss` is not finite.
 
     The error text carries NON_FINITE_MARKER and the global step, which
-    `describe_non_finite_error` turns into a user-facing sentence.
+    `non_finite_loss_step` reads back.
     """
     return tf.debugging.Assert(
         tf.math.is_finite(loss), [NON_FINITE_MARKER, global_step, loss], summarize=3,
         name='finite_loss_check')
 
 
-def describe_non_finite_error(error, model_dir):
-    """One-sentence report for a NaN/Inf loss error, or None if `error` is not one."""
+def non_finite_loss_step(error):
+    """The global step of a NaN/Inf loss error from `assert_finite_loss` (-1 if unreadable),
+    or None if `error` is another error."""
     text = str(error)
     if NON_FINITE_MARKER not in text:
         return None
     match = re.search(NON_FINITE_MARKER + r'\]\s*\[(\d+)\]', text)
-    step = match.group(1) if match else 'unknown'
-    last = tf.train.latest_checkpoint(model_dir)
-    where = ('the last good checkpoint is %s and was left untouched' % last if last
-             else 'no checkpoint had been written yet')
-    return ('Training stopped: the loss became NaN or infinite at global step %s, before '
-            'the weights were updated; %s. Lower --learning_rate or check the input data, '
-            'then run the same command again to resume.' % (step, where))
+    return int(match.group(1)) if match else -1
 
 
 class TrainingLoggerHook(tf.compat.v1.train.SessionRunHook):
