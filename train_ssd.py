@@ -96,6 +96,10 @@ flags.DEFINE_enum('driver', 'auto', ['auto', 'estimator', 'session'],
                   'What runs the training loop: tf.estimator (TensorFlow <= 2.15) or a plain '
                   'MonitoredTrainingSession (any TensorFlow 2.x); auto = the Estimator where '
                   'TensorFlow has it. Checkpoints from either resume under the other.')
+flags.DEFINE_integer('collective_timeout_secs', 600,
+                     'Multi-worker training (TF_CONFIG set): a worker whose step (all-reduce '
+                     'included) makes no progress for this long stops with a message naming '
+                     'the lost worker; 0 = wait forever.')
 flags.DEFINE_boolean('use_amp', False,
                      'Mixed precision (float16) via the graph rewrite; GPUs only, ignored with '
                      'a notice on the CPU.')
@@ -105,7 +109,7 @@ def log(message):
     print(message, flush=True)
 
 
-def build_params(num_replicas, data_format, use_amp, checkpoint_path):
+def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=None):
     """Turns the parsed flags into the model params (the only place flags are read)."""
     from net import ssd_model
     from utility import train_utils
@@ -117,6 +121,8 @@ def build_params(num_replicas, data_format, use_amp, checkpoint_path):
         data_dir=FLAGS.data_dir,
         batch_size=FLAGS.batch_size,
         num_replicas=num_replicas,
+        num_workers=cluster.num_workers if cluster else 1,
+        worker_index=cluster.worker_index if cluster else 0,
         num_readers=FLAGS.num_readers,
         num_preprocessing_threads=FLAGS.num_preprocessing_threads,
         train_epochs=FLAGS.train_epochs,
@@ -152,13 +158,26 @@ def prepare():
     import tensorflow as tf
     from dataset import dataset_common
     from net import ssd_model, ssd_net
-    from utility import checkpoint_utils, drivers, train_utils
+    from utility import checkpoint_utils, cluster as cluster_lib, drivers, train_utils
 
     driver = drivers.resolve_driver(FLAGS.driver)
-    strategy, num_replicas, session_config = train_utils.setup_replicas(
-        multi_gpu=FLAGS.multi_gpu, num_cpu_replicas=FLAGS.num_cpu_replicas,
-        batch_size=FLAGS.batch_size, num_cpu_threads=FLAGS.num_cpu_threads,
-        gpu_memory_fraction=FLAGS.gpu_memory_fraction, log=log)
+    cluster = cluster_lib.from_environment(os.environ)
+    if cluster is not None and cluster.num_workers < 2:
+        log('TF_CONFIG names a single worker: training on this machine alone.')
+        cluster = None
+    if cluster is not None:
+        if FLAGS.num_cpu_replicas:
+            raise ValueError('--num_cpu_replicas does not combine with TF_CONFIG: a worker '
+                             'trains one replica per GPU, or one on its CPU; drop the flag.')
+        strategy, num_replicas, session_config = train_utils.setup_multi_worker(
+            cluster, batch_size=FLAGS.batch_size, num_cpu_threads=FLAGS.num_cpu_threads,
+            gpu_memory_fraction=FLAGS.gpu_memory_fraction,
+            collective_timeout_secs=FLAGS.collective_timeout_secs, log=log)
+    else:
+        strategy, num_replicas, session_config = train_utils.setup_replicas(
+            multi_gpu=FLAGS.multi_gpu, num_cpu_replicas=FLAGS.num_cpu_replicas,
+            batch_size=FLAGS.batch_size, num_cpu_threads=FLAGS.num_cpu_threads,
+            gpu_memory_fraction=FLAGS.gpu_memory_fraction, log=log)
     has_gpu = bool(tf.config.list_physical_devices('GPU'))
     data_format = ssd_net.resolve_data_format(FLAGS.data_format)
     use_amp = FLAGS.use_amp and has_gpu
@@ -178,10 +197,12 @@ def prepare():
     else:
         log('No --checkpoint_path: training from scratch (random initialization).')
 
-    params = build_params(num_replicas, data_format, use_amp, checkpoint_path)
-    log('Params written to %s' % ssd_model.save_params(params, FLAGS.model_dir))
+    params = build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster)
+    if cluster is None or cluster.is_chief:
+        log('Params written to %s' % ssd_model.save_params(params, FLAGS.model_dir))
     return {'driver': driver, 'params': params, 'strategy': strategy,
-            'session_config': session_config, 'num_replicas': num_replicas}
+            'session_config': session_config, 'num_replicas': num_replicas,
+            'cluster': cluster}
 
 
 def main(_):
@@ -210,8 +231,16 @@ def main(_):
                 save_checkpoints_secs=FLAGS.save_checkpoints_secs,
                 save_summary_steps=FLAGS.save_summary_steps,
                 keep_checkpoint_max=FLAGS.keep_checkpoint_max,
-                tf_random_seed=FLAGS.tf_random_seed, hooks=[stop])
-    except tf.errors.InvalidArgumentError as err:
+                tf_random_seed=FLAGS.tf_random_seed, hooks=[stop], cluster=setup['cluster'])
+    except tf.errors.OpError as err:
+        from utility import cluster as cluster_lib
+        if setup['cluster'] is not None and cluster_lib.is_peer_failure(err):
+            print('error: %s' % cluster_lib.describe_lost_worker(
+                setup['cluster'], err.message, FLAGS.collective_timeout_secs),
+                file=sys.stderr, flush=True)
+            return 1
+        if not isinstance(err, tf.errors.InvalidArgumentError):
+            raise
         message = train_utils.describe_non_finite_error(err, FLAGS.model_dir)
         if message is None:
             raise

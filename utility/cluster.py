@@ -189,6 +189,20 @@ def lost_workers(cluster, error_text):
     return [cluster.describe_task(job, index) for job, index in named]
 
 
+# TensorFlow errors (by class name: this module imports no TensorFlow) that a lost peer causes:
+# the step's deadline passed, the connection failed, or the collective was aborted.
+PEER_FAILURES = ('DeadlineExceededError', 'UnavailableError', 'AbortedError', 'CancelledError')
+
+
+def is_peer_failure(error):
+    """True when a TensorFlow error from a multi-worker step looks like a lost worker."""
+    if type(error).__name__ in PEER_FAILURES:
+        return True
+    text = str(getattr(error, 'message', error))
+    return type(error).__name__ == 'InternalError' and (
+        'ollective' in text or 'RingReduce' in text or 'BufRendezvous' in text)
+
+
 def describe_lost_worker(cluster, error_text, timeout_secs):
     """One line for a collective failure: which worker was lost and how to resume."""
     reason = _first_line(error_text)
