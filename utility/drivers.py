@@ -130,7 +130,7 @@ def train(driver, model_fn, input_fn, params, model_dir, max_steps, strategy=Non
         return _train_estimator_multi_worker(
             model_fn, input_fn, params, model_dir, max_steps, strategy, session_config,
             save_checkpoints_secs, save_summary_steps, keep_checkpoint_max, tf_random_seed,
-            hooks)
+            hooks, cluster)
     if driver == ESTIMATOR:
         run_config = tf.estimator.RunConfig(
             model_dir=model_dir, tf_random_seed=tf_random_seed,
@@ -149,7 +149,7 @@ def train(driver, model_fn, input_fn, params, model_dir, max_steps, strategy=Non
 
 def _train_estimator_multi_worker(model_fn, input_fn, params, model_dir, max_steps, strategy,
                                   session_config, save_checkpoints_secs, save_summary_steps,
-                                  keep_checkpoint_max, tf_random_seed, hooks):
+                                  keep_checkpoint_max, tf_random_seed, hooks, cluster):
     """tf.estimator.train_and_evaluate on every worker, the Estimator's multi-worker path.
 
     With `train_distribute` set and TF_CONFIG naming a cluster, RunConfig selects the
@@ -171,9 +171,10 @@ def _train_estimator_multi_worker(model_fn, input_fn, params, model_dir, max_ste
             keep_checkpoint_max=keep_checkpoint_max, log_step_count_steps=None,
             session_config=session_config, train_distribute=strategy)
         estimator = _estimator(model_fn, params, model_dir, run_config)
+        hooks = list(hooks) + [_NoSessionRecoveryHook(cluster)]
         tf.estimator.train_and_evaluate(
             estimator,
-            tf.estimator.TrainSpec(input_fn=input_fn, max_steps=max_steps, hooks=list(hooks)),
+            tf.estimator.TrainSpec(input_fn=input_fn, max_steps=max_steps, hooks=hooks),
             tf.estimator.EvalSpec(input_fn=input_fn, steps=1))
     return tf.train.latest_checkpoint(model_dir)
 
@@ -229,6 +230,44 @@ def _build_train_graph(model_fn, input_fn, params, strategy):
         return spec, [_IteratorInitializerHook(iterator.initialize())]
 
 
+def _unreachable_tasks(cluster, timeout_secs=3.0):
+    """['/job:worker/task:1 at host:port', ...]: the other workers that refuse a connection."""
+    import socket
+    lost = []
+    for _, job, index, address in cluster.tasks():
+        if (job, index) == (cluster.task_type, cluster.task_index):
+            continue
+        host, port = address.rsplit(':', 1)
+        try:
+            socket.create_connection((host.strip('[]'), int(port)), timeout=timeout_secs).close()
+        except OSError:
+            lost.append('/job:%s/task:%d at %s' % (job, index, address))
+    return lost
+
+
+class _NoSessionRecoveryHook(tf.compat.v1.train.SessionRunHook):
+    """Multi-worker: the training session is created once, never recreated.
+
+    MonitoredSession answers a connection error (Unavailable, Aborted) by recreating its
+    session and retrying; with a worker gone each retry fails at once, forever. Here the
+    second creation fails instead (CancelledError), naming the workers whose servers no
+    longer accept connections. Rerunning every worker resumes from the chief's checkpoint.
+    """
+
+    def __init__(self, cluster):
+        self._cluster = cluster
+        self._created = 0
+
+    def after_create_session(self, session, coord):
+        self._created += 1
+        if self._created > 1:
+            lost = _unreachable_tasks(self._cluster)
+            raise tf.errors.CancelledError(
+                None, None, 'A step failed on a connection error between workers; a multi-worker '
+                'session is not recreated. Not answering: %s.'
+                % (', '.join(lost) or 'none (every worker still accepts connections)'))
+
+
 def _worker_scratch_dir(model_dir, cluster):
     """Where a non-chief worker writes its own checkpoints (the Estimator's name for it)."""
     return os.path.join(model_dir, 'tmp_%s_%d' % (cluster.task_type, cluster.task_index))
@@ -249,9 +288,10 @@ def _multi_worker_session(scaffold, hooks, model_dir, cluster, session_config,
         tf.train.ClusterSpec(cluster.spec), job_name=cluster.task_type,
         task_index=cluster.task_index, protocol='grpc', config=session_config, start=True)
     save_dir = model_dir if cluster.is_chief else _worker_scratch_dir(model_dir, cluster)
-    all_hooks = list(hooks) + [tf.compat.v1.train.CheckpointSaverHook(
+    all_hooks = list(hooks) + [_NoSessionRecoveryHook(cluster)]
+    all_hooks.append(tf.compat.v1.train.CheckpointSaverHook(
         save_dir, save_secs=save_checkpoints_secs or None,
-        save_steps=None if save_checkpoints_secs else _NEVER, scaffold=scaffold)]
+        save_steps=None if save_checkpoints_secs else _NEVER, scaffold=scaffold))
     if cluster.is_chief and save_summary_steps:
         all_hooks.append(tf.compat.v1.train.SummarySaverHook(
             save_steps=save_summary_steps, output_dir=model_dir, scaffold=scaffold))
