@@ -10,7 +10,8 @@ Trains on every visible GPU through MirroredStrategy (--multi_gpu, on by default
 from the reduced-fc VGG-16 checkpoint in ./model (see model/README.md; --checkpoint_path=
 trains from scratch). Resumes from the latest checkpoint in --model_dir if there is one.
 On a machine without GPUs, --num_cpu_replicas=N runs the same MirroredStrategy path on N
-logical CPU devices.
+logical CPU devices. With TF_CONFIG naming several workers, every worker runs this same
+command and they train together (MultiWorkerMirroredStrategy; README, "Several machines").
 """
 import os
 import sys
