@@ -10,7 +10,8 @@ Trains on every visible GPU through MirroredStrategy (--multi_gpu, on by default
 from the reduced-fc VGG-16 checkpoint in ./model (see model/README.md; --checkpoint_path=
 trains from scratch). Resumes from the latest checkpoint in --model_dir if there is one.
 On a machine without GPUs, --num_cpu_replicas=N runs the same MirroredStrategy path on N
-logical CPU devices.
+logical CPU devices. With TF_CONFIG naming several workers, every worker runs this same
+command and they train together (MultiWorkerMirroredStrategy; README, "Several machines").
 """
 import os
 import sys
@@ -96,6 +97,10 @@ flags.DEFINE_enum('driver', 'auto', ['auto', 'estimator', 'session'],
                   'What runs the training loop: tf.estimator (TensorFlow <= 2.15) or a plain '
                   'MonitoredTrainingSession (any TensorFlow 2.x); auto = the Estimator where '
                   'TensorFlow has it. Checkpoints from either resume under the other.')
+flags.DEFINE_integer('collective_timeout_secs', 600,
+                     'Multi-worker training (TF_CONFIG set): a worker whose step (all-reduce '
+                     'included) makes no progress for this long stops with a message naming '
+                     'the lost worker; 0 = wait forever.')
 flags.DEFINE_boolean('use_amp', False,
                      'Mixed precision (float16) via the graph rewrite; GPUs only, ignored with '
                      'a notice on the CPU.')
@@ -133,7 +138,7 @@ def check_flags():
                          'created if missing).' % FLAGS.model_dir)
 
 
-def build_params(num_replicas, data_format, use_amp, checkpoint_path):
+def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=None):
     """Turns the parsed flags into the model params (the only place flags are read)."""
     from net import ssd_model
     from utility import train_utils
@@ -145,6 +150,8 @@ def build_params(num_replicas, data_format, use_amp, checkpoint_path):
         data_dir=FLAGS.data_dir,
         batch_size=FLAGS.batch_size,
         num_replicas=num_replicas,
+        num_workers=cluster.num_workers if cluster else 1,
+        worker_index=cluster.worker_index if cluster else 0,
         num_readers=FLAGS.num_readers,
         num_preprocessing_threads=FLAGS.num_preprocessing_threads,
         train_epochs=FLAGS.train_epochs,
@@ -168,11 +175,14 @@ def build_params(num_replicas, data_format, use_amp, checkpoint_path):
         ignore_missing_vars=FLAGS.ignore_missing_vars)
 
 
-def prepare():
+def prepare(cluster):
     """Checks the configuration and the model directory; builds what training needs.
 
-    Runs while the caller holds the model directory's lock. Order matters: everything that can
-    refuse runs before params.json is (re)written.
+    Runs while the caller holds the model directory's lock (the chief does, for a cluster).
+    Order matters: everything that can refuse runs before params.json is (re)written.
+
+    Args:
+      cluster: `utility.cluster` description of a multi-worker TF_CONFIG, or None.
 
     Returns:
       dict with 'driver', 'params', 'strategy', 'session_config', 'num_replicas',
@@ -189,10 +199,20 @@ def prepare():
     from utility import checkpoint_utils, drivers, model_dir, train_utils
 
     driver = drivers.resolve_driver(FLAGS.driver)
-    strategy, num_replicas, session_config = train_utils.setup_replicas(
-        multi_gpu=FLAGS.multi_gpu, num_cpu_replicas=FLAGS.num_cpu_replicas,
-        batch_size=FLAGS.batch_size, num_cpu_threads=FLAGS.num_cpu_threads,
-        gpu_memory_fraction=FLAGS.gpu_memory_fraction, log=log)
+    is_chief = cluster is None or cluster.is_chief
+    if cluster is not None:
+        if FLAGS.num_cpu_replicas:
+            raise ValueError('--num_cpu_replicas does not combine with TF_CONFIG: a worker '
+                             'trains one replica per GPU, or one on its CPU; drop the flag.')
+        strategy, num_replicas, session_config = train_utils.setup_multi_worker(
+            cluster, batch_size=FLAGS.batch_size, num_cpu_threads=FLAGS.num_cpu_threads,
+            gpu_memory_fraction=FLAGS.gpu_memory_fraction,
+            collective_timeout_secs=FLAGS.collective_timeout_secs, log=log)
+    else:
+        strategy, num_replicas, session_config = train_utils.setup_replicas(
+            multi_gpu=FLAGS.multi_gpu, num_cpu_replicas=FLAGS.num_cpu_replicas,
+            batch_size=FLAGS.batch_size, num_cpu_threads=FLAGS.num_cpu_threads,
+            gpu_memory_fraction=FLAGS.gpu_memory_fraction, log=log)
     has_gpu = bool(tf.config.list_physical_devices('GPU'))
     data_format = ssd_net.resolve_data_format(FLAGS.data_format)
     use_amp = FLAGS.use_amp and has_gpu
@@ -202,8 +222,10 @@ def prepare():
     train_files = dataset_common.check_shards(FLAGS.data_dir, 'train')
     dataset_common.check_labels_fit(FLAGS.data_dir, FLAGS.num_classes)
 
-    model_dir.remove_stale_temp(FLAGS.model_dir, log)
-    latest = model_dir.newest_readable_checkpoint(FLAGS.model_dir, log)
+    if is_chief:
+        model_dir.remove_stale_temp(FLAGS.model_dir, log)
+    # Other workers of a cluster resume from the chief's checkpoint and leave its folder alone.
+    latest = model_dir.newest_readable_checkpoint(FLAGS.model_dir, log, repair=is_chief)
     checkpoint_path = FLAGS.checkpoint_path or None
     if latest:
         log('Resuming from %s (found in --model_dir); --checkpoint_path is not used.' % latest)
@@ -214,12 +236,14 @@ def prepare():
     else:
         log('No --checkpoint_path: training from scratch (random initialization).')
 
-    params = build_params(num_replicas, data_format, use_amp, checkpoint_path)
-    model_dir.check_params_identity(FLAGS.model_dir, params, defaults=ssd_model.DEFAULT_PARAMS)
-    log('Params written to %s' % ssd_model.save_params(params, FLAGS.model_dir))
+    params = build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster)
+    if is_chief:
+        model_dir.check_params_identity(FLAGS.model_dir, params,
+                                        defaults=ssd_model.DEFAULT_PARAMS)
+        log('Params written to %s' % ssd_model.save_params(params, FLAGS.model_dir))
     return {'driver': driver, 'params': params, 'strategy': strategy,
             'session_config': session_config, 'num_replicas': num_replicas,
-            'train_files': train_files}
+            'train_files': train_files, 'cluster': cluster}
 
 
 def train(setup):
@@ -227,7 +251,7 @@ def train(setup):
     import tensorflow as tf
     from dataset import dataset_common
     from net import ssd_model
-    from utility import drivers, model_dir, train_utils
+    from utility import cluster as cluster_lib, drivers, model_dir, train_utils
 
     params = setup['params']
     log('Training to global step %d, global batch %d over %d replica(s), %s driver.'
@@ -244,14 +268,22 @@ def train(setup):
                 save_checkpoints_secs=FLAGS.save_checkpoints_secs,
                 save_summary_steps=FLAGS.save_summary_steps,
                 keep_checkpoint_max=FLAGS.keep_checkpoint_max,
-                tf_random_seed=FLAGS.tf_random_seed, hooks=[stop])
+                tf_random_seed=FLAGS.tf_random_seed, hooks=[stop], cluster=setup['cluster'])
     except tf.errors.DataLossError as err:
         raise dataset_common.explain_data_loss(setup['train_files'], err) or err
-    except tf.errors.InvalidArgumentError as err:
-        step = train_utils.non_finite_loss_step(err)
+    except tf.errors.OpError as err:
+        if setup['cluster'] is not None and cluster_lib.is_peer_failure(err):
+            print('error: %s' % cluster_lib.describe_lost_worker(
+                setup['cluster'], err.message, FLAGS.collective_timeout_secs),
+                file=sys.stderr, flush=True)
+            return 1
+        step = (train_utils.non_finite_loss_step(err)
+                if isinstance(err, tf.errors.InvalidArgumentError) else None)
         if step is None:
             raise
-        _, what = model_dir.roll_back_to_finite(FLAGS.model_dir, log, nan_step=step)
+        what = 'the chief worker sets the bad checkpoints aside.'
+        if setup['cluster'] is None or setup['cluster'].is_chief:
+            _, what = model_dir.roll_back_to_finite(FLAGS.model_dir, log, nan_step=step)
         print('error: Training stopped: the loss became NaN or infinite at global step %d, '
               'before the weights were updated; %s Lower --learning_rate or check the input '
               'data, then run the same command again.' % (step, what),
@@ -270,13 +302,21 @@ def train(setup):
 
 
 def main(_):
-    from utility import model_dir, train_utils
+    import contextlib
+    from utility import cluster as cluster_lib, model_dir, train_utils
 
     train_utils.quiet_tensorflow_logs()
     try:
         check_flags()
-        with model_dir.ModelDirLock(FLAGS.model_dir, log=log):
-            return train(prepare())
+        cluster = cluster_lib.from_environment(os.environ)
+        if cluster is not None and cluster.num_workers < 2:
+            log('TF_CONFIG names a single worker: training on this machine alone.')
+            cluster = None
+        # One trainer per model directory; in a cluster the chief holds the lock.
+        lock = (model_dir.ModelDirLock(FLAGS.model_dir, log=log)
+                if cluster is None or cluster.is_chief else contextlib.nullcontext())
+        with lock:
+            return train(prepare(cluster))
     except ValueError as err:
         print('error: %s' % err, file=sys.stderr, flush=True)
         return 2

@@ -187,7 +187,8 @@ def list_shards(file_pattern):
 
 def build_dataset(file_pattern, map_fn, batch_size, is_training, num_readers=8,
                   num_parallel_calls=tf.data.AUTOTUNE, shuffle_buffer=1024, seed=None,
-                  drop_remainder=False, padding_values=None, num_epochs=None):
+                  drop_remainder=False, padding_values=None, num_epochs=None,
+                  num_shards=1, shard_index=0):
     """Batched ``tf.data.Dataset`` over the converter's TFRecord shards.
 
     Pipeline: shard list (shuffled when training) -> parallel interleave of
@@ -215,6 +216,13 @@ def build_dataset(file_pattern, map_fn, batch_size, is_training, num_readers=8,
         dimensions are padded to the longest in the batch.
       num_epochs: training epochs (None = repeat forever); ignored when
         evaluating.
+      num_shards, shard_index: multi-worker training: this worker reads part
+        ``shard_index`` of ``num_shards`` disjoint parts of the data. With at
+        least as many files as parts, whole files are dealt out in sorted
+        order (file i goes to part i % num_shards: no file is read twice);
+        otherwise every worker reads all files in the same deterministic
+        order and keeps record j if j % num_shards == shard_index (before
+        shuffling and decoding).
     Returns:
       A ``tf.data.Dataset`` of batched, padded ``map_fn`` outputs.
     Raises:
@@ -222,6 +230,15 @@ def build_dataset(file_pattern, map_fn, batch_size, is_training, num_readers=8,
     """
     files = list_shards(file_pattern)
     deterministic = (not is_training) or seed is not None
+    num_shards, shard_index = int(num_shards), int(shard_index)
+    if not 0 <= shard_index < num_shards:
+        raise ValueError('shard_index %d is not in 0..%d (num_shards=%d).'
+                         % (shard_index, num_shards - 1, num_shards))
+    shard_records = num_shards > 1 and len(files) < num_shards
+    if num_shards > 1 and not shard_records:
+        files = files[shard_index::num_shards]
+    if shard_records:
+        deterministic = True  # every worker must see the records in the same order
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if is_training:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -231,6 +248,8 @@ def build_dataset(file_pattern, map_fn, batch_size, is_training, num_readers=8,
         block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic)
+    if shard_records:
+        dataset = dataset.shard(num_shards, shard_index)
     if is_training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.repeat(num_epochs)

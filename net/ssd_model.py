@@ -41,7 +41,9 @@ DEFAULT_PARAMS = {
     # data
     'data_dir': './dataset/tfrecords',
     'batch_size': 16,              # global batch over all replicas
-    'num_replicas': 1,
+    'num_replicas': 1,             # all replicas of all workers
+    'num_workers': 1,              # multi-worker training (TF_CONFIG): workers in the cluster
+    'worker_index': 0,             # ... and this one's place (0 = chief): its data shard
     'num_readers': 8,
     'num_preprocessing_threads': 24,
     'train_epochs': None,
@@ -109,7 +111,9 @@ def make_input_fn(params, is_training, file_pattern=None):
     """Returns an Estimator input_fn over the `train-*` or `val-*` shards of params['data_dir'].
 
     The dataset is batched per replica: under MirroredStrategy the Estimator draws one batch
-    for each replica, so each batch holds batch_size / num_replicas images.
+    for each replica, so each batch holds batch_size / num_replicas images. In multi-worker
+    training each worker reads its own part of the training data (params 'num_workers',
+    'worker_index'; see dataset_common.build_dataset).
     """
     if file_pattern is None:
         prefix = 'train-*' if is_training else 'val-*'
@@ -144,7 +148,9 @@ def make_input_fn(params, is_training, file_pattern=None):
             is_training=is_training, num_readers=params['num_readers'],
             num_parallel_calls=params['num_preprocessing_threads'] or tf.data.AUTOTUNE,
             seed=params.get('tf_random_seed'), drop_remainder=is_training,
-            num_epochs=params.get('train_epochs') if is_training else 1)
+            num_epochs=params.get('train_epochs') if is_training else 1,
+            num_shards=params.get('num_workers', 1) if is_training else 1,
+            shard_index=params.get('worker_index', 0) if is_training else 0)
 
     return input_fn
 

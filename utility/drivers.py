@@ -106,7 +106,7 @@ def _estimator(model_fn, params, model_dir, run_config=None):
 
 def train(driver, model_fn, input_fn, params, model_dir, max_steps, strategy=None,
           session_config=None, save_checkpoints_secs=600, save_summary_steps=100,
-          keep_checkpoint_max=5, tf_random_seed=None, hooks=()):
+          keep_checkpoint_max=5, tf_random_seed=None, hooks=(), cluster=None):
     """Trains until global step `max_steps` (or the input ends); checkpoints in `model_dir`.
 
     Args:
@@ -118,9 +118,19 @@ def train(driver, model_fn, input_fn, params, model_dir, max_steps, strategy=Non
       save_checkpoints_secs: seconds between checkpoints; a checkpoint is also written when
         the session is created (global step as found) and at the end. None or 0: only then.
       hooks: extra SessionRunHooks (e.g. stop on a signal).
+      cluster: None (one machine), or this worker's cluster (`utility.cluster.Cluster`: spec,
+        task_type, task_index, is_chief; the same cluster TF_CONFIG describes) with `strategy`
+        a graph-mode MultiWorkerMirroredStrategy configured for it
+        (`train_utils.setup_multi_worker`). Every worker runs this same call; see
+        `_train_multi_worker`.
     Returns:
       the latest checkpoint prefix in `model_dir` afterwards.
     """
+    if cluster is not None and driver == ESTIMATOR:
+        return _train_estimator_multi_worker(
+            model_fn, input_fn, params, model_dir, max_steps, strategy, session_config,
+            save_checkpoints_secs, save_summary_steps, keep_checkpoint_max, tf_random_seed,
+            hooks, cluster)
     if driver == ESTIMATOR:
         run_config = tf.estimator.RunConfig(
             model_dir=model_dir, tf_random_seed=tf_random_seed,
@@ -134,7 +144,39 @@ def train(driver, model_fn, input_fn, params, model_dir, max_steps, strategy=Non
         return tf.train.latest_checkpoint(model_dir)
     return _train_session(model_fn, input_fn, params, model_dir, max_steps, strategy,
                           session_config, save_checkpoints_secs, save_summary_steps,
-                          keep_checkpoint_max, tf_random_seed, hooks)
+                          keep_checkpoint_max, tf_random_seed, hooks, cluster)
+
+
+def _train_estimator_multi_worker(model_fn, input_fn, params, model_dir, max_steps, strategy,
+                                  session_config, save_checkpoints_secs, save_summary_steps,
+                                  keep_checkpoint_max, tf_random_seed, hooks, cluster):
+    """tf.estimator.train_and_evaluate on every worker, the Estimator's multi-worker path.
+
+    With `train_distribute` set and TF_CONFIG naming a cluster, RunConfig selects the
+    distribute coordinator's independent-worker mode: it starts this worker's server and runs
+    Estimator.train in a session on it. The chief checkpoints into `model_dir`; the others into
+    `model_dir/tmp_worker_<i>` (the save ops must run on every worker). Estimator turns a
+    seconds-based checkpoint period into every 1000 steps here (it says so in its log); the
+    checkpoint at the end is always written. The EvalSpec is never used: there is no
+    evaluator task (evaluate with eval_ssd.py).
+    """
+    # Estimator deep-copies the strategy (RunConfig.replace, the coordinator); in eager mode
+    # that copy would try to place a variable on this worker's not yet started devices.
+    with tf.Graph().as_default():
+        run_config = tf.estimator.RunConfig(
+            model_dir=model_dir, tf_random_seed=tf_random_seed,
+            save_summary_steps=save_summary_steps,
+            save_checkpoints_secs=save_checkpoints_secs or None,
+            save_checkpoints_steps=None if save_checkpoints_secs else _NEVER,
+            keep_checkpoint_max=keep_checkpoint_max, log_step_count_steps=None,
+            session_config=session_config, train_distribute=strategy)
+        estimator = _estimator(model_fn, params, model_dir, run_config)
+        hooks = list(hooks) + [_NoSessionRecoveryHook(cluster)]
+        tf.estimator.train_and_evaluate(
+            estimator,
+            tf.estimator.TrainSpec(input_fn=input_fn, max_steps=max_steps, hooks=hooks),
+            tf.estimator.EvalSpec(input_fn=input_fn, steps=1))
+    return tf.train.latest_checkpoint(model_dir)
 
 
 # tf.compat.v1.train.global_step() and the schedules read the global step through the op
@@ -188,9 +230,80 @@ def _build_train_graph(model_fn, input_fn, params, strategy):
         return spec, [_IteratorInitializerHook(iterator.initialize())]
 
 
+def _unreachable_tasks(cluster, timeout_secs=3.0):
+    """['/job:worker/task:1 at host:port', ...]: the other workers that refuse a connection."""
+    import socket
+    lost = []
+    for _, job, index, address in cluster.tasks():
+        if (job, index) == (cluster.task_type, cluster.task_index):
+            continue
+        host, port = address.rsplit(':', 1)
+        try:
+            socket.create_connection((host.strip('[]'), int(port)), timeout=timeout_secs).close()
+        except OSError:
+            lost.append('/job:%s/task:%d at %s' % (job, index, address))
+    return lost
+
+
+class _NoSessionRecoveryHook(tf.compat.v1.train.SessionRunHook):
+    """Multi-worker: the training session is created once, never recreated.
+
+    MonitoredSession answers a connection error (Unavailable, Aborted) by recreating its
+    session and retrying; with a worker gone each retry fails at once, forever. Here the
+    second creation fails instead (CancelledError), naming the workers whose servers no
+    longer accept connections. Rerunning every worker resumes from the chief's checkpoint.
+    """
+
+    def __init__(self, cluster):
+        self._cluster = cluster
+        self._created = 0
+
+    def after_create_session(self, session, coord):
+        self._created += 1
+        if self._created > 1:
+            lost = _unreachable_tasks(self._cluster)
+            raise tf.errors.CancelledError(
+                None, None, 'A step failed on a connection error between workers; a multi-worker '
+                'session is not recreated. Not answering: %s.'
+                % (', '.join(lost) or 'none (every worker still accepts connections)'))
+
+
+def _worker_scratch_dir(model_dir, cluster):
+    """Where a non-chief worker writes its own checkpoints (the Estimator's name for it)."""
+    return os.path.join(model_dir, 'tmp_%s_%d' % (cluster.task_type, cluster.task_index))
+
+
+def _multi_worker_session(scaffold, hooks, model_dir, cluster, session_config,
+                          save_checkpoints_secs, save_summary_steps):
+    """A MonitoredSession on this worker's server for MultiWorkerMirroredStrategy.
+
+    Every worker initializes (or restores) its own copy of the variables: under the strategy
+    the initializers broadcast worker 0's initial values, and every worker restores the
+    chief's latest checkpoint from `model_dir` (shared storage, or a copy of the chief's
+    folder). The chief saves checkpoints and summaries into `model_dir`; the others save their
+    checkpoints into `model_dir/tmp_<task>_<i>` (the same variables: a way to check them),
+    never into the chief's files.
+    """
+    server = tf.distribute.Server(
+        tf.train.ClusterSpec(cluster.spec), job_name=cluster.task_type,
+        task_index=cluster.task_index, protocol='grpc', config=session_config, start=True)
+    save_dir = model_dir if cluster.is_chief else _worker_scratch_dir(model_dir, cluster)
+    all_hooks = list(hooks) + [_NoSessionRecoveryHook(cluster)]
+    all_hooks.append(tf.compat.v1.train.CheckpointSaverHook(
+        save_dir, save_secs=save_checkpoints_secs or None,
+        save_steps=None if save_checkpoints_secs else _NEVER, scaffold=scaffold))
+    if cluster.is_chief and save_summary_steps:
+        all_hooks.append(tf.compat.v1.train.SummarySaverHook(
+            save_steps=save_summary_steps, output_dir=model_dir, scaffold=scaffold))
+    creator = tf.compat.v1.train.ChiefSessionCreator(
+        scaffold=scaffold, master=server.target, config=session_config,
+        checkpoint_dir=model_dir)
+    return tf.compat.v1.train.MonitoredSession(session_creator=creator, hooks=all_hooks)
+
+
 def _train_session(model_fn, input_fn, params, model_dir, max_steps, strategy, session_config,
                    save_checkpoints_secs, save_summary_steps, keep_checkpoint_max,
-                   tf_random_seed, hooks):
+                   tf_random_seed, hooks, cluster=None):
     with tf.Graph().as_default():
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
@@ -205,12 +318,18 @@ def _train_session(model_fn, input_fn, params, model_dir, max_steps, strategy, s
                 init_fn=getattr(user_scaffold, '_user_init_fn', None), saver=saver)
             all_hooks = (input_hooks + [tf.compat.v1.train.StopAtStepHook(last_step=max_steps)]
                          + list(spec.training_hooks or []) + list(hooks))
-            with tf.compat.v1.train.MonitoredTrainingSession(
+            if cluster is not None:
+                session = _multi_worker_session(
+                    scaffold, all_hooks, model_dir, cluster, session_config,
+                    save_checkpoints_secs, save_summary_steps)
+            else:
+                session = tf.compat.v1.train.MonitoredTrainingSession(
                     checkpoint_dir=model_dir, scaffold=scaffold, hooks=all_hooks,
                     save_checkpoint_secs=save_checkpoints_secs or None,
                     save_checkpoint_steps=None if save_checkpoints_secs else _NEVER,
                     save_summaries_steps=save_summary_steps, config=session_config,
-                    log_step_count_steps=None) as session:
+                    log_step_count_steps=None)
+            with session:
                 while not session.should_stop():
                     session.run(spec.train_op)
     return tf.train.latest_checkpoint(model_dir)

@@ -227,6 +227,63 @@ def setup_replicas(multi_gpu=True, num_cpu_replicas=0, batch_size=None,
     return strategy, num_replicas, config
 
 
+def setup_multi_worker(cluster, batch_size=None, num_cpu_threads=0, gpu_memory_fraction=1.0,
+                       collective_timeout_secs=600, log=print):
+    """MultiWorkerMirroredStrategy over the workers of `cluster` (a utility.cluster.Cluster).
+
+    Each worker trains one replica per visible GPU (one CPU replica without GPUs); gradients
+    are averaged over all replicas of all workers by collective all-reduce. The strategy is the
+    graph-mode one (tf.compat.v1...MultiWorkerMirroredStrategy), built inside a scratch graph so
+    that it starts no eager server: the driver starts the worker's server (see
+    utility/drivers.py). Every collective op gives up after `collective_timeout_secs`, so a
+    worker whose peer died stops instead of waiting forever.
+
+    `batch_size` is the global batch over all workers and must divide over all replicas.
+
+    Returns:
+      (strategy, num_replicas over the whole cluster, tf.compat.v1.ConfigProto)
+    """
+    gpus = tf.config.list_physical_devices('GPU')
+    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    config.intra_op_parallelism_threads = int(num_cpu_threads)
+    config.inter_op_parallelism_threads = int(num_cpu_threads)
+    if gpus:
+        config.gpu_options.per_process_gpu_memory_fraction = float(gpu_memory_fraction)
+        config.gpu_options.allow_growth = gpu_memory_fraction >= 1.0
+    timeout = float(collective_timeout_secs or 0)
+    if timeout > 0:
+        # Every blocking call of a step (collectives included) fails after this long: the
+        # backstop for a peer that stopped answering without closing its connections.
+        config.operation_timeout_in_ms = int(timeout * 1000)
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster.spec), task_type=cluster.task_type,
+        task_id=cluster.task_index, num_accelerators={'GPU': len(gpus)}, rpc_layer='grpc')
+    with tf.Graph().as_default():
+        strategy = tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy(
+            cluster_resolver=resolver)
+        # The v1 constructor takes no CommunicationOptions; the drivers' configure() rebuilds
+        # the all-reduce from this attribute, so the timeout reaches every collective op.
+        strategy.extended._communication_options = (  # pylint: disable=protected-access
+            tf.distribute.experimental.CommunicationOptions(
+                timeout_seconds=timeout if timeout > 0 else None))
+        strategy.configure(session_config=config, cluster_spec=cluster.spec,
+                           task_type=cluster.task_type, task_id=cluster.task_index)
+    num_replicas = int(strategy.num_replicas_in_sync)
+    per_worker = num_replicas // cluster.num_workers
+    log('Multi-worker training (TF_CONFIG): this is %s of %d, %d replica(s) here (%s), %d in '
+        'all; the chief (worker 0, %s) writes checkpoints and summaries.'
+        % (cluster.describe_task(cluster.task_type, cluster.task_index), cluster.num_workers,
+           per_worker, '%d GPU(s)' % len(gpus) if gpus else 'CPU', num_replicas,
+           cluster.tasks()[0][3]))
+    if batch_size is not None and int(batch_size) % num_replicas != 0:
+        raise ValueError(
+            '--batch_size=%d does not divide evenly over %d replicas (%d workers x %d); use a '
+            'multiple of %d (it is the global batch, split equally over all replicas of all '
+            'workers).' % (batch_size, num_replicas, cluster.num_workers, per_worker,
+                           num_replicas))
+    return strategy, num_replicas, config
+
+
 def quiet_tensorflow_logs():
     """Entry scripts only: INFO progress logs without TF's per-call deprecation notices and
     MirroredStrategy's per-variable 'Reduce to ...' lines, which drown the progress lines."""
