@@ -8,7 +8,7 @@ checkpoint in step order, and after each one
   {"global_step", "checkpoint", "map_07", "map_area", "ap_07": {class: AP}, "ap_area": {...},
    "num_detections", "evaluated_at"}; metrics.json keeps the full summary of the latest one;
 * writes TensorBoard scalars at the checkpoint's global step in `<model_dir>/eval`
-  (`write_scalars`): 'mAP/VOC07', 'mAP/VOC2010', 'AP_VOC07/<class>', 'AP_VOC2010/<class>', so
+  (`ScalarWriter`): 'mAP/VOC07', 'mAP/VOC2010', 'AP_VOC07/<class>', 'AP_VOC2010/<class>', so
   that TensorBoard on <model_dir> shows train and eval curves side by side.
 
 It stops when a checkpoint at or past `max_step` has been evaluated, or when no new
@@ -92,22 +92,34 @@ def scalar_values(record):
     return {tag: float(v) for tag, v in values.items() if v is not None}
 
 
-def write_scalars(event_dir, step, values):
-    """Writes {tag: float} as TensorBoard scalars at `step` into an events file in `event_dir`.
+class ScalarWriter(object):
+    """Writes {tag: float} TensorBoard scalars at a step into one events file in `event_dir`.
 
-    Uses a private graph, so it works whether or not the caller runs eagerly.
+    One writer per session: several writers opened in the same second would write files of
+    the same name. Built in a private graph, so it works whether or not the caller runs
+    eagerly. Use as a context manager, or call close().
     """
-    tf.io.gfile.makedirs(event_dir)
-    summary = tf.compat.v1.Summary(value=[
-        tf.compat.v1.Summary.Value(tag=tag, simple_value=value)
-        for tag, value in sorted(values.items())])
-    with tf.Graph().as_default():
-        writer = tf.compat.v1.summary.FileWriter(event_dir)
-        try:
-            writer.add_summary(summary, global_step=int(step))
-            writer.flush()
-        finally:
-            writer.close()
+
+    def __init__(self, event_dir):
+        tf.io.gfile.makedirs(event_dir)
+        with tf.Graph().as_default():
+            self._writer = tf.compat.v1.summary.FileWriter(event_dir)
+
+    def write(self, step, values):
+        summary = tf.compat.v1.Summary(value=[
+            tf.compat.v1.Summary.Value(tag=tag, simple_value=value)
+            for tag, value in sorted(values.items())])
+        self._writer.add_summary(summary, global_step=int(step))
+        self._writer.flush()
+
+    def close(self):
+        self._writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def watch_checkpoints(model_dir, evaluate, output_dir, event_dir=None, interval_secs=30.0,
@@ -129,6 +141,13 @@ def watch_checkpoints(model_dir, evaluate, output_dir, event_dir=None, interval_
     """
     event_dir = event_dir or os.path.join(model_dir, 'eval')
     history_path = os.path.join(output_dir, HISTORY_FILE)
+    with ScalarWriter(event_dir) as writer:
+        return _watch(model_dir, evaluate, history_path, event_dir, writer, interval_secs,
+                      timeout_secs, max_step, log, sleep, clock)
+
+
+def _watch(model_dir, evaluate, history_path, event_dir, writer, interval_secs, timeout_secs,
+           max_step, log, sleep, clock):
     done = set()
     records = []
     last_new = clock()
@@ -145,7 +164,7 @@ def watch_checkpoints(model_dir, evaluate, output_dir, event_dir=None, interval_
             summary = evaluate(prefix)
             record = history_record(summary, prefix, step)
             append_history(history_path, record)
-            write_scalars(event_dir, step, scalar_values(record))
+            writer.write(step, scalar_values(record))
             records.append(record)
             log('global step %d: mAP VOC07 %.4f, VOC2010+ %.4f (history: %s, TensorBoard: %s)'
                 % (step, record['map_07'] or 0.0, record['map_area'] or 0.0, history_path,
