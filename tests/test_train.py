@@ -179,3 +179,32 @@ def test_help_explains_every_seed_flag():
         assert match and len(match.group(1)) > 10, name
     assert "(default: '500, 80000, 100000')" in text and "(default: '16')" in text
 
+
+
+def test_cpu_supports_bf16_reads_the_cpuinfo_flags(tmp_path):
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n')
+    assert not train_utils.cpu_supports_bf16(str(cpuinfo))
+    cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n')
+    assert train_utils.cpu_supports_bf16(str(cpuinfo))
+    cpuinfo.write_text('flags\t\t: fpu amx_bf16 amx_tile\n')
+    assert train_utils.cpu_supports_bf16(str(cpuinfo))
+    assert not train_utils.cpu_supports_bf16(str(tmp_path / 'missing'))
+
+
+def test_configure_bf16_turns_on_the_onednn_rewrite_only_when_supported(tmp_path):
+    from tensorflow.core.protobuf import rewriter_config_pb2
+    on = rewriter_config_pb2.RewriterConfig.ON
+    yes, no = tmp_path / 'yes', tmp_path / 'no'
+    yes.write_text('flags\t\t: avx512_bf16\n')
+    no.write_text('flags\t\t: avx2\n')
+    messages = []
+    config = tf.compat.v1.ConfigProto()
+    assert not train_utils.configure_bf16(config, False, log=messages.append,
+                                          cpuinfo_path=str(yes))
+    assert not train_utils.configure_bf16(config, True, log=messages.append,
+                                          cpuinfo_path=str(no))
+    assert config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 != on
+    assert '--bf16 ignored' in messages[-1] and 'AVX512-BF16' in messages[-1]
+    assert train_utils.configure_bf16(config, True, log=messages.append, cpuinfo_path=str(yes))
+    assert config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == on

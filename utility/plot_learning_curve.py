@@ -41,7 +41,7 @@ def plot(train, history, output, title=''):
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for tag, points in train.items():
         if points:
-            left.plot([s for s, _ in points], [v for _, v in points], label=tag)
+            left.plot([s for s, _ in points], [v for _, v in points], '.-', label=tag)
     left.set_xlabel('global step')
     left.set_ylabel('training loss')
     left.set_yscale('log')
