@@ -58,10 +58,10 @@ learn: venv
 # `make learn-heldout HELDOUT_STEPS=20 HELDOUT_IMAGES=40` is a smoke run of the same commands.
 HELDOUT_DIR    := heldout_output
 HELDOUT_IMAGES ?= 400
-HELDOUT_STEPS  ?= 2000
+HELDOUT_STEPS  ?= 1400
 HELDOUT_CKPT_SECS ?= 600
-HELDOUT_TRAIN  := --checkpoint_path= --batch_size=8 --max_number_of_steps=$(HELDOUT_STEPS) \
-                  --learning_rate=1e-3 --decay_boundaries=200,1500 --lr_decay_factors=0.1,0.3,0.1 \
+HELDOUT_TRAIN  := --checkpoint_path= --batch_size=8 --max_number_of_steps=$(HELDOUT_STEPS) --bf16 \
+                  --learning_rate=1e-3 --decay_boundaries=200,1100 --lr_decay_factors=0.1,0.3,0.1 \
                   --data_format=channels_last --save_checkpoints_secs=$(HELDOUT_CKPT_SECS) \
                   --keep_checkpoint_max=50 --save_summary_steps=20 --log_every_n_steps=20 \
                   --num_readers=2 --num_preprocessing_threads=2 --tf_random_seed=1 $(HELDOUT_EXTRA)
@@ -69,8 +69,8 @@ HELDOUT_TRAIN  := --checkpoint_path= --batch_size=8 --max_number_of_steps=$(HELD
 learn-heldout: venv
 	rm -rf $(HELDOUT_DIR)
 	$(PY) dataset/make_voc_sample.py --output_dir $(HELDOUT_DIR)/data --num_images $(HELDOUT_IMAGES) --seed 1
-	cd $(HELDOUT_DIR)/data && ../../$(PY) ../../dataset/convert_voc_sample_tfrecords.py \
-	    --dataset_directory=./ --output_directory=tfrecords --train_splits VOC2012_sample \
+	$(PY) dataset/convert_voc_sample_tfrecords.py --dataset_directory=$(HELDOUT_DIR)/data \
+	    --output_directory=$(HELDOUT_DIR)/data/tfrecords --train_splits VOC2012_sample \
 	    --validation_splits VOC2012_sample --train_shards 4 --validation_shards 1 --num_threads 2
 	$(PY) eval_ssd.py --watch --model_dir=$(HELDOUT_DIR)/model --data_dir=$(HELDOUT_DIR)/data/tfrecords \
 	    --data_format=channels_last --batch_size=8 --num_readers=1 --watch_interval_secs=30 \
