@@ -32,8 +32,8 @@ demo: venv
 	$(PY) dataset/make_voc_sample.py --output_dir dataset --num_images 64 --seed 0
 	$(PY) dataset/select_images.py --split_dir dataset/VOC2012_sample --output_name VOC2012_fit \
 	    --num_images $(DEMO_IMAGES) --min_object 0.15
-	cd dataset && ../$(PY) convert_voc_sample_tfrecords.py --dataset_directory=./ \
-	    --output_directory=tfrecords_fit --train_splits VOC2012_fit --validation_splits VOC2012_fit \
+	$(PY) dataset/convert_voc_sample_tfrecords.py --dataset_directory=dataset \
+	    --output_directory=dataset/tfrecords_fit --train_splits VOC2012_fit --validation_splits VOC2012_fit \
 	    --train_shards 1 --validation_shards 1 --num_threads 1
 	$(PY) train_ssd.py --data_dir=dataset/tfrecords_fit --model_dir=$(DEMO_DIR)/model $(DEMO_TRAIN)
 	$(PY) eval_ssd.py --data_dir=dataset/tfrecords_fit --model_dir=$(DEMO_DIR)/model \
