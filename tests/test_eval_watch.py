@@ -98,14 +98,18 @@ def test_eval_ssd_watch_picks_up_a_real_checkpoint(trained_model_dir, tfrecord_d
                        '--watch_timeout_secs=2', '--batch_size=2', '--num_readers=2'])
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert 'No new checkpoint' in out and 'after 1 evaluation(s)' in out
+    # the training run saved at its first step and at its last one
+    steps = [s for s, _ in eval_watch.list_checkpoints(model_dir)]
+    assert steps == [0, 2]
+    assert 'No new checkpoint' in out and 'after 2 evaluation(s)' in out
     history = eval_watch.read_history(os.path.join(out_dir, eval_watch.HISTORY_FILE))
-    assert [r['global_step'] for r in history] == [2]
+    assert [r['global_step'] for r in history] == [0, 2]
     with open(os.path.join(out_dir, 'metrics.json')) as f:
         metrics = json.load(f)
     assert metrics['checkpoint'].endswith('model.ckpt-2')
-    assert history[0]['map_07'] == metrics['map_07']
+    assert history[-1]['map_07'] == metrics['map_07']
     events = _events(os.path.join(model_dir, 'eval'))
+    assert events[('mAP/VOC07', 0)] == pytest.approx(history[0]['map_07'])
     assert events[('mAP/VOC07', 2)] == pytest.approx(metrics['map_07'])
     per_class = {tag for tag, step in events if tag.startswith('AP_VOC07/') and step == 2}
     assert per_class == {'AP_VOC07/' + c['name'] for c in metrics['classes']
