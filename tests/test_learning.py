@@ -111,3 +111,56 @@ def test_detector_overfits_a_few_images_to_map_0_9(tmp_path):
     # Random initialization (near-uniform scores) is far from the bar; training clears it.
     assert history[0]['map_07'] < MAX_UNTRAINED_MAP, history[0]
     assert final['map_07'] >= MIN_MAP, final
+
+
+def test_noaugment_trains_on_the_eval_preprocessing(tfrecord_dir):
+    """params['augment'] False: training images are exactly the eval images (still shuffled)."""
+    import numpy as np
+    import tensorflow as tf
+    from net import ssd_model
+
+    def first_batches(params, is_training, n):
+        pattern = os.path.join(tfrecord_dir, 'train-*')
+        with tf.Graph().as_default():
+            dataset = ssd_model.make_input_fn(params, is_training, file_pattern=pattern)()
+            batch = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+            with tf.compat.v1.Session() as sess:
+                return [sess.run(batch) for _ in range(n)]
+
+    params = ssd_model.make_params(data_dir=tfrecord_dir, batch_size=2, augment=False,
+                                   num_readers=2)
+    evals = {}
+    for features in first_batches(params, False, 5):
+        for name, image in zip(features['filename'], features['image']):
+            evals[name] = image
+    train = first_batches(params, True, 3)
+    for features, labels in train:
+        assert (labels['cls_targets'] > 0).any()
+        for name, image in zip(features['filename'], features['image']):
+            np.testing.assert_array_equal(image, evals[name])
+    # with augmentation (the default) the same images differ from the eval ones
+    augmented = first_batches(ssd_model.make_params(data_dir=tfrecord_dir, batch_size=2,
+                                                    num_readers=2), True, 2)
+    assert any(image.shape != evals[name].shape or not np.array_equal(image, evals[name])
+               for features, _ in augmented
+               for name, image in zip(features['filename'], features['image']))
+
+
+def test_select_images_keeps_only_images_with_large_objects(tmp_path):
+    from dataset.make_voc_sample import make_voc_sample
+    from dataset.select_images import image_objects, select_images
+
+    split_dir = make_voc_sample(str(tmp_path), num_images=12, seed=0)
+    ids = select_images(split_dir, NUM_IMAGES, MIN_OBJECT, output_name='VOC2012_fit')
+    assert ids == ['2012_000007', '2012_000008']
+    fit = tmp_path / 'VOC2012_fit'
+    for split in ('train', 'val', 'trainval'):
+        assert (fit / 'ImageSets' / 'Main' / (split + '.txt')).read_text().split() == ids
+    for i in ids:
+        assert (fit / 'JPEGImages' / (i + '.jpg')).exists()
+        objects = image_objects(str(fit / 'Annotations' / (i + '.xml')))
+        assert objects and all(w >= MIN_OBJECT and h >= MIN_OBJECT and not d
+                               for _, w, h, d in objects)
+    import pytest
+    with pytest.raises(ValueError, match=r'Only \d+ image\(s\) in .* generate more images'):
+        select_images(split_dir, 50, MIN_OBJECT)
