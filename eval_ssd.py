@@ -14,6 +14,15 @@ both the VOC2007 11-point and the VOC2010+ area metric, and writes to --output_d
                                   <xmax> <ymax>' in 1-based VOC pixels (normalized * width)
     pr_curves.png                 precision-recall curve of every class
 
+With --watch it evaluates every checkpoint of --model_dir as training writes it, appends one
+line per checkpoint to <output_dir>/metrics_history.jsonl and writes mAP and per-class AP as
+TensorBoard scalars at the checkpoint's global step in <model_dir>/eval
+(utility/eval_watch.py); it stops at --watch_max_step or after --watch_timeout_secs without a
+new checkpoint:
+
+    python3 eval_ssd.py --watch --model_dir=logs --watch_max_step=120000 &
+    python3 train_ssd.py --model_dir=logs
+
 Exit status: 0 on success, 2 for configuration problems (no checkpoint, no records, a split
 without ground truth), with a one-line message.
 """
@@ -46,6 +55,16 @@ flags.DEFINE_string('output_dir', '',
 flags.DEFINE_integer('batch_size', 8, 'Images per prediction batch.')
 flags.DEFINE_integer('num_readers', 8, 'Number of TFRecord shards read in parallel.')
 flags.DEFINE_float('log_every_secs', 5.0, 'Print progress (images done, images/s) this often.')
+flags.DEFINE_boolean('watch', False,
+                     'Evaluate each new checkpoint in --model_dir as training writes it: '
+                     'metrics.json holds the latest, metrics_history.jsonl one line per '
+                     'checkpoint, and mAP / per-class AP go to TensorBoard in <model_dir>/eval.')
+flags.DEFINE_float('watch_interval_secs', 30.0, 'With --watch: poll --model_dir this often.')
+flags.DEFINE_float('watch_timeout_secs', 900.0,
+                   'With --watch: stop after this long without a new checkpoint.')
+flags.DEFINE_integer('watch_max_step', 0,
+                     'With --watch: stop once the checkpoint at this global step (training\'s '
+                     '--max_number_of_steps) is evaluated; 0 = unknown, only the timeout stops.')
 eval_utils.define_inference_flags(flags)
 flags.adopt_module_key_flags(eval_utils)
 
@@ -56,13 +75,13 @@ def log(message):
 
 def main(_):
     from dataset import dataset_common
-    from net import ssd_model
-    from utility import drivers, voc_metric
+    from utility import eval_watch
 
     class_names = list(dataset_common.VOC_LABELS)
     eval_utils.check_num_classes(FLAGS.num_classes, class_names)
     eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
-    checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
+    checkpoint = (None if FLAGS.watch
+                  else eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir))
     pattern = os.path.join(FLAGS.data_dir, FLAGS.split + '-*')
     records = eval_utils.scan_records(pattern)
     mismatch = dataset_common.count_mismatch_message(FLAGS.data_dir, FLAGS.split, len(records))
@@ -81,22 +100,40 @@ def main(_):
         eval_utils.check_has_ground_truth(
             [{'labels': r['labels'], 'difficult': r['difficult']} for r in records],
             FLAGS.num_classes, where)
+    output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'eval')
+    eval_utils.check_directory_target(output_dir, 'output_dir')
+
+    def evaluate(checkpoint):
+        return evaluate_checkpoint(checkpoint, pattern, len(records), xml_truth, class_names,
+                                   output_dir)
+
+    if FLAGS.watch:
+        eval_watch.watch_checkpoints(
+            FLAGS.model_dir, evaluate, output_dir, interval_secs=FLAGS.watch_interval_secs,
+            timeout_secs=FLAGS.watch_timeout_secs, max_step=FLAGS.watch_max_step, log=log)
+    else:
+        evaluate(checkpoint)
+    return 0
+
+
+def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names, output_dir):
+    """Predicts, scores, prints and writes the results of one checkpoint; returns the summary."""
+    from net import ssd_model
+    from utility import drivers, voc_metric
 
     driver = drivers.resolve_driver(FLAGS.driver)
     params = eval_utils.inference_params(
         FLAGS, log=log, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
         num_readers=FLAGS.num_readers)
     eval_utils.check_checkpoint_classes(checkpoint, params)
-    output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'eval')
-    eval_utils.check_directory_target(output_dir, 'output_dir')
     log('Evaluating %s on %d images of %s (%s driver).'
-        % (checkpoint, len(records), pattern, driver))
+        % (checkpoint, num_records, pattern, driver))
     predictions = drivers.predict(
         driver, ssd_model.model_fn,
         ssd_model.make_input_fn(params, is_training=False, file_pattern=pattern),
         params, checkpoint)
     collection = eval_utils.collect_predictions(
-        predictions, total=len(records), log=log, log_every_secs=FLAGS.log_every_secs)
+        predictions, total=num_records, log=log, log_every_secs=FLAGS.log_every_secs)
 
     ground_truth = collection.ground_truth
     if xml_truth is not None:
@@ -120,7 +157,7 @@ def main(_):
     log('Wrote %s, %s and %s in %s.' % (os.path.basename(metrics_path),
                                         eval_utils.RESULTS_PREFIX + '<class>.txt',
                                         os.path.basename(png), output_dir))
-    return 0
+    return summary
 
 
 if __name__ == '__main__':

@@ -104,6 +104,13 @@ flags.DEFINE_integer('collective_timeout_secs', 600,
 flags.DEFINE_boolean('use_amp', False,
                      'Mixed precision (float16) via the graph rewrite; GPUs only, ignored with '
                      'a notice on the CPU.')
+flags.DEFINE_boolean('augment', True,
+                     'Photometric distortion, zoom-out, IoU crop and flip while training; '
+                     '--noaugment trains on the eval preprocessing (resize only), e.g. to '
+                     'overfit a few fixed images.')
+flags.DEFINE_boolean('bf16', False,
+                     'CPU only: bfloat16 convolutions/matmuls via the oneDNN graph rewrite '
+                     '(needs AVX512-BF16 or AMX; ignored with a notice elsewhere).')
 
 
 def log(message):
@@ -168,6 +175,8 @@ def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=No
         lr_decay_factors=train_utils.parse_number_list(
             FLAGS.lr_decay_factors, float, '--lr_decay_factors'),
         use_amp=use_amp,
+        augment=FLAGS.augment,
+        bf16=FLAGS.bf16,
         log_every_n_steps=FLAGS.log_every_n_steps,
         checkpoint_path=checkpoint_path,
         checkpoint_model_scope=FLAGS.checkpoint_model_scope,
@@ -213,6 +222,7 @@ def prepare(cluster):
             multi_gpu=FLAGS.multi_gpu, num_cpu_replicas=FLAGS.num_cpu_replicas,
             batch_size=FLAGS.batch_size, num_cpu_threads=FLAGS.num_cpu_threads,
             gpu_memory_fraction=FLAGS.gpu_memory_fraction, log=log)
+    train_utils.configure_bf16(session_config, FLAGS.bf16, log=log)
     has_gpu = bool(tf.config.list_physical_devices('GPU'))
     data_format = ssd_net.resolve_data_format(FLAGS.data_format)
     use_amp = FLAGS.use_amp and has_gpu

@@ -47,6 +47,9 @@ DEFAULT_PARAMS = {
     'num_readers': 8,
     'num_preprocessing_threads': 24,
     'train_epochs': None,
+    # False: train on the eval preprocessing (resize + mean only; still shuffled and repeated),
+    # e.g. to overfit a few fixed images.
+    'augment': True,
     'tf_random_seed': 20180503,
     # targets and loss
     'match_threshold': 0.5,
@@ -60,6 +63,9 @@ DEFAULT_PARAMS = {
     'decay_boundaries': [500, 80000, 100000],
     'lr_decay_factors': [0.1, 1.0, 0.1, 0.01],
     'use_amp': False,
+    # bfloat16 graph rewrite on CPUs with AVX512-BF16/AMX (applied by the driver to the session
+    # config via train_utils.apply_bf16; recorded here so params.json says how a run trained).
+    'bf16': False,
     'log_every_n_steps': 10,
     # backbone restore
     'checkpoint_path': None,
@@ -113,7 +119,9 @@ def make_input_fn(params, is_training, file_pattern=None):
     The dataset is batched per replica: under MirroredStrategy the Estimator draws one batch
     for each replica, so each batch holds batch_size / num_replicas images. In multi-worker
     training each worker reads its own part of the training data (params 'num_workers',
-    'worker_index'; see dataset_common.build_dataset).
+    'worker_index'; see dataset_common.build_dataset). Training uses the augmentation of
+    preprocess_for_train unless params['augment'] is False, in which case it uses the eval
+    preprocessing (still shuffled and repeated).
     """
     if file_pattern is None:
         prefix = 'train-*' if is_training else 'val-*'
@@ -124,10 +132,18 @@ def make_input_fn(params, is_training, file_pattern=None):
     prior_scaling = params['anchor_spec']['prior_scaling']
     anchors_np = _anchors(params)
 
+    augment = bool(params.get('augment', True))
+
     def train_map(parsed):
-        image, boxes, labels = ssd_preprocessing.preprocess_for_train(
-            parsed['image'], parsed['boxes'], parsed['labels'], out_size=out_size,
-            channel_order=order)
+        if augment:
+            image, boxes, labels = ssd_preprocessing.preprocess_for_train(
+                parsed['image'], parsed['boxes'], parsed['labels'], out_size=out_size,
+                channel_order=order)
+        else:
+            # Resize + mean only: normalized boxes are unchanged by a plain resize.
+            image = ssd_preprocessing.preprocess_for_eval(
+                parsed['image'], out_size=out_size, channel_order=order)
+            boxes, labels = parsed['boxes'], parsed['labels']
         loc_targets, cls_targets, _ = anchor_manipulator.encode_targets(
             boxes, labels, tf.constant(anchors_np),
             match_threshold=params['match_threshold'],

@@ -214,44 +214,34 @@ def test_help_explains_every_seed_flag():
     assert "(default: '500, 80000, 100000')" in text and "(default: '16')" in text
 
 
-def test_training_on_a_fixed_batch_lowers_the_loss(tfrecord_dir):
-    """The real model_fn, targets and optimizer fit one batch: catches sign, target and
-    anchor-order errors that a finite loss alone would not. (lr 1e-4 is the seed's warm-up
-    rate; from scratch, without it, 1e-3 is unstable on a fixed batch.)"""
-    from dataset import dataset_common
-    from net import ssd_model
-    from preprocessing import ssd_preprocessing
-    from utility import anchor_manipulator
 
-    params = ssd_model.make_params(batch_size=2, learning_rate=1e-4,
-                                   lr_decay_factors=[1, 1, 1, 1], log_every_n_steps=1000)
-    anchors = ssd_model._anchors(params)
+def test_cpu_supports_bf16_reads_the_cpuinfo_flags(tmp_path):
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n')
+    assert not train_utils.cpu_supports_bf16(str(cpuinfo))
+    cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n')
+    assert train_utils.cpu_supports_bf16(str(cpuinfo))
+    cpuinfo.write_text('flags\t\t: fpu amx_bf16 amx_tile\n')
+    assert train_utils.cpu_supports_bf16(str(cpuinfo))
+    assert not train_utils.cpu_supports_bf16(str(tmp_path / 'missing'))
 
-    def fixed_targets(parsed):
-        image = ssd_preprocessing.preprocess_for_eval(parsed['image'])
-        loc, cls, _ = anchor_manipulator.encode_targets(
-            parsed['boxes'], parsed['labels'], tf.constant(anchors), 0.5, 0.5,
-            params['anchor_spec']['prior_scaling'])
-        return {'image': image}, {'loc_targets': loc, 'cls_targets': cls}
 
-    with tf.Graph().as_default():
-        dataset = dataset_common.build_dataset(os.path.join(tfrecord_dir, 'train-*'),
-                                               fixed_targets, batch_size=2, is_training=False)
-        batch = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
-        with tf.compat.v1.Session() as sess:
-            features, labels = sess.run(batch)
-    assert (labels['cls_targets'] > 0).sum() > 0
-
-    with tf.Graph().as_default():
-        tf.compat.v1.set_random_seed(0)
-        spec = ssd_model.model_fn({'image': tf.constant(features['image'])},
-                                  {k: tf.constant(v) for k, v in labels.items()},
-                                  tf.estimator.ModeKeys.TRAIN, params)
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            losses = [float(sess.run([spec.train_op, spec.loss])[1]) for _ in range(10)]
-    assert all(np.isfinite(losses))
-    assert losses[-1] < 0.85 * losses[0], losses
+def test_configure_bf16_turns_on_the_onednn_rewrite_only_when_supported(tmp_path):
+    from tensorflow.core.protobuf import rewriter_config_pb2
+    on = rewriter_config_pb2.RewriterConfig.ON
+    yes, no = tmp_path / 'yes', tmp_path / 'no'
+    yes.write_text('flags\t\t: avx512_bf16\n')
+    no.write_text('flags\t\t: avx2\n')
+    messages = []
+    config = tf.compat.v1.ConfigProto()
+    assert not train_utils.configure_bf16(config, False, log=messages.append,
+                                          cpuinfo_path=str(yes))
+    assert not train_utils.configure_bf16(config, True, log=messages.append,
+                                          cpuinfo_path=str(no))
+    assert config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 != on
+    assert '--bf16 ignored' in messages[-1] and 'AVX512-BF16' in messages[-1]
+    assert train_utils.configure_bf16(config, True, log=messages.append, cpuinfo_path=str(yes))
+    assert config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == on
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])

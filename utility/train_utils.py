@@ -296,3 +296,61 @@ def quiet_tensorflow_logs():
                         or 'Instructions for updating' in msg)
 
     tf.get_logger().addFilter(_DropNoise())
+
+
+BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
+
+
+def cpu_supports_bf16(cpuinfo_path='/proc/cpuinfo'):
+    """True when the CPU advertises native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16).
+
+    Reads the 'flags' lines of `cpuinfo_path` (Linux); False when the file is missing or
+    unreadable (other systems), so callers fall back to float32.
+    """
+    try:
+        with open(cpuinfo_path) as f:
+            text = f.read()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith('flags') and ':' in line:
+            flags = set(line.split(':', 1)[1].split())
+            if flags.intersection(BF16_CPU_FLAGS):
+                return True
+    return False
+
+
+def apply_bf16(config_proto):
+    """Turns on grappler's oneDNN bfloat16 auto-mixed-precision rewrite in `config_proto`.
+
+    Convolutions, matmuls and their gradients then run in bfloat16 on the CPU while the
+    variables, the loss and the optimizer stay float32 (the rewrite inserts the casts). Pass
+    the tf.compat.v1.ConfigProto used for the training session (RunConfig.session_config or
+    MonitoredTrainingSession's config). Modifies it in place and returns it.
+    """
+    from tensorflow.core.protobuf import rewriter_config_pb2
+    config_proto.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = (
+        rewriter_config_pb2.RewriterConfig.ON)
+    return config_proto
+
+
+def configure_bf16(config_proto, requested, log=print, cpuinfo_path='/proc/cpuinfo'):
+    """Driver helper for --bf16: applies `apply_bf16` when requested and useful.
+
+    Ignored, with a one-line notice, when a GPU is visible (use --use_amp there) or when the
+    CPU lacks AVX512-BF16/AMX (bfloat16 would be emulated, slower than float32).
+    Returns True when the rewrite was turned on.
+    """
+    if not requested:
+        return False
+    if tf.config.list_physical_devices('GPU'):
+        log('--bf16 ignored: it is the CPU (oneDNN) rewrite; on a GPU use --use_amp.')
+        return False
+    if not cpu_supports_bf16(cpuinfo_path):
+        log('--bf16 ignored: this CPU has neither AVX512-BF16 nor AMX-BF16; training in '
+            'float32.')
+        return False
+    apply_bf16(config_proto)
+    log('bfloat16: convolutions and matmuls run in bfloat16 (oneDNN auto mixed precision); '
+        'weights and loss stay float32.')
+    return True
