@@ -132,19 +132,27 @@ def train(driver, model_fn, input_fn, params, model_dir, max_steps, strategy=Non
             save_checkpoints_secs, save_summary_steps, keep_checkpoint_max, tf_random_seed,
             hooks, cluster)
     if driver == ESTIMATOR:
-        run_config = tf.estimator.RunConfig(
-            model_dir=model_dir, tf_random_seed=tf_random_seed,
-            save_summary_steps=save_summary_steps,
-            save_checkpoints_secs=save_checkpoints_secs or None,
-            save_checkpoints_steps=None if save_checkpoints_secs else _NEVER,
-            keep_checkpoint_max=keep_checkpoint_max, log_step_count_steps=None,
-            session_config=session_config, train_distribute=strategy)
+        run_config = _train_run_config(model_dir, strategy, session_config,
+                                       save_checkpoints_secs, save_summary_steps,
+                                       keep_checkpoint_max, tf_random_seed)
         estimator = _estimator(model_fn, params, model_dir, run_config)
         estimator.train(input_fn=input_fn, max_steps=max_steps, hooks=list(hooks))
         return tf.train.latest_checkpoint(model_dir)
     return _train_session(model_fn, input_fn, params, model_dir, max_steps, strategy,
                           session_config, save_checkpoints_secs, save_summary_steps,
                           keep_checkpoint_max, tf_random_seed, hooks, cluster)
+
+
+def _train_run_config(model_dir, strategy, session_config, save_checkpoints_secs,
+                      save_summary_steps, keep_checkpoint_max, tf_random_seed):
+    """The Estimator's RunConfig for training, with `train`'s checkpoint semantics."""
+    return tf.estimator.RunConfig(
+        model_dir=model_dir, tf_random_seed=tf_random_seed,
+        save_summary_steps=save_summary_steps,
+        save_checkpoints_secs=save_checkpoints_secs or None,
+        save_checkpoints_steps=None if save_checkpoints_secs else _NEVER,
+        keep_checkpoint_max=keep_checkpoint_max, log_step_count_steps=None,
+        session_config=session_config, train_distribute=strategy)
 
 
 def _train_estimator_multi_worker(model_fn, input_fn, params, model_dir, max_steps, strategy,
@@ -163,13 +171,9 @@ def _train_estimator_multi_worker(model_fn, input_fn, params, model_dir, max_ste
     # Estimator deep-copies the strategy (RunConfig.replace, the coordinator); in eager mode
     # that copy would try to place a variable on this worker's not yet started devices.
     with tf.Graph().as_default():
-        run_config = tf.estimator.RunConfig(
-            model_dir=model_dir, tf_random_seed=tf_random_seed,
-            save_summary_steps=save_summary_steps,
-            save_checkpoints_secs=save_checkpoints_secs or None,
-            save_checkpoints_steps=None if save_checkpoints_secs else _NEVER,
-            keep_checkpoint_max=keep_checkpoint_max, log_step_count_steps=None,
-            session_config=session_config, train_distribute=strategy)
+        run_config = _train_run_config(model_dir, strategy, session_config,
+                                       save_checkpoints_secs, save_summary_steps,
+                                       keep_checkpoint_max, tf_random_seed)
         estimator = _estimator(model_fn, params, model_dir, run_config)
         hooks = list(hooks) + [_NoSessionRecoveryHook(cluster)]
         tf.estimator.train_and_evaluate(

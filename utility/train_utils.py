@@ -164,6 +164,17 @@ def _format_value(value):
     return '%.4f' % value
 
 
+def _session_config(gpus, num_cpu_threads, gpu_memory_fraction):
+    """Thread pools (0 = one per core) and, with GPUs, their memory share (1.0 = grow)."""
+    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    config.intra_op_parallelism_threads = int(num_cpu_threads)
+    config.inter_op_parallelism_threads = int(num_cpu_threads)
+    if gpus:
+        config.gpu_options.per_process_gpu_memory_fraction = float(gpu_memory_fraction)
+        config.gpu_options.allow_growth = gpu_memory_fraction >= 1.0
+    return config
+
+
 def setup_replicas(multi_gpu=True, num_cpu_replicas=0, batch_size=None,
                    num_cpu_threads=0, gpu_memory_fraction=1.0, log=print):
     """Chooses the devices to train on and builds the matching strategy and session config.
@@ -182,12 +193,7 @@ def setup_replicas(multi_gpu=True, num_cpu_replicas=0, batch_size=None,
       (strategy or None, num_replicas, tf.compat.v1.ConfigProto)
     """
     gpus = tf.config.list_physical_devices('GPU')
-    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
-    config.intra_op_parallelism_threads = int(num_cpu_threads)
-    config.inter_op_parallelism_threads = int(num_cpu_threads)
-    if gpus:
-        config.gpu_options.per_process_gpu_memory_fraction = float(gpu_memory_fraction)
-        config.gpu_options.allow_growth = gpu_memory_fraction >= 1.0
+    config = _session_config(gpus, num_cpu_threads, gpu_memory_fraction)
 
     strategy = None
     num_replicas = 1
@@ -244,12 +250,7 @@ def setup_multi_worker(cluster, batch_size=None, num_cpu_threads=0, gpu_memory_f
       (strategy, num_replicas over the whole cluster, tf.compat.v1.ConfigProto)
     """
     gpus = tf.config.list_physical_devices('GPU')
-    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
-    config.intra_op_parallelism_threads = int(num_cpu_threads)
-    config.inter_op_parallelism_threads = int(num_cpu_threads)
-    if gpus:
-        config.gpu_options.per_process_gpu_memory_fraction = float(gpu_memory_fraction)
-        config.gpu_options.allow_growth = gpu_memory_fraction >= 1.0
+    config = _session_config(gpus, num_cpu_threads, gpu_memory_fraction)
     timeout = float(collective_timeout_secs or 0)
     if timeout > 0:
         # Every blocking call of a step (collectives included) fails after this long: the
