@@ -84,7 +84,8 @@ def main(_):
 
     driver = drivers.resolve_driver(FLAGS.driver)
     params = eval_utils.inference_params(
-        FLAGS, log=log, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+        FLAGS, log=log, checkpoint=checkpoint, data_dir=FLAGS.data_dir,
+        batch_size=FLAGS.batch_size,
         num_readers=FLAGS.num_readers)
     eval_utils.check_checkpoint_classes(checkpoint, params)
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'eval')

@@ -334,7 +334,8 @@ def _input_parts(params, data_dir, batch_size):
 
     def augment(image, b, l):
         return ssd_preprocessing.preprocess_for_train(image, b, l, out_size=size,
-                                                      channel_order=order)[0]
+                                                      channel_order=order,
+                                                      mean_rgb=params['mean_rgb'])[0]
 
     yield 'part_augmentation', (examples.repeat().map(augment, autotune)
                                 .batch(batch_size).prefetch(autotune))
