@@ -186,7 +186,7 @@ def _randomize(session, variables, rng):
             value = rng.uniform(-0.5, 0.5, shape) + (1. if v.op.name.endswith('gamma') else 0.)
         else:
             continue
-        v.load(value.astype(np.float32), session)
+        session.run(v.initializer, {v.initial_value: value.astype(np.float32)})
 
 
 def test_resnet50_restores_a_slim_checkpoint_and_computes_what_slim_computes(tmp_path):
@@ -380,7 +380,7 @@ def _train(tfrecord_dir, model_dir, backbone, steps=2):
                       + TRAIN_FAST_FLAGS, timeout=1800)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    losses = [float(v) for v in re.findall(r'step \d+, loss = ([-+0-9.eE]+|nan|inf)', out)]
+    losses = [float(v) for v in re.findall(r'step \d+, loss ([^,\s]+),', out)]
     assert losses and all(np.isfinite(losses)), out[-3000:]
     with open(os.path.join(model_dir, 'params.json')) as f:
         assert json.load(f)['backbone'] == backbone
@@ -437,3 +437,37 @@ def test_resnet18_eval_demo_and_export_read_the_backbone(resnet18_model_dir, tfr
 def test_resnet50_trains_two_steps_from_scratch(tfrecord_dir, tmp_path):
     seconds, _ = _train(tfrecord_dir, str(tmp_path / 'model'), 'resnet50')
     print('resnet50: 2 training steps through train_ssd.py in %.0f s' % seconds)
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def test_benchmark_counts_each_backbones_flops():
+    """benchmarks/bench_ssd.py counts the convolutions of whichever backbone params name;
+    ResNet-18 + SSD layers counted by hand here."""
+    import importlib.util
+    from net import ssd_model
+    spec = importlib.util.spec_from_file_location(
+        'bench_ssd', os.path.join(REPO_ROOT, 'benchmarks', 'bench_ssd.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def conv(size, kernel, cin, cout):
+        return size * size * kernel * kernel * cin * cout
+    hand = conv(150, 7, 3, 64)                                        # conv1
+    hand += 4 * conv(75, 3, 64, 64)                                   # block1: 2 units
+    hand += conv(38, 3, 64, 128) + conv(38, 1, 64, 128) + 3 * conv(38, 3, 128, 128)
+    hand += conv(19, 3, 128, 256) + conv(19, 1, 128, 256) + 3 * conv(19, 3, 256, 256)
+    hand += conv(19, 1, 256, 256) + conv(10, 3, 256, 512)             # conv8
+    hand += conv(10, 1, 512, 128) + conv(5, 3, 128, 256)              # conv9
+    hand += conv(5, 1, 256, 128) + conv(3, 3, 128, 256)               # conv10
+    hand += conv(3, 1, 256, 128) + conv(1, 3, 128, 256)               # conv11
+    for size, depth, k in zip([38, 19, 10, 5, 3, 1], [128, 256, 512, 256, 256, 256], K):
+        hand += conv(size, 3, depth, k * 4) + conv(size, 3, depth, k * 21)
+    macs = bench.ssd300_conv_macs(ssd_model.make_params(backbone='resnet18'))
+    assert sum(macs.values()) == hand
+    assert macs['ssd300/conv1'] == conv(150, 7, 3, 64)
+    # VGG-16's count is unchanged (31.37 GMAC); ResNet-50's lies between.
+    gmac = {n: bench.backbone_train_gflop(n)[0] for n in ('vgg16', 'resnet50')}
+    assert round(gmac['vgg16'] * 1e9) == 31373537792
+    assert hand / 1e9 < gmac['resnet50'] < gmac['vgg16']
