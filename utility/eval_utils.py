@@ -140,22 +140,13 @@ MODEL_IDENTITY_KEYS = ('backbone', 'anchor_spec', 'num_classes')
 def model_dir_params(checkpoint_prefix):
     """The params.json train_ssd.py wrote beside `checkpoint_prefix` (a dict), or {} if none.
 
-    ValueError (naming the file) when it exists but is not a JSON object.
+    ValueError (naming the file) when it exists but is not a JSON object
+    (utility/model_dir.load_params).
     """
+    from utility import model_dir
     if not checkpoint_prefix:
         return {}
-    path = os.path.join(os.path.dirname(str(checkpoint_prefix)), 'params.json')
-    if not tf.io.gfile.exists(path):
-        return {}
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            params = json.load(f)
-    except ValueError as err:
-        raise ValueError('%s is not valid JSON (%s); fix or delete it (it records how the '
-                         'model was trained: backbone, anchors, classes).' % (path, err))
-    if not isinstance(params, dict):
-        raise ValueError('%s holds no JSON object; fix or delete it.' % path)
-    return params
+    return model_dir.load_params(os.path.dirname(str(checkpoint_prefix))) or {}
 
 
 def _flag_given(values, name):
