@@ -123,7 +123,8 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
 
     driver = drivers.resolve_driver(FLAGS.driver)
     params = eval_utils.inference_params(
-        FLAGS, log=log, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+        FLAGS, log=log, checkpoint=checkpoint, data_dir=FLAGS.data_dir,
+        batch_size=FLAGS.batch_size,
         num_readers=FLAGS.num_readers)
     eval_utils.check_checkpoint_classes(checkpoint, params)
     log('Evaluating %s on %d images of %s (%s driver).'

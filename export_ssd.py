@@ -62,7 +62,7 @@ def main(_):
 
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
     driver = drivers.resolve_driver(FLAGS.driver)
-    params = eval_utils.inference_params(FLAGS, log=log, batch_size=1)
+    params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint, batch_size=1)
     eval_utils.check_checkpoint_classes(checkpoint, params)
     export_base = FLAGS.export_dir or os.path.join(FLAGS.model_dir, 'export')
     eval_utils.check_directory_target(export_base, 'export_dir')

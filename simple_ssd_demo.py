@@ -82,7 +82,8 @@ def main(_):
                          'GIF files or directories holding them.')
 
     driver = drivers.resolve_driver(FLAGS.driver)
-    params = eval_utils.inference_params(FLAGS, log=log, batch_size=FLAGS.batch_size)
+    params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint,
+                                         batch_size=FLAGS.batch_size)
     eval_utils.check_checkpoint_classes(checkpoint, params)
     log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
         % (checkpoint, len(readable), FLAGS.score_threshold, FLAGS.output_dir))

@@ -77,12 +77,20 @@ flags.DEFINE_string('checkpoint_path', './model',
                     'Pretrained reduced-fc VGG-16: a checkpoint directory or prefix (V1 or '
                     'V2). Empty (--checkpoint_path=) trains from scratch. Ignored when '
                     '--model_dir already holds a checkpoint (training resumes instead).')
-flags.DEFINE_string('checkpoint_model_scope', 'vgg_16',
-                    'Variable scope of the backbone inside the pretrained checkpoint.')
+flags.DEFINE_string('checkpoint_model_scope', None,
+                    'Variable scope of the backbone inside the pretrained checkpoint '
+                    '(default: the backbone\'s: vgg_16, resnet_v1_50, ...).')
 flags.DEFINE_string('model_scope', 'ssd300', 'Variable scope of the model.')
-flags.DEFINE_string('checkpoint_exclude_scopes',
-                    'ssd300/multibox_head, ssd300/additional_layers, ssd300/conv4_3_scale',
-                    'Comma-separated model scopes never restored from --checkpoint_path.')
+flags.DEFINE_enum('backbone', 'vgg16', ['vgg16', 'resnet18', 'resnet34', 'resnet50', 'resnet101'],
+                  'Feature extractor (net/backbones.py); its input convention and checkpoint '
+                  'scope come with it. ResNet weights: see model/README.md.')
+flags.DEFINE_boolean('freeze_batch_norm', False,
+                     'ResNets: batch norm uses its moving statistics in training too and '
+                     'gamma/beta stay fixed (for fine-tuning with few images per replica).')
+flags.DEFINE_string('checkpoint_exclude_scopes', None,
+                    'Comma-separated model scopes never restored from --checkpoint_path '
+                    '(default: SSD\'s new layers, for vgg16 \'ssd300/multibox_head, '
+                    'ssd300/additional_layers, ssd300/conv4_3_scale\').')
 flags.DEFINE_boolean('ignore_missing_vars', True,
                      'Model variables absent from the checkpoint keep their initial values '
                      '(they are listed); if false, a missing variable is an error.')
@@ -154,6 +162,7 @@ def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=No
         train_image_size=FLAGS.train_image_size,
         data_format=data_format,
         model_scope=FLAGS.model_scope,
+        backbone=FLAGS.backbone, freeze_batch_norm=FLAGS.freeze_batch_norm,
         data_dir=FLAGS.data_dir,
         batch_size=FLAGS.batch_size,
         num_replicas=num_replicas,

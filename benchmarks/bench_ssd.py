@@ -37,6 +37,11 @@ in `STAGES`):
                 (--num_images), median of --repeats conversions into fresh folders.
   kernels       (not in the default list; train reports it too) only the convolution and
                 matmul GFLOP/s.
+  backbones     (not in the default list) each of --backbones side by side: GFLOP per
+                training image (counted as below) and training images/s at
+                --backbones_batch_size (the train stage's worker, one subprocess each).
+
+--backbone (default vgg16) picks the network of the input, train and infer stages.
 
 FLOPs: forward multiply-accumulates of every convolution of the network, counted from the
 built graph's layer shapes (output H x W x kernel h x kernel w x in x out channels, batch
@@ -188,7 +193,8 @@ class Context(object):
         """Forward GMAC per image of SSD300 (ssd300_conv_macs), counted once per run."""
         if self._forward_gmac is None:
             from net import ssd_model
-            self._forward_gmac = sum(ssd300_conv_macs(ssd_model.make_params()).values()) / 1e9
+            self._forward_gmac = sum(ssd300_conv_macs(
+                ssd_model.make_params(backbone=self.args.backbone)).values()) / 1e9
         return self._forward_gmac
 
     def close(self):
@@ -288,7 +294,8 @@ def bench_input(args, context):
     """The training input pipeline of net.ssd_model.make_input_fn, and its parts alone."""
     from net import ssd_model
     cores = cpu_count()
-    params = ssd_model.make_params(data_dir=context.data_dir(), batch_size=args.batch_size)
+    params = ssd_model.make_params(data_dir=context.data_dir(), batch_size=args.batch_size,
+                                   backbone=args.backbone)
     dataset = _with_threading(ssd_model.make_input_fn(params, is_training=True)(), args)
     full = time_batches(dataset, args.batch_size, args.warmup, args.batches, args.repeats)
     result = collections.OrderedDict()
@@ -334,7 +341,8 @@ def _input_parts(params, data_dir, batch_size):
 
     def augment(image, b, l):
         return ssd_preprocessing.preprocess_for_train(image, b, l, out_size=size,
-                                                      channel_order=order)[0]
+                                                      channel_order=order,
+                                                      mean_rgb=params['mean_rgb'])[0]
 
     yield 'part_augmentation', (examples.repeat().map(augment, autotune)
                                 .batch(batch_size).prefetch(autotune))
@@ -415,7 +423,8 @@ def peak_memory():
 
 
 def ssd300_conv_macs(params):
-    """Forward multiply-accumulates per image of every convolution of SSD300.
+    """Forward multiply-accumulates per image of every convolution of SSD300 (with the
+    backbone params['backbone']; batch-norm, pooling and additions are not counted).
 
     Builds the network (batch 1, params' image size) in a throwaway graph and counts, for
     each tf_slim convolution, output height x width x kernel height x width x in x out
@@ -432,7 +441,7 @@ def ssd300_conv_macs(params):
         _, _, end_points = ssd_net.ssd300(
             images, params['num_classes'],
             anchor_lib.anchors_per_location(params['anchor_spec']),
-            scope=params['model_scope'])
+            scope=params['model_scope'], backbone=params.get('backbone', 'vgg16'))
         kernels = {v.op.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
         macs = collections.OrderedDict()
         for name, output in end_points.items():
@@ -559,7 +568,8 @@ def worker_train(args):
     from utility import drivers
     config = session_config(args)
     params = ssd_model.make_params(data_dir=args.data_dir, batch_size=args.batch_size,
-                                   data_format='channels_last', checkpoint_path=None)
+                                   data_format='channels_last', checkpoint_path=None,
+                                   backbone=args.backbone)
     result = collections.OrderedDict(batch_size=args.batch_size)
     with tf.Graph().as_default() as graph:
         tf.compat.v1.set_random_seed(SAMPLE_SEED)
@@ -600,7 +610,8 @@ def worker_infer(args):
     config = session_config(args)
     batch = args.infer_batch_size
     params = ssd_model.make_params(data_dir=args.data_dir, batch_size=batch,
-                                   data_format='channels_last', checkpoint_path=None)
+                                   data_format='channels_last', checkpoint_path=None,
+                                   backbone=args.backbone)
     result = collections.OrderedDict(batch_size=batch)
     with tf.Graph().as_default() as graph:
         tf.compat.v1.set_random_seed(SAMPLE_SEED)
@@ -677,7 +688,7 @@ WORKERS = {'kernels': worker_kernels, 'train': worker_train, 'infer': worker_inf
 # Arguments a worker needs from the parent (the rest are the parent's business).
 _WORKER_ARGS = ('threads', 'intra_op', 'inter_op', 'xla', 'bf16', 'train_warmup',
                 'train_steps', 'kernel_repeats', 'infer_batch_size', 'infer_warmup',
-                'infer_steps', 'trace_dir')
+                'infer_steps', 'trace_dir', 'backbone')
 
 
 def run_worker(name, args, data_dir=None, batch_size=None):
@@ -716,13 +727,14 @@ def bench_train(args, context):
     """Training images/s and GFLOP/s at each --train_batch_sizes, peak memory, and the
     ratio to the large convolution's GFLOP/s measured in the same run."""
     from net import ssd_model
-    macs = ssd300_conv_macs(ssd_model.make_params())
+    macs = ssd300_conv_macs(ssd_model.make_params(backbone=args.backbone))
     forward_gmac = sum(macs.values()) / 1e9
     train_gflop = forward_gmac * 2 * TRAIN_FLOP_FACTOR
     kernels = context.kernels()
     conv_rate = kernels['conv3x3']['gflop_per_s']
     result = collections.OrderedDict()
     result['method'] = 'sess.run(train_op), one fixed real batch in variables'
+    result['backbone'] = args.backbone
     result['forward_gmac_per_image'] = round(forward_gmac, 2)
     result['train_gflop_per_image'] = round(train_gflop, 1)
     result['conv3x3_gflop_per_s'] = conv_rate
@@ -752,6 +764,34 @@ def bench_train(args, context):
         result['meets_ratio_target'] = check['ratio_to_conv3x3'] >= args.train_target_ratio
         result['target_peak_rss_gb'] = args.memory_target_gb
         result['meets_memory_target'] = check['peak_rss_gb'] <= args.memory_target_gb
+    return result
+
+
+def backbone_train_gflop(backbone):
+    """(forward GMAC, training GFLOP) per 300x300 image of SSD300 with `backbone`."""
+    from net import ssd_model
+    forward_gmac = sum(ssd300_conv_macs(ssd_model.make_params(backbone=backbone)).values()) / 1e9
+    return forward_gmac, forward_gmac * 2 * TRAIN_FLOP_FACTOR
+
+
+def bench_backbones(args, context):
+    """Each of --backbones side by side: counted GFLOP per training image, training
+    images/s at --backbones_batch_size and the GFLOP/s that makes."""
+    result = collections.OrderedDict()
+    result['batch_size'] = args.backbones_batch_size
+    for name in [n.strip() for n in args.backbones.split(',') if n.strip()]:
+        forward_gmac, train_gflop = backbone_train_gflop(name)
+        worker = run_worker('train', argparse.Namespace(**dict(vars(args), backbone=name)),
+                            data_dir=context.data_dir(), batch_size=args.backbones_batch_size)
+        entry = collections.OrderedDict()
+        entry['forward_gmac_per_image'] = round(forward_gmac, 2)
+        entry['train_gflop_per_image'] = round(train_gflop, 1)
+        entry['images_per_s'] = worker['images_per_s']
+        entry['step_seconds'] = worker['step_seconds']
+        entry['gflop_per_s'] = round(worker['images_per_s'] * train_gflop, 1)
+        entry['peak_rss_gb'] = worker['peak_rss_gb']
+        entry['loss_after'] = worker['loss_after']
+        result[name] = entry
     return result
 
 
@@ -830,6 +870,7 @@ STAGES = collections.OrderedDict([
 # Stages that can be asked for but are not in the default list (train reports them too).
 EXTRA_STAGES = collections.OrderedDict([
     ('kernels', (bench_kernels, 'large 3x3 conv and matmul GFLOP/s only')),
+    ('backbones', (bench_backbones, 'each --backbones: training GFLOP/image and images/s')),
 ])
 
 
@@ -882,6 +923,14 @@ def summarize(report):
                 '(difference net+post - net)'] = (
             '%.3f (%.3f)' % (s['share_postprocess_alone'], s['share_after_network']),
             '< %g' % s['target_share_after_network'], s['meets_target'])
+    if 'backbones' in stages:
+        s = stages['backbones']
+        for name, entry in s.items():
+            if isinstance(entry, dict):
+                summary['%s: training GFLOP/image, images/s (batch %d), GFLOP/s' % (
+                    name, s['batch_size'])] = '%.1f, %.3f, %.1f' % (
+                        entry['train_gflop_per_image'], entry['images_per_s'],
+                        entry['gflop_per_s'])
     if 'metric' in stages:
         s = stages['metric']
         summary['VOC metric seconds, %d images' % s['images']] = (
@@ -980,6 +1029,13 @@ def build_parser():
     group.add_argument('--train_steps', type=int, default=3,
                        help='timed training steps; the median is reported '
                             '(default: %(default)s)')
+    group.add_argument('--backbone', default='vgg16',
+                       help='network of the input, train and infer stages (net/backbones.py; '
+                            'default: %(default)s)')
+    group.add_argument('--backbones', default='vgg16,resnet18,resnet34,resnet50,resnet101',
+                       help='backbones stage: which, side by side (default: %(default)s)')
+    group.add_argument('--backbones_batch_size', type=int, default=4,
+                       help='backbones stage: training batch (default: %(default)s)')
     group.add_argument('--kernel_repeats', type=int, default=5,
                        help='timed runs of each kernel (default: %(default)s)')
     group.add_argument('--infer_batch_size', type=int, default=8)
@@ -1050,7 +1106,7 @@ def main(argv=None):
                            'breakdown', 'threadpool', 'max_intra_op', 'train_batch_sizes',
                            'train_warmup', 'train_steps', 'kernel_repeats',
                            'infer_batch_size', 'infer_steps', 'threads', 'intra_op',
-                           'target_batch',
+                           'target_batch', 'backbone', 'backbones', 'backbones_batch_size',
                            'inter_op', 'xla', 'bf16', 'metric_images', 'convert_threads')}
     report['stages'] = collections.OrderedDict()
     try:

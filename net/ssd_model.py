@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from dataset import dataset_common
+from net import backbones
 from net import ssd_net
 from preprocessing import ssd_preprocessing
 from utility import anchor_manipulator
@@ -36,8 +37,12 @@ DEFAULT_PARAMS = {
     'num_classes': 21,
     'train_image_size': 300,
     'data_format': 'channels_last',
-    'channel_order': 'bgr',
     'model_scope': 'ssd300',
+    # net/backbones.py name; the four keys below left at None follow it (make_params).
+    'backbone': 'vgg16',
+    'channel_order': None,         # VGG-16: 'bgr'; ResNets: 'rgb'
+    'mean_rgb': None,              # subtracted on the 0-255 scale, (R, G, B)
+    'freeze_batch_norm': False,    # ResNets: moving statistics in training too
     # data
     'data_dir': './dataset/tfrecords',
     'batch_size': 16,              # global batch over all replicas
@@ -69,8 +74,8 @@ DEFAULT_PARAMS = {
     'log_every_n_steps': 10,
     # backbone restore
     'checkpoint_path': None,
-    'checkpoint_model_scope': 'vgg_16',
-    'checkpoint_exclude_scopes': '',
+    'checkpoint_model_scope': None,     # VGG-16: 'vgg_16'; ResNet-50: 'resnet_v1_50'
+    'checkpoint_exclude_scopes': None,  # the SSD layers (ssd_net.default_exclude_scopes)
     'ignore_missing_vars': True,
     # post-processing
     'select_threshold': 0.01,
@@ -83,16 +88,31 @@ DEFAULT_PARAMS = {
 
 
 def make_params(**overrides):
-    """Returns a complete params dict: defaults, the SSD300 anchor spec, then `overrides`.
+    """Returns a complete params dict: defaults, the anchor spec, then `overrides`.
 
+    Keys left at None that follow the backbone (net/backbones.py) get its values:
+    channel_order, mean_rgb, checkpoint_model_scope and checkpoint_exclude_scopes (SSD's new
+    layers under the model scope). Without an 'anchor_spec' override the spec is SSD300's for
+    the feature-map sizes the backbone gives at train_image_size (utility/anchors).
     Unknown keys are an error so that a misspelt flag cannot be silently ignored.
     """
     unknown = sorted(set(overrides) - set(DEFAULT_PARAMS) - {'anchor_spec'})
     if unknown:
         raise ValueError('Unknown model parameter(s): %s.' % ', '.join(unknown))
     params = dict(DEFAULT_PARAMS)
-    params['anchor_spec'] = anchor_lib.SSD300_SPEC
-    params.update(overrides)
+    params.update({k: v for k, v in overrides.items() if k != 'anchor_spec'})
+    backbone = backbones.get_backbone(params['backbone'])
+    derived = {'channel_order': backbone.channel_order,
+               'mean_rgb': list(backbone.mean_rgb),
+               'checkpoint_model_scope': backbone.checkpoint_model_scope,
+               'checkpoint_exclude_scopes': ssd_net.default_exclude_scopes(
+                   backbone.name, params['model_scope'])}
+    for key, value in derived.items():
+        if params[key] is None:
+            params[key] = value
+    params['anchor_spec'] = overrides.get('anchor_spec') or anchor_lib.ssd300_anchor_spec(
+        ssd_net.feature_shapes(backbone.name, int(params['train_image_size'])),
+        image_size=int(params['train_image_size']))
     params['anchor_spec'] = json.loads(json.dumps(params['anchor_spec']))
     return params
 
@@ -129,6 +149,7 @@ def make_input_fn(params, is_training, file_pattern=None):
     batch = int(params['batch_size']) // int(params.get('num_replicas', 1))
     out_size = int(params['train_image_size'])
     order = params['channel_order']
+    mean = params['mean_rgb']
     prior_scaling = params['anchor_spec']['prior_scaling']
     anchors_np = _anchors(params)
 
@@ -138,11 +159,11 @@ def make_input_fn(params, is_training, file_pattern=None):
         if augment:
             image, boxes, labels = ssd_preprocessing.preprocess_for_train(
                 parsed['image'], parsed['boxes'], parsed['labels'], out_size=out_size,
-                channel_order=order)
+                channel_order=order, mean_rgb=mean)
         else:
             # Resize + mean only: normalized boxes are unchanged by a plain resize.
             image = ssd_preprocessing.preprocess_for_eval(
-                parsed['image'], out_size=out_size, channel_order=order)
+                parsed['image'], out_size=out_size, channel_order=order, mean_rgb=mean)
             boxes, labels = parsed['boxes'], parsed['labels']
         loc_targets, cls_targets, _ = anchor_manipulator.encode_targets(
             boxes, labels, tf.constant(anchors_np),
@@ -153,7 +174,7 @@ def make_input_fn(params, is_training, file_pattern=None):
 
     def eval_map(parsed):
         image = ssd_preprocessing.preprocess_for_eval(
-            parsed['image'], out_size=out_size, channel_order=order)
+            parsed['image'], out_size=out_size, channel_order=order, mean_rgb=mean)
         return {'image': image, 'filename': parsed['filename'], 'shape': parsed['shape'],
                 'gt_boxes': parsed['boxes'], 'gt_labels': parsed['labels'],
                 'gt_difficult': parsed['difficult']}
@@ -185,7 +206,8 @@ def serving_inputs(params):
         image = tf.image.decode_image(data, channels=3, expand_animations=False)
         shape = tf.shape(image, out_type=tf.int32)
         image = ssd_preprocessing.preprocess_for_eval(
-            image, out_size=out_size, channel_order=params['channel_order'])
+            image, out_size=out_size, channel_order=params['channel_order'],
+            mean_rgb=params['mean_rgb'])
         return image, shape
 
     images, shapes = tf.map_fn(prepare, encoded, fn_output_signature=(tf.float32, tf.int32))
@@ -198,7 +220,8 @@ def serving_inputs(params):
 def _summary_image(features, labels, params, anchors):
     """First training image with its matched ground-truth boxes drawn, for TensorBoard."""
     image = features['image'][:1]
-    mean = tf.constant(ssd_preprocessing.channel_mean(params['channel_order']), tf.float32)
+    mean = tf.constant(ssd_preprocessing.channel_mean(params['channel_order'],
+                                                      params['mean_rgb']), tf.float32)
     image = image + mean
     if params['channel_order'] == 'bgr':
         image = image[..., ::-1]
@@ -229,7 +252,8 @@ def model_fn(features, labels, mode, params):
         images, num_classes=params['num_classes'],
         anchors_per_location=anchor_lib.anchors_per_location(spec),
         is_training=is_training, data_format=params['data_format'],
-        scope=params['model_scope'])
+        scope=params['model_scope'], backbone=params['backbone'],
+        freeze_batch_norm=params['freeze_batch_norm'])
 
     if mode == ModeKeys.PREDICT:
         detections = postprocess_lib.postprocess(

@@ -1,8 +1,12 @@
-"""SSD300 network: VGG-16 reduced-fc backbone + SSD extra layers + multibox heads (tf_slim).
+"""SSD300 network: a backbone + SSD extra layers + multibox heads (tf_slim).
 
 Graph-mode (tf.compat.v1) building blocks; importing this module has no side effects.
 
-Layout of the variables under the model scope (default ``ssd300``)::
+The backbone (net/backbones.py, chosen by name: 'vgg16' (default), 'resnet18', 'resnet34',
+'resnet50', 'resnet101') gives two source maps, at strides 8 and 16; the extra layers
+conv8..conv11 (on the stride-16 map) and the six multibox heads are the same for every
+backbone. VGG-16 reduced-fc is built here (``vgg16_reduced_fc``), the ResNets in
+net/backbones.py. Layout of the variables under the model scope (default ``ssd300``) for VGG-16::
 
     ssd300/conv1/conv1_1/{weights,biases} ... ssd300/conv5/conv5_3/{weights,biases}
     ssd300/fc6/{weights [3,3,512,1024], biases}      (3x3, dilation 6)
@@ -11,10 +15,11 @@ Layout of the variables under the model scope (default ``ssd300``)::
     ssd300/additional_layers/conv8/conv8_1 ... conv11/conv11_2/{weights,biases}
     ssd300/multibox_head/loc_{0..5}/{weights,biases}, ssd300/multibox_head/cls_{0..5}/{...}
 
-The backbone names are the public reduced-fc VGG-16 checkpoint's names with ``vgg_16``
-replaced by the model scope (see ``VGG_REDUCED_FC_SHAPES``), so restoring the backbone is a
-prefix remap (``utility/checkpoint_utils.py``). The new SSD layers live under
-``NEW_LAYER_SCOPES``, the seed's default ``--checkpoint_exclude_scopes``.
+The backbone names are the public ImageNet checkpoint's names with its scope (``vgg_16``,
+``resnet_v1_50``, ...) replaced by the model scope (see ``VGG_REDUCED_FC_SHAPES``), so restoring
+the backbone is a prefix remap (``utility/checkpoint_utils.py``). The new SSD layers live under
+``new_layer_scopes(backbone)`` (VGG-16: ``NEW_LAYER_SCOPES``), the default
+``--checkpoint_exclude_scopes`` (``default_exclude_scopes``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,9 +29,11 @@ import collections
 import tensorflow as tf
 import tf_slim as slim
 
+from net import backbones
+
 # Scope of the backbone variables in the public reduced-fc VGG-16 checkpoint.
 CHECKPOINT_MODEL_SCOPE = 'vgg_16'
-# Default model scope: variable names are MODEL_SCOPE + the checkpoint name minus 'vgg_16'.
+# Default model scope: variable names are MODEL_SCOPE + the checkpoint name minus its scope.
 MODEL_SCOPE = 'ssd300'
 
 # (number of 3x3 convs, filters) of the five VGG-16 blocks conv1..conv5.
@@ -57,14 +64,53 @@ def _vgg_reduced_fc_shapes():
 # and model/README.md. In the model they are named 'ssd300/...' instead of 'vgg_16/...'.
 VGG_REDUCED_FC_SHAPES = _vgg_reduced_fc_shapes()
 
-# Scopes (under the model scope) of the variables SSD adds to the backbone. They are not in a
-# backbone checkpoint; this is the seed's default --checkpoint_exclude_scopes.
-NEW_LAYER_SCOPES = ('multibox_head', 'additional_layers', 'conv4_3_scale')
+# Scopes (under the model scope) of the variables SSD adds to every backbone.
+SSD_LAYER_SCOPES = ('multibox_head', 'additional_layers')
+# With VGG-16's conv4_3 scale: the seed's default --checkpoint_exclude_scopes.
+NEW_LAYER_SCOPES = SSD_LAYER_SCOPES + backbones.BACKBONES['vgg16'].added_scopes
 
-# Source feature maps of the six multibox heads, in anchor order.
-SOURCE_LAYERS = ('conv4_3_norm', 'fc7', 'conv8', 'conv9', 'conv10', 'conv11')
-# Their spatial sizes for a 300x300 input (= utility/anchors SSD300_SPEC['feature_shapes']).
+# The extra layers' source maps (heads 2..5).
+EXTRA_SOURCE_LAYERS = ('conv8', 'conv9', 'conv10', 'conv11')
+# Source feature maps of the six multibox heads of VGG-16, in anchor order.
+SOURCE_LAYERS = backbones.BACKBONES['vgg16'].source_layers + EXTRA_SOURCE_LAYERS
+# Their spatial sizes for a 300x300 input (= feature_shapes(backbone, 300), any backbone).
 SSD300_FEATURE_SHAPES = (38, 19, 10, 5, 3, 1)
+
+_DATA_FORMATS = backbones.DATA_FORMATS
+_check_data_format = backbones.check_data_format
+
+
+def source_layers(backbone='vgg16'):
+    """end_points names of the six source maps, in anchor order (backbone's two + conv8..11)."""
+    return tuple(backbones.get_backbone(backbone).source_layers) + EXTRA_SOURCE_LAYERS
+
+
+def new_layer_scopes(backbone='vgg16'):
+    """Scopes (under the model scope) that no ImageNet checkpoint of `backbone` has."""
+    return SSD_LAYER_SCOPES + tuple(backbones.get_backbone(backbone).added_scopes)
+
+
+def default_exclude_scopes(backbone='vgg16', model_scope=MODEL_SCOPE):
+    """The default --checkpoint_exclude_scopes for `backbone`: its new layers, comma-separated
+    ('ssd300/multibox_head, ssd300/additional_layers, ssd300/conv4_3_scale' for VGG-16)."""
+    return ', '.join('%s/%s' % (model_scope, s) for s in new_layer_scopes(backbone))
+
+
+def feature_shapes(backbone='vgg16', image_size=300):
+    """Sides (cells) of the six source maps for a square `image_size` input, computed without
+    building the graph: the backbone's stride-8 and stride-16 maps, then conv8 and conv9
+    (3x3/2 SAME: ceil(n / 2)), conv10 and conv11 (3x3 VALID: n - 2). 300 -> [38, 19, 10, 5,
+    3, 1] for every registered backbone. ValueError when the input is too small."""
+    sizes = list(backbones.source_map_sizes(backbone, image_size))
+    size = sizes[-1]
+    for _, _, _, stride, padding in _EXTRA_LAYERS:
+        size = (size + stride - 1) // stride if padding == 'SAME' else (size - 3) // stride + 1
+        sizes.append(size)
+    if min(sizes) < 1:
+        raise ValueError('A %dx%d input is too small for SSD\'s six source maps (%s); use '
+                         '--train_image_size=300.' % (image_size, image_size, sizes))
+    return sizes
+
 
 # Extra layers: (block, 1x1 filters, 3x3 filters, 3x3 stride, 3x3 padding), as the original
 # SSD.TensorFlow code builds them (its trained weights depend on it). The 1x1 convs are SAME
@@ -75,14 +121,6 @@ SSD300_FEATURE_SHAPES = (38, 19, 10, 5, 3, 1)
 # (5 -> 3 -> 1).
 _EXTRA_LAYERS = (('conv8', 256, 512, 2, 'SAME'), ('conv9', 128, 256, 2, 'SAME'),
                  ('conv10', 128, 256, 1, 'VALID'), ('conv11', 128, 256, 1, 'VALID'))
-
-_DATA_FORMATS = {'channels_last': 'NHWC', 'channels_first': 'NCHW'}
-
-
-def _check_data_format(data_format):
-    if data_format not in _DATA_FORMATS:
-        raise ValueError("data_format=%r is not supported; use 'channels_last' (NHWC) or "
-                         "'channels_first' (NCHW)." % (data_format,))
 
 
 def default_data_format():
@@ -215,10 +253,10 @@ def vgg16_reduced_fc(inputs, data_format='channels_last'):
 
 
 def extra_layers(net, data_format='channels_last'):
-    """SSD's extra feature layers conv8..conv11 on top of fc7.
+    """SSD's extra feature layers conv8..conv11 on top of the backbone's stride-16 map.
 
     Args:
-      net: fc7 output, [B, 19, 19, 1024] (or NCHW) for a 300x300 input.
+      net: the stride-16 map (VGG-16: fc7), [B, 19, 19, C] (or NCHW) for a 300x300 input.
     Returns:
       list of the four block outputs: 10x10x512, 5x5x256, 3x3x256, 1x1x256 for 300x300
       (padding: see _EXTRA_LAYERS; conv9_2 pads only at the bottom/right).
@@ -269,35 +307,42 @@ def multibox_head(feature_maps, num_classes, anchors_per_location, data_format='
 
 
 def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
-           data_format='channels_last', scope=MODEL_SCOPE):
-    """Builds SSD300 (VGG-16 reduced-fc + extra layers + multibox heads).
+           data_format='channels_last', scope=MODEL_SCOPE, backbone='vgg16',
+           freeze_batch_norm=False):
+    """Builds SSD300 (a backbone + extra layers + multibox heads).
 
     Args:
-      inputs: float32 [B, 300, 300, 3], NHWC, mean-subtracted BGR (always NHWC; with
-        data_format='channels_first' the network transposes to NCHW inside).
+      inputs: float32 [B, 300, 300, 3], NHWC, normalized as the backbone expects
+        (backbones.get_backbone(backbone).channel_order / mean_rgb; VGG-16: mean-subtracted
+        BGR). Always NHWC; with data_format='channels_first' the network transposes to NCHW.
       num_classes: classes including background (21 for VOC).
       anchors_per_location: anchors per cell for the six source maps, [4, 6, 6, 6, 4, 4]
         (utility/anchors.anchors_per_location(spec)).
-      is_training: accepted for interface symmetry; SSD300 has no dropout or batch norm, so
-        the graph is the same either way.
+      is_training: batch norm (ResNets) uses batch statistics and adds its moving-average
+        updates to UPDATE_OPS; VGG-16 has no train-only layers (same graph either way).
       data_format: 'channels_last' or 'channels_first' (GPU only; see resolve_data_format).
-      scope: model variable scope; backbone variables are scope + checkpoint name minus 'vgg_16'.
+      scope: model variable scope; backbone variables are scope + checkpoint name minus the
+        checkpoint's scope ('vgg_16', 'resnet_v1_50', ...).
+      backbone: a net/backbones.py name: 'vgg16', 'resnet18', 'resnet34', 'resnet50',
+        'resnet101'.
+      freeze_batch_norm: ResNets: moving statistics in training too, gamma/beta frozen.
     Returns:
       cls_logits: float32 [B, 8732, num_classes], unnormalized class scores.
       loc_preds: float32 [B, 8732, 4], encoded box offsets; anchor order (layer, y, x, anchor
         type) as utility/anchors.generate_anchors.
       end_points: dict: every slim layer output keyed by its scope path, the six source maps
-        under SOURCE_LAYERS names ('conv4_3_norm', 'fc7', 'conv8', ..., 'conv11') in
-        `data_format` (38, 19, 10, 5, 3, 1 pixels for 300x300), 'feature_maps' (the same six
-        as a list), 'cls_logits' and 'loc_preds'.
+        under source_layers(backbone) names (VGG-16: 'conv4_3_norm', 'fc7', 'conv8', ...,
+        'conv11') in `data_format` (38, 19, 10, 5, 3, 1 pixels for 300x300), 'feature_maps'
+        (the same six as a list), 'cls_logits' and 'loc_preds'.
     """
-    del is_training  # no train-only layers in SSD300
     _check_data_format(data_format)
+    spec = backbones.get_backbone(backbone)
+    names = source_layers(backbone)
     anchors_per_location = list(anchors_per_location)
-    if len(anchors_per_location) != len(SOURCE_LAYERS):
+    if len(anchors_per_location) != len(names):
         raise ValueError('anchors_per_location has %d entries but SSD300 has %d source layers; '
                          'pass utility.anchors.anchors_per_location(spec) (6 numbers).'
-                         % (len(anchors_per_location), len(SOURCE_LAYERS)))
+                         % (len(anchors_per_location), len(names)))
     inputs = tf.convert_to_tensor(inputs, dtype=tf.float32)
     shape = inputs.get_shape()
     if shape.rank is not None and (shape.rank != 4 or shape.as_list()[3] != 3):
@@ -313,14 +358,14 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
             net = inputs
             if data_format == 'channels_first':
                 net = tf.transpose(net, [0, 3, 1, 2], name='to_nchw')
-            conv4_3, fc7 = vgg16_reduced_fc(net, data_format)
-            conv4_3_norm = _l2_normalize_scaled(conv4_3, data_format)
-            extras = extra_layers(fc7, data_format)
-            feature_maps = [conv4_3_norm, fc7] + extras
+            sources = spec.build(net, is_training=is_training, data_format=data_format,
+                                 freeze_batch_norm=freeze_batch_norm)
+            extras = extra_layers(sources[-1], data_format)
+            feature_maps = list(sources) + extras
             cls_logits, loc_preds = multibox_head(feature_maps, num_classes,
                                                   anchors_per_location, data_format)
         end_points = collections.OrderedDict(slim.utils.convert_collection_to_dict(collection))
-        for name, feature in zip(SOURCE_LAYERS, feature_maps):
+        for name, feature in zip(names, feature_maps):
             end_points[name] = feature
         end_points['feature_maps'] = feature_maps
         end_points['cls_logits'] = cls_logits

@@ -26,8 +26,10 @@ Training augmentation follows the SSD paper (Liu et al., 2016, section 3.6):
    commute (see `_photometric_affine`), so they are composed into one 3x3 colour
    map plus offset and clipped to [0, 255] once; the paper's random order would
    only change where intermediate clipping happens;
-6. mean subtraction (`MEAN_RGB`) and channel reordering (BGR by default, the
-   order the reduced-fc VGG-16 weights expect).
+6. mean subtraction (`mean_rgb`, default `MEAN_RGB`) and channel reordering (BGR by
+   default, the order the reduced-fc VGG-16 weights expect).  Both are the backbone's
+   input convention: net/backbones.py states them per backbone and the callers pass
+   params['channel_order'] / params['mean_rgb'] (ResNets: RGB, the same mean).
 
 For speed, steps 1-4 sample the source image once: zoom-out, crop and flip are
 composed into one sampling window expressed in the original image's normalized
@@ -77,13 +79,14 @@ import numpy as np
 import tensorflow as tf
 
 # ---------------------------------------------------------------------------
-# Normalization constants (the one place for them; demo and export reuse them).
+# Normalization defaults (VGG-16's; each backbone's own live in net/backbones.py and
+# reach the functions below through params['channel_order'] / params['mean_rgb']).
 # ---------------------------------------------------------------------------
 MEAN_RGB = (123.68, 116.78, 103.94)
-"""ImageNet per-channel mean of the VGG-16 weights, in R, G, B order (0-255 scale)."""
+"""Default per-channel mean (the VGG-16 weights'), in R, G, B order (0-255 scale)."""
 
 DEFAULT_CHANNEL_ORDER = 'bgr'
-"""Channel order of the network input: the reduced-fc VGG-16 weights expect BGR."""
+"""Default channel order of the network input: the reduced-fc VGG-16 weights expect BGR."""
 
 CHANNEL_ORDERS = ('bgr', 'rgb')
 
@@ -133,23 +136,39 @@ def _check_channel_order(channel_order):
                          'VGG-16 reduced-fc weights or "rgb".' % (CHANNEL_ORDERS, channel_order))
 
 
-def channel_mean(channel_order=DEFAULT_CHANNEL_ORDER):
-    """The mean (0-255 scale) as a tuple of 3 floats in `channel_order` ('bgr' or 'rgb')."""
+def _mean_rgb(mean_rgb):
+    """`mean_rgb` as a tuple of 3 floats (None: MEAN_RGB); ValueError otherwise."""
+    if mean_rgb is None:
+        return tuple(MEAN_RGB)
+    mean = tuple(float(v) for v in mean_rgb)
+    if len(mean) != 3:
+        raise ValueError('mean_rgb must be 3 numbers (R, G, B on the 0-255 scale), got %r; it '
+                         'comes from the backbone (params["mean_rgb"]).' % (mean_rgb,))
+    return mean
+
+
+def channel_mean(channel_order=DEFAULT_CHANNEL_ORDER, mean_rgb=None):
+    """The mean (0-255 scale) as a tuple of 3 floats in `channel_order` ('bgr' or 'rgb').
+
+    mean_rgb: the backbone's mean in R, G, B order (params['mean_rgb']); None: MEAN_RGB.
+    """
     _check_channel_order(channel_order)
-    return tuple(MEAN_RGB[::-1]) if channel_order == 'bgr' else tuple(MEAN_RGB)
+    mean = _mean_rgb(mean_rgb)
+    return tuple(mean[::-1]) if channel_order == 'bgr' else mean
 
 
-def denormalize_image(image, channel_order=DEFAULT_CHANNEL_ORDER):
+def denormalize_image(image, channel_order=DEFAULT_CHANNEL_ORDER, mean_rgb=None):
     """Undo the network-input normalization, for drawing (numpy).
 
     Args:
       image: float array [..., H, W, 3], mean-subtracted, channels in `channel_order`.
       channel_order: 'bgr' or 'rgb', as given to the preprocessing.
+      mean_rgb: the mean given to the preprocessing (None: MEAN_RGB).
     Returns:
       uint8 array [..., H, W, 3] in RGB order, values clipped to [0, 255].
     """
-    image = np.asarray(image, dtype=np.float32) + np.asarray(channel_mean(channel_order),
-                                                            dtype=np.float32)
+    image = np.asarray(image, dtype=np.float32) + np.asarray(
+        channel_mean(channel_order, mean_rgb), dtype=np.float32)
     if channel_order == 'bgr':
         image = image[..., ::-1]
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
@@ -211,17 +230,20 @@ def _resize_window(padded, window, out_size, extrapolation_value):
         extrapolation_value=extrapolation_value)[0]
 
 
-def preprocess_for_eval(image, out_size=300, channel_order=DEFAULT_CHANNEL_ORDER):
+def preprocess_for_eval(image, out_size=300, channel_order=DEFAULT_CHANNEL_ORDER,
+                        mean_rgb=None):
     """Evaluation preprocessing: resize and mean subtraction only.
 
     Args:
       image: uint8 [H, W, 3], RGB.
       out_size: output side in pixels.
       channel_order: 'bgr' (default, VGG-16 reduced-fc) or 'rgb'.
+      mean_rgb: per-channel mean (R, G, B, 0-255) to subtract; None: MEAN_RGB. The
+        backbone's input convention (params['channel_order'], params['mean_rgb']).
     Returns:
       float32 [out_size, out_size, 3]: the whole image resized as the original code does,
       `tf.compat.v1.image.resize_bilinear(align_corners=False)` (no half-pixel centres:
-      output pixel i reads source index i * in / out), minus `MEAN_RGB`, channels in
+      output pixel i reads source index i * in / out), minus the mean, channels in
       `channel_order`.  Normalized boxes of the input stay valid for the output unchanged.
     """
     _check_channel_order(channel_order)
@@ -234,7 +256,7 @@ def preprocess_for_eval(image, out_size=300, channel_order=DEFAULT_CHANNEL_ORDER
         kernel = np.eye(3, dtype=np.float32)
         if channel_order == 'bgr':
             kernel = kernel[:, ::-1].copy()
-        bias = -np.asarray(channel_mean(channel_order), np.float32)
+        bias = -np.asarray(channel_mean(channel_order, mean_rgb), np.float32)
         out = _conv1x1(resized, tf.constant(kernel), tf.constant(bias))
         out.set_shape([out_size, out_size, 3])
         return out
@@ -415,7 +437,7 @@ def _conv1x1(image, kernel, bias):
     return tf.nn.bias_add(out, bias)[0]
 
 
-def _colour_and_normalize(resized, m, b, channel_order):
+def _colour_and_normalize(resized, m, b, channel_order, mean_rgb=None):
     """out = clip(x @ m + b, 0, 255) - mean inside the image and 0 outside (to float
     rounding, |out| < 1e-4); m [3, 3] and b [3] already give `channel_order` outputs.
 
@@ -427,7 +449,7 @@ def _colour_and_normalize(resized, m, b, channel_order):
       2. out = 42.5 z[:3] - mean + 2 z[3] (mean - 42.5 z_out), z_out the (constant) value
          of z[:3] at an outside pixel, which makes outside pixels 0.
     """
-    mean = np.asarray(channel_mean(channel_order), np.float32)
+    mean = np.asarray(channel_mean(channel_order, mean_rgb), np.float32)
     scale = 255. / 6.
     indicator = np.array([[-1.], [0.], [0.]], np.float32)
     w1 = tf.concat([m / scale, indicator], axis=1)                           # [3, 4]
@@ -439,7 +461,7 @@ def _colour_and_normalize(resized, m, b, channel_order):
     return _conv1x1(z, w2, -mean)
 
 
-def _render(image, window, params, out_size, channel_order):
+def _render(image, window, params, out_size, channel_order, mean_rgb=None):
     """Samples `window` of the uint8 RGB image [H, W, 3] to [out_size, out_size, 3], applies
     the photometric parameters `params` [4] (see `_photometric_params`), clips, subtracts
     the mean and orders the channels; outside the image the output is 0."""
@@ -452,13 +474,13 @@ def _render(image, window, params, out_size, channel_order):
     channel_sums = tf.reduce_sum(tf.nn.relu(grid), axis=0)                  # outside -> 0
     luma_mean = tf.math.divide_no_nan(tf.reduce_sum(channel_sums * _LUMA_WEIGHTS), count)
     m, b = _photometric_affine(params, luma_mean, channel_order)
-    out = _colour_and_normalize(resized, m, b, channel_order)
+    out = _colour_and_normalize(resized, m, b, channel_order, mean_rgb)
     out.set_shape([out_size, out_size, 3])
     return out
 
 
 def preprocess_for_train(image, boxes, labels, out_size=300,
-                         channel_order=DEFAULT_CHANNEL_ORDER, seed=None):
+                         channel_order=DEFAULT_CHANNEL_ORDER, seed=None, mean_rgb=None):
     """SSD training augmentation of one image (see the module docstring for the steps).
 
     Args:
@@ -468,6 +490,7 @@ def preprocess_for_train(image, boxes, labels, out_size=300,
       out_size: output side in pixels.
       channel_order: 'bgr' (default, VGG-16 reduced-fc) or 'rgb'.
       seed: None, a Python int, or an int tensor [2] (see the module docstring).
+      mean_rgb: per-channel mean (R, G, B, 0-255) to subtract; None: MEAN_RGB.
     Returns:
       image: float32 [out_size, out_size, 3], mean-subtracted, channels in `channel_order`;
         area outside the source image (zoom-out) is 0 (= the mean; |v| < 1e-4).
@@ -489,7 +512,7 @@ def preprocess_for_train(image, boxes, labels, out_size=300,
         new_boxes, new_labels = _boxes_in_window(boxes, labels, window)
         new_boxes, window = _flip_left_right(new_boxes, window, u_flip < FLIP_PROB)
         out_image = _render(image, window, _photometric_params(tf.reshape(u_colour, [8])),
-                            out_size, channel_order)
+                            out_size, channel_order, mean_rgb)
         new_boxes.set_shape([None, 4])
         new_labels.set_shape([None])
         return out_image, new_boxes, new_labels

@@ -12,32 +12,62 @@ import math
 
 import numpy as np
 
-# SSD300 on a 300x300 input: VGG-16 conv4_3, fc7 and four extra layers.
-SSD300_SPEC = {
-    'image_size': 300,
-    'feature_shapes': [38, 19, 10, 5, 3, 1],
-    'layer_steps': [8, 16, 32, 64, 100, 300],
-    'anchor_offset': 0.5,
-    # s_k of each layer: the square anchor of side s_k and the ratio-r anchors of area s_k^2.
-    'anchor_scales': [0.1, 0.2, 0.375, 0.55, 0.725, 0.9],
-    # The notional s_7 that follows the last layer: the last layer's extra square anchor has
-    # side sqrt(s_6 * s_7) (every other layer uses sqrt(s_k * s_{k+1})).
-    'anchor_scale_end': 1.075,
-    # Optional: the extra squares' sides given explicitly (they then win over the formula).
-    # SSD300 uses the original SSD.TensorFlow values, sqrt(s_k * s_{k+1}) rounded to 4
-    # digits, so checkpoints trained by the original decode exactly as there.
-    'extra_anchor_scales': [0.1414, 0.2739, 0.4541, 0.6315, 0.8078, 0.9836],
-    # Aspect ratios (w / h) besides the two squares, per layer (1/3 written 0.3333 as in the
-    # original code, for the same reason).
-    'anchor_ratios': [[2.0, 0.5],
-                      [2.0, 3.0, 0.5, 0.3333],
-                      [2.0, 3.0, 0.5, 0.3333],
-                      [2.0, 3.0, 0.5, 0.3333],
-                      [2.0, 0.5],
-                      [2.0, 0.5]],
-    # Box-code variances: (cy, cx, h, w) offsets are divided by these when encoding.
-    'prior_scaling': [0.1, 0.1, 0.2, 0.2],
-}
+# The original SSD300's six source maps on a 300x300 input (the backbone's stride-8 and
+# stride-16 maps, then conv8..conv11) and the anchor steps it uses for them.
+_SSD300_FEATURE_SHAPES = (38, 19, 10, 5, 3, 1)
+_SSD300_IMAGE_SIZE = 300
+_SSD300_LAYER_STEPS = (8, 16, 32, 64, 100, 300)
+
+
+def ssd300_anchor_spec(feature_shapes=_SSD300_FEATURE_SHAPES, image_size=_SSD300_IMAGE_SIZE):
+    """The SSD300 anchor spec for a network whose six source maps are `feature_shapes` cells a
+    side on an `image_size` input (net/ssd_net.feature_shapes(backbone, image_size)).
+
+    Scales, ratios, offsets and prior scaling are SSD300's whatever the backbone. Each layer's
+    step (cell pitch in pixels) is the original's [8, 16, 32, 64, 100, 300] where the size
+    and image size are SSD300's (so every backbone, at 300x300, gets exactly SSD300_SPEC), and
+    image_size / size otherwise.
+
+    Returns a new JSON-serializable dict; ValueError unless there are 6 positive sizes.
+    """
+    shapes = [int(s) for s in feature_shapes]
+    if len(shapes) != len(_SSD300_FEATURE_SHAPES) or min(shapes) < 1:
+        raise ValueError('SSD300 anchors need 6 positive feature-map sizes, got %s; the '
+                         'backbone must give two source maps (strides 8 and 16) before the '
+                         'four extra layers.' % (list(feature_shapes),))
+    steps = [step if (size == ref and int(image_size) == _SSD300_IMAGE_SIZE)
+             else float(image_size) / size
+             for size, ref, step in zip(shapes, _SSD300_FEATURE_SHAPES, _SSD300_LAYER_STEPS)]
+    return {
+        'image_size': int(image_size),
+        'feature_shapes': shapes,
+        'layer_steps': steps,
+        'anchor_offset': 0.5,
+        # s_k of each layer: the square anchor of side s_k and the ratio-r anchors of area s_k^2.
+        'anchor_scales': [0.1, 0.2, 0.375, 0.55, 0.725, 0.9],
+        # The notional s_7 that follows the last layer: the last layer's extra square anchor
+        # has side sqrt(s_6 * s_7) (every other layer uses sqrt(s_k * s_{k+1})).
+        'anchor_scale_end': 1.075,
+        # Optional: the extra squares' sides given explicitly (they then win over the
+        # formula). SSD300 uses the original SSD.TensorFlow values, sqrt(s_k * s_{k+1}) rounded
+        # to 4 digits, so checkpoints trained by the original decode exactly as there.
+        'extra_anchor_scales': [0.1414, 0.2739, 0.4541, 0.6315, 0.8078, 0.9836],
+        # Aspect ratios (w / h) besides the two squares, per layer (1/3 written 0.3333 as in
+        # the original code, for the same reason).
+        'anchor_ratios': [[2.0, 0.5],
+                          [2.0, 3.0, 0.5, 0.3333],
+                          [2.0, 3.0, 0.5, 0.3333],
+                          [2.0, 3.0, 0.5, 0.3333],
+                          [2.0, 0.5],
+                          [2.0, 0.5]],
+        # Box-code variances: (cy, cx, h, w) offsets are divided by these when encoding.
+        'prior_scaling': [0.1, 0.1, 0.2, 0.2],
+    }
+
+
+# SSD300 on a 300x300 input (any backbone of net/backbones.py: VGG-16 conv4_3, fc7, or a
+# ResNet's stride-8 and stride-16 stages, then four extra layers).
+SSD300_SPEC = ssd300_anchor_spec()
 
 _LAYER_KEYS = ('feature_shapes', 'layer_steps', 'anchor_scales', 'anchor_ratios')
 _REQUIRED_KEYS = _LAYER_KEYS + ('image_size', 'anchor_offset', 'anchor_scale_end',

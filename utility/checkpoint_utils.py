@@ -20,6 +20,11 @@ Which variables are restored (semantics used by train_ssd.py):
 Every model variable not restored (excluded or missing) is logged and listed in the report, so
 with train_ssd.py's defaults the backbone (30 variables) is restored and the rest listed.
 
+ResNet backbones (net/backbones.py) need no name map: their variables are TF-slim's resnet_v1
+names under the model scope, so TF-slim's published resnet_v1_50.ckpt / resnet_v1_101.ckpt
+restore with checkpoint_model_scope 'resnet_v1_50' / 'resnet_v1_101' (the backbone's default),
+batch-norm moving statistics included (they are model variables).
+
 Importing this module has no side effects.
 """
 
@@ -37,7 +42,8 @@ _HOW_TO_GET_WEIGHTS = (
     'Put the reduced-fc VGG-16 checkpoint in ./model (see model/README.md): use the public '
     'checkpoint, or convert one with `python3 -m utility.convert_vgg_weights --from_slim '
     'vgg_16.ckpt --output model/vgg16_reducedfc` (or `--from_pytorch vgg16_reducedfc.pth`); '
-    'pass --checkpoint_path= (empty) to train from scratch instead.')
+    'for --backbone resnet50/resnet101 pass TF-slim\'s resnet_v1_50.ckpt / resnet_v1_101.ckpt '
+    '(same README); pass --checkpoint_path= (empty) to train from scratch instead.')
 
 # Suffixes of the files a checkpoint prefix owns; a user may pass one of these files.
 _CHECKPOINT_FILE_SUFFIXES = ('.index', '.meta', '.data-00000-of-00001')

@@ -133,12 +133,40 @@ def define_inference_flags(flags_module):
                   "the original SSD.TensorFlow eval's selection.")
 
 
-def inference_params(values, log=None, **overrides):
+# Keys of a model directory's params.json that define the network a checkpoint holds.
+MODEL_IDENTITY_KEYS = ('backbone', 'anchor_spec', 'num_classes')
+
+
+def model_dir_params(checkpoint_prefix):
+    """The params.json train_ssd.py wrote beside `checkpoint_prefix` (a dict), or {} if none.
+
+    ValueError (naming the file) when it exists but is not a JSON object
+    (utility/model_dir.load_params).
+    """
+    from utility import model_dir
+    if not checkpoint_prefix:
+        return {}
+    return model_dir.load_params(os.path.dirname(str(checkpoint_prefix))) or {}
+
+
+def _flag_given(values, name):
+    """True when flag `name` was given on the command line (absl FlagValues), else False."""
+    try:
+        return bool(values[name].present)
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def inference_params(values, log=None, checkpoint=None, **overrides):
     """Model params for prediction from the parsed flag values defined above.
 
     Args:
       values: the parsed `absl.flags.FLAGS` (passed in; this module never reads FLAGS).
       log: callable(str) told when the data format falls back to channels_last (no GPU).
+      checkpoint: the checkpoint prefix to run; the 'backbone' and 'anchor_spec' of the
+        params.json beside it (model_dir_params) are used, and its 'num_classes' unless
+        --num_classes is given, so a model trained with --backbone resnet50 runs without
+        repeating flags.
       **overrides: further `ssd_model.make_params` keys (data_dir, batch_size, ...).
     Returns:
       the params dict, data format resolved for this machine (`ssd_net.resolve_data_format`).
@@ -155,6 +183,13 @@ def inference_params(values, log=None, **overrides):
         min_size=values.min_size, nms_threshold=values.nms_threshold,
         nms_topk=values.nms_topk, keep_topk=values.keep_topk,
         keep_per=getattr(values, 'keep_per', 'image'))
+    trained = model_dir_params(checkpoint)
+    for key in MODEL_IDENTITY_KEYS:
+        if key in trained and not (key == 'num_classes' and _flag_given(values, key)):
+            params[key] = trained[key]
+    if trained.get('backbone'):
+        _log(log, 'Backbone %s (from the params.json beside %s).'
+             % (trained['backbone'], checkpoint))
     params.update(overrides)
     return ssd_model.make_params(**params)
 
@@ -737,7 +772,8 @@ def make_image_files_input_fn(params, paths, batch_size=1):
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         shape = tf.shape(image, out_type=tf.int32)
         image = ssd_preprocessing.preprocess_for_eval(image, out_size=out_size,
-                                                      channel_order=order)
+                                                      channel_order=order,
+                                                      mean_rgb=params.get('mean_rgb'))
         return {'image': image, 'filename': path, 'shape': shape}
 
     def input_fn():

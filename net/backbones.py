@@ -1,0 +1,367 @@
+"""SSD300 backbones: images -> the two source feature maps the first two multibox heads read.
+
+A backbone is registered by name in ``BACKBONES`` (``get_backbone(name)``). Each entry says:
+
+* ``build(images, is_training, data_format, freeze_batch_norm)`` -> [stride-8 map, stride-16
+  map]: the first feeds head 0 (38x38 for a 300x300 input), the second head 1 (19x19) and the
+  SSD extra layers conv8..conv11 (net/ssd_net.py, shared by every backbone) that feed heads 2-5.
+  It runs inside the model's variable scope and ``ssd_net.ssd_arg_scope``.
+* its input convention: ``channel_order`` ('bgr' / 'rgb') and ``mean_rgb`` (subtracted on the
+  0-255 scale, no further scaling), what its pretrained weights were trained with; the input
+  pipeline, demo and export take them from params (net/ssd_model.make_params fills them in).
+* ``checkpoint_model_scope``: the scope of its variables in the public ImageNet checkpoint. The
+  model calls them ``<model scope>/<name in the checkpoint minus that scope>``, so restoring
+  is a prefix swap (utility/checkpoint_utils.build_restore_fn), as for VGG-16.
+* ``added_scopes``: scopes (under the model scope) the backbone adds that no ImageNet
+  checkpoint has (VGG-16: the conv4_3 L2-norm scale).
+
+Registered backbones and what feeds the heads (300x300 input):
+
+=========  ==========================================  =================  ================
+name       layout                                      stride 8 (38x38)   stride 16 (19x19)
+=========  ==========================================  =================  ================
+vgg16      reduced-fc VGG-16 (fc6 3x3 dilated 6, fc7   conv4_3, L2-norm   fc7 (1024)
+           1x1), no batch norm; BGR, Caffe mean        x scale (512)
+resnet18   ResNet v1, basic blocks [2, 2, 2(, 2)]      block2 (128)       block3 (256)
+resnet34   ResNet v1, basic blocks [3, 4, 6(, 3)]      block2 (128)       block3 (256)
+resnet50   ResNet v1, bottlenecks [3, 4, 6(, 3)],      block2/unit_3      block3/unit_5
+           TF-slim resnet_v1_50 layout                 (512)              (1024)
+resnet101  ResNet v1, bottlenecks [3, 4, 23(, 3)],     block2/unit_3      block3/unit_22
+           TF-slim resnet_v1_101 layout                (512)              (1024)
+=========  ==========================================  =================  ================
+
+As in the original SSD.TensorFlow code (its ``SSDBackbone``): the ResNet's stride-8 and
+stride-16 stages feed the first two heads, the SSD extra layers start from the stride-16 stage,
+and the stride-32 stage (block4) feeds nothing. Unlike the original, the unused stride-32 stage
+is not built at all (no unused variables, no unused compute), and the stride-8 map is not
+L2-normalized (batch norm keeps it in range; the original does not normalize it either).
+
+ResNet details (v1: batch norm after every convolution, ReLU after the sum):
+
+* root: 7x7/2 convolution ``conv1`` (explicit symmetric padding 3) + 3x3/2 max pool ``pool1``
+  (SAME): 300 -> 150 -> 75.
+* resnet50/101 are TF-slim's ``resnet_v1_50`` / ``resnet_v1_101`` exactly (variable names,
+  shapes, padding), so TF-slim's published ImageNet checkpoints restore into them by name:
+  bottleneck units ``block{b}/unit_{u}/bottleneck_v1/{shortcut,conv1,conv2,conv3}`` (1x1,
+  3x3, 1x1; depth 4 x base), and, slim's convention, a block's stride sits in its LAST unit
+  (on the 3x3 conv; the shortcut is then a 1x1/2 max pool). So the stride-8 map is block2
+  before its strided last unit, the stride-16 map block3 before its strided last unit; that
+  unit and block4 are not built.
+* resnet18/34 follow the canonical (He et al. 2016, torchvision, the original code's) layout:
+  basic units ``block{b}/unit_{u}/basic_v1/{shortcut,conv1,conv2}`` (3x3, 3x3), the stride in
+  a block's FIRST unit (3x3 conv with explicit padding 1, 1x1/2 projection shortcut + BN).
+  The stride-8 and stride-16 maps are the outputs of block2 and block3. TF-slim publishes no
+  ImageNet checkpoint for them; their checkpoint scope is ``resnet_v1_18`` / ``resnet_v1_34``.
+* convolutions: no biases, He (variance scaling) initialization; ``BatchNorm`` with
+  gamma and beta, decay 0.997, epsilon 1e-5 (TF-slim's resnet_arg_scope). In training the
+  moving averages update through the UPDATE_OPS collection (net/ssd_model.model_fn runs them).
+  ``freeze_batch_norm=True`` (params 'freeze_batch_norm') uses the moving statistics in
+  training too, with gamma/beta not trained and no update ops: for fine-tuning from ImageNet
+  weights with a few images per replica, where batch statistics are too noisy.
+
+Importing this module has no side effects.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import collections
+
+import tensorflow as tf
+import tf_slim as slim
+
+DATA_FORMATS = {'channels_last': 'NHWC', 'channels_first': 'NCHW'}
+
+# The ImageNet mean of the VGG-16 and TF-slim ResNet weights (0-255 scale, R, G, B order).
+IMAGENET_MEAN_RGB = (123.68, 116.78, 103.94)
+
+
+def check_data_format(data_format):
+    if data_format not in DATA_FORMATS:
+        raise ValueError("data_format=%r is not supported; use 'channels_last' (NHWC) or "
+                         "'channels_first' (NCHW)." % (data_format,))
+
+
+def channel_axis(data_format):
+    return 3 if data_format == 'channels_last' else 1
+
+
+# ============================================================================ VGG-16 reduced-fc
+
+
+def vgg16_source_maps(images, is_training=False, data_format='channels_last',
+                      freeze_batch_norm=False):
+    """[conv4_3 L2-normalized x conv4_3_scale (stride 8, 512), fc7 (stride 16, 1024)].
+
+    The VGG-16 layers live in net/ssd_net.py, their first home (its names, ops and
+    checkpoints are unchanged); it is imported here at call time because ssd_net imports
+    this module.
+    """
+    del is_training, freeze_batch_norm  # no dropout, no batch norm
+    from net import ssd_net
+    conv4_3, fc7 = ssd_net.vgg16_reduced_fc(images, data_format)
+    return [ssd_net._l2_normalize_scaled(conv4_3, data_format), fc7]
+
+
+# ============================================================================ ResNet v1
+
+BATCH_NORM_DECAY = 0.997
+BATCH_NORM_EPSILON = 1e-5
+
+
+def _pad_spatial(net, before, after, data_format):
+    if data_format == 'channels_last':
+        paddings = [[0, 0], [before, after], [before, after], [0, 0]]
+    else:
+        paddings = [[0, 0], [0, 0], [before, after], [before, after]]
+    return tf.pad(net, paddings)
+
+
+def conv2d_same(net, filters, kernel, stride, scope, data_format):
+    """k x k convolution whose output is ceil(in / stride) with padding independent of the
+    input size: stride 1 is SAME; stride > 1 pads (k - 1) // 2 before and the rest after,
+    then VALID (TF-slim's resnet_utils.conv2d_same; its checkpoints were trained so)."""
+    if stride == 1:
+        return slim.conv2d(net, filters, [kernel, kernel], stride=1, padding='SAME',
+                           scope=scope)
+    total = kernel - 1
+    net = _pad_spatial(net, total // 2, total - total // 2, data_format)
+    return slim.conv2d(net, filters, [kernel, kernel], stride=stride, padding='VALID',
+                       scope=scope)
+
+
+def bottleneck_unit(net, depth, depth_bottleneck, stride, data_format):
+    """TF-slim's bottleneck_v1: 1x1 -> 3x3 (stride) -> 1x1 (no ReLU) + shortcut, ReLU."""
+    with tf.compat.v1.variable_scope('bottleneck_v1', values=[net]):
+        depth_in = net.get_shape().as_list()[channel_axis(data_format)]
+        if depth == depth_in:
+            shortcut = net if stride == 1 else slim.max_pool2d(net, [1, 1], stride=stride,
+                                                                 scope='shortcut')
+        else:
+            shortcut = slim.conv2d(net, depth, [1, 1], stride=stride, activation_fn=None,
+                                   scope='shortcut')
+        residual = slim.conv2d(net, depth_bottleneck, [1, 1], stride=1, scope='conv1')
+        residual = conv2d_same(residual, depth_bottleneck, 3, stride, 'conv2', data_format)
+        residual = slim.conv2d(residual, depth, [1, 1], stride=1, activation_fn=None,
+                               scope='conv3')
+        return tf.nn.relu(shortcut + residual)
+
+
+def basic_unit(net, depth, stride, data_format):
+    """Basic residual unit v1: 3x3 (stride) -> 3x3 (no ReLU) + shortcut, ReLU; the shortcut
+    is a 1x1 projection + BN when the stride or the depth changes."""
+    with tf.compat.v1.variable_scope('basic_v1', values=[net]):
+        depth_in = net.get_shape().as_list()[channel_axis(data_format)]
+        if depth == depth_in and stride == 1:
+            shortcut = net
+        else:
+            shortcut = slim.conv2d(net, depth, [1, 1], stride=stride, activation_fn=None,
+                                   scope='shortcut')
+        residual = conv2d_same(net, depth, 3, stride, 'conv1', data_format)
+        residual = slim.conv2d(residual, depth, [3, 3], stride=1, activation_fn=None,
+                               scope='conv2')
+        return tf.nn.relu(shortcut + residual)
+
+
+def _slim_bottleneck_block(base_depth, num_units, stride):
+    """Units (depth, depth_bottleneck, stride) of a TF-slim resnet_v1_block."""
+    return [(base_depth * 4, base_depth, 1)] * (num_units - 1) + [
+        (base_depth * 4, base_depth, stride)]
+
+
+def _basic_block(depth, num_units, stride):
+    return [(depth, None, stride)] + [(depth, None, 1)] * (num_units - 1)
+
+
+def resnet_layout(depth):
+    """The blocks built for a ResNet of `depth` (18, 34, 50, 101) and where the maps come from.
+
+    Returns:
+      (blocks, sources): blocks = [(block name, [(depth, depth_bottleneck or None for basic
+      units, stride), ...]), ...] in build order; sources = (scope of the stride-8 map, scope
+      of the stride-16 map), relative to the model scope (unit scopes end in
+      '/bottleneck_v1' or '/basic_v1'; block scopes name the block's output).
+    """
+    if depth in (50, 101):
+        block3_units = {50: 6, 101: 23}[depth]
+        blocks = [('block1', _slim_bottleneck_block(64, 3, 2)),
+                  ('block2', _slim_bottleneck_block(128, 4, 2)),
+                  # slim's block3 minus its strided last unit (stride 32 feeds nothing).
+                  ('block3', _slim_bottleneck_block(256, block3_units, 2)[:-1])]
+        sources = ('block2/unit_3/bottleneck_v1',
+                   'block3/unit_%d/bottleneck_v1' % (block3_units - 1))
+        return blocks, sources
+    if depth in (18, 34):
+        units = {18: (2, 2, 2), 34: (3, 4, 6)}[depth]
+        blocks = [('block1', _basic_block(64, units[0], 1)),
+                  ('block2', _basic_block(128, units[1], 2)),
+                  ('block3', _basic_block(256, units[2], 2))]
+        return blocks, ('block2', 'block3')
+    raise ValueError('No ResNet-%s layout; use 18, 34, 50 or 101.' % (depth,))
+
+
+@slim.add_arg_scope
+def batch_norm(inputs, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON, is_training=False,
+               trainable=True, data_format='channels_last', scope=None):
+    """Batch norm with TF-slim's variable names, on tf.nn.fused_batch_norm.
+
+    Variables (model variables, under scope 'BatchNorm'): gamma, beta (trainable unless
+    `trainable` is False), moving_mean, moving_variance (never trainable; aggregation MEAN,
+    so under MirroredStrategy the replicas' updates are averaged). In training (is_training)
+    the batch statistics normalize and the moving averages
+    v <- v - (1 - decay) (v - batch value) are added to UPDATE_OPS; otherwise the moving
+    statistics normalize. (slim.batch_norm itself fails on TF 2.15+: its fused path uses
+    ops.Tensor, its other path tf_keras.)
+    """
+    fmt = DATA_FORMATS[data_format]
+    channels = inputs.get_shape().as_list()[channel_axis(data_format)]
+    collections_ = [tf.compat.v1.GraphKeys.GLOBAL_VARIABLES,
+                    tf.compat.v1.GraphKeys.MODEL_VARIABLES]
+    with tf.compat.v1.variable_scope(scope, 'BatchNorm', [inputs]):
+        def variable(name, initializer, train):
+            return tf.compat.v1.get_variable(
+                name, shape=[channels], dtype=tf.float32, initializer=initializer,
+                trainable=train, collections=collections_ + (
+                    [tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES] if train else []),
+                aggregation=tf.VariableAggregation.MEAN)
+        beta = variable('beta', tf.compat.v1.zeros_initializer(), trainable)
+        gamma = variable('gamma', tf.compat.v1.ones_initializer(), trainable)
+        moving_mean = variable('moving_mean', tf.compat.v1.zeros_initializer(), False)
+        moving_variance = variable('moving_variance', tf.compat.v1.ones_initializer(), False)
+        if not is_training:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, mean=moving_mean, variance=moving_variance,
+                epsilon=epsilon, data_format=fmt, is_training=False)
+            return outputs
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, gamma, beta, epsilon=epsilon, data_format=fmt, is_training=True)
+        for moving, value in ((moving_mean, mean), (moving_variance, variance)):
+            update = tf.compat.v1.assign_sub(
+                moving, (moving - tf.stop_gradient(value)) * (1.0 - decay))
+            tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, update)
+        return outputs
+
+
+def resnet_arg_scope(is_training, freeze_batch_norm=False, data_format='channels_last'):
+    """slim.conv2d with batch norm and He initialization, as TF-slim's resnet_arg_scope
+    (weight decay is applied by the SSD loss, not here)."""
+    batch_norm_params = {'is_training': bool(is_training) and not freeze_batch_norm,
+                         'trainable': not freeze_batch_norm, 'data_format': data_format}
+    with slim.arg_scope([slim.conv2d],
+                        weights_initializer=slim.variance_scaling_initializer(),
+                        activation_fn=tf.nn.relu,
+                        normalizer_fn=batch_norm,
+                        normalizer_params=batch_norm_params):
+        with slim.arg_scope([slim.max_pool2d], padding='SAME') as sc:
+            return sc
+
+
+def resnet_v1_source_maps(images, depth, is_training=False, data_format='channels_last',
+                          freeze_batch_norm=False):
+    """ResNet-`depth` v1 up to its stride-16 stage (see the module docstring).
+
+    Args:
+      images: float32 [B, H, W, 3] or [B, 3, H, W] in `data_format`.
+      is_training: batch norm uses batch statistics and adds its moving-average updates to
+        UPDATE_OPS (unless freeze_batch_norm).
+      freeze_batch_norm: moving statistics in training too; gamma/beta not trainable.
+    Returns:
+      [stride-8 map, stride-16 map] in `data_format`: for 300x300, 38x38 and 19x19 with
+      128/256 (resnet18/34) or 512/1024 (resnet50/101) channels.
+    Variables: conv1 and block*/unit_*/{bottleneck_v1,basic_v1}/..., each convolution's
+      'weights' and 'BatchNorm/{gamma,beta,moving_mean,moving_variance}', under the current
+      variable scope (TF-slim's names without the 'resnet_v1_<depth>' scope).
+    """
+    check_data_format(data_format)
+    blocks, sources = resnet_layout(depth)
+    outputs = {}
+    with slim.arg_scope(resnet_arg_scope(is_training, freeze_batch_norm, data_format)):
+        net = conv2d_same(images, 64, 7, 2, 'conv1', data_format)
+        net = slim.max_pool2d(net, [3, 3], stride=2, scope='pool1')
+        for block, units in blocks:
+            with tf.compat.v1.variable_scope(block, values=[net]):
+                for index, (unit_depth, unit_bottleneck, stride) in enumerate(units):
+                    with tf.compat.v1.variable_scope('unit_%d' % (index + 1), values=[net]):
+                        if unit_bottleneck is None:
+                            net = basic_unit(net, unit_depth, stride, data_format)
+                            name = '%s/unit_%d/basic_v1' % (block, index + 1)
+                        else:
+                            net = bottleneck_unit(net, unit_depth, unit_bottleneck, stride,
+                                                  data_format)
+                            name = '%s/unit_%d/bottleneck_v1' % (block, index + 1)
+                    outputs[name] = net
+            outputs[block] = net
+    return [outputs[sources[0]], outputs[sources[1]]]
+
+
+def _resnet_builder(depth):
+    def build(images, is_training=False, data_format='channels_last', freeze_batch_norm=False):
+        return resnet_v1_source_maps(images, depth, is_training, data_format, freeze_batch_norm)
+    build.__name__ = 'resnet%d_source_maps' % depth
+    build.__doc__ = 'ResNet-%d v1 source maps; see resnet_v1_source_maps.' % depth
+    return build
+
+
+# ============================================================================ registry
+
+Backbone = collections.namedtuple('Backbone', [
+    'name',                    # registry key, the --backbone value
+    'build',                   # (images, is_training, data_format, freeze_batch_norm) -> 2 maps
+    'source_layers',           # end_points names of the two maps
+    'source_strides',          # (8, 16)
+    'source_depths',           # channels of the two maps
+    'channel_order',           # 'bgr' or 'rgb': what the pretrained weights expect
+    'mean_rgb',                # subtracted per channel (0-255 scale, R, G, B order)
+    'checkpoint_model_scope',  # variable scope in the public ImageNet checkpoint
+    'added_scopes',            # backbone scopes no ImageNet checkpoint has
+    'batch_norm',              # True when the backbone has batch norm
+])
+
+
+def _resnet_entry(depth):
+    _, sources = resnet_layout(depth)
+    wide = depth >= 50
+    return Backbone(
+        name='resnet%d' % depth, build=_resnet_builder(depth),
+        source_layers=tuple(s.replace('/bottleneck_v1', '') for s in sources),
+        source_strides=(8, 16), source_depths=(512, 1024) if wide else (128, 256),
+        channel_order='rgb', mean_rgb=IMAGENET_MEAN_RGB,
+        checkpoint_model_scope='resnet_v1_%d' % depth, added_scopes=(), batch_norm=True)
+
+
+BACKBONES = collections.OrderedDict([
+    ('vgg16', Backbone(
+        name='vgg16', build=vgg16_source_maps, source_layers=('conv4_3_norm', 'fc7'),
+        source_strides=(8, 16), source_depths=(512, 1024),
+        # The reduced-fc VGG-16 weights come from Caffe: BGR input, ImageNet mean.
+        channel_order='bgr', mean_rgb=IMAGENET_MEAN_RGB,
+        checkpoint_model_scope='vgg_16', added_scopes=('conv4_3_scale',),
+        batch_norm=False)),
+    # TF-slim's ResNets were trained on RGB with the same mean (its vgg_preprocessing).
+    ('resnet18', _resnet_entry(18)),
+    ('resnet34', _resnet_entry(34)),
+    ('resnet50', _resnet_entry(50)),
+    ('resnet101', _resnet_entry(101)),
+])
+
+DEFAULT_BACKBONE = 'vgg16'
+
+
+def get_backbone(name):
+    """The registered Backbone called `name`; ValueError naming the choices otherwise."""
+    if name not in BACKBONES:
+        raise ValueError('Unknown backbone %r; use one of %s (--backbone).'
+                         % (name, ', '.join(BACKBONES)))
+    return BACKBONES[name]
+
+
+def source_map_sizes(name, image_size):
+    """Side in cells of the backbone's two maps for a square `image_size` input, computed
+    without building the graph: every backbone here halves with ceil (SAME / symmetric
+    padding) once per factor 2 of stride. 300 -> [38, 19]."""
+    sizes = []
+    for stride in get_backbone(name).source_strides:
+        size = int(image_size)
+        while stride > 1:
+            size, stride = (size + 1) // 2, stride // 2
+        sizes.append(size)
+    return sizes
