@@ -6,7 +6,9 @@ PYVER     := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[
 SUPPORTED := 3.9 3.10 3.11 3.12 3.13
 VENV      := .venv-py$(PYVER)
 PY        := $(VENV)/bin/python
-# Extra pytest arguments, e.g. PYTEST_ARGS='-k driver'.
+# What `make test` runs: TESTS (files or folders) and extra pytest arguments, e.g.
+# make test TESTS=tests/test_drivers.py PYTEST_ARGS='-k session'.
+TESTS       ?= tests
 PYTEST_ARGS ?=
 
 .PHONY: demo test venv bench clean learn learn-heldout
@@ -58,7 +60,7 @@ demo: venv
 
 ## test: run the whole test suite
 test: venv
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(TESTS) $(PYTEST_ARGS)
 
 ## learn: the overfit check (tests/test_learning.py): train from scratch on 2 fixed images, mAP >= 0.9
 learn: venv

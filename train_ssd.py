@@ -74,9 +74,11 @@ flags.DEFINE_string('lr_decay_factors', '0.1, 1, 0.1, 0.01',
                     'The default warms up at 0.1x for 500 steps, then decays twice.')
 # Restore.
 flags.DEFINE_string('checkpoint_path', './model',
-                    'Pretrained reduced-fc VGG-16: a checkpoint directory or prefix (V1 or '
-                    'V2). Empty (--checkpoint_path=) trains from scratch. Ignored when '
-                    '--model_dir already holds a checkpoint (training resumes instead).')
+                    'Pretrained weights: a checkpoint directory or prefix (V1 or V2) of the '
+                    'backbone (reduced-fc VGG-16, TF-slim resnet_v1_50/101) or of a whole SSD '
+                    '(this project\'s or the original SSD.TensorFlow\'s, to fine-tune). Empty '
+                    '(--checkpoint_path=) trains from scratch. Ignored when --model_dir already '
+                    'holds a checkpoint (training resumes instead).')
 flags.DEFINE_string('checkpoint_model_scope', None,
                     'Variable scope of the backbone inside the pretrained checkpoint '
                     '(default: the backbone\'s: vgg_16, resnet_v1_50, ...).')
