@@ -34,7 +34,12 @@ import textwrap
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_REFERENCE = '/work/shared/reference/deepsparkhub_ssd_tf'
+# The original code: in the shared/ folder beside the checkout (as CI lays it), else /work's.
+DEFAULT_REFERENCE = next(
+    (path for path in (os.path.join(os.path.dirname(REPO), 'shared', 'reference',
+                                    'deepsparkhub_ssd_tf'),
+                       '/work/shared/reference/deepsparkhub_ssd_tf') if os.path.isdir(path)),
+    '/work/shared/reference/deepsparkhub_ssd_tf')
 
 ORIGINAL_DRIVER = textwrap.dedent('''
     import sys

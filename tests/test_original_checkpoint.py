@@ -402,7 +402,7 @@ def test_network_from_original_checkpoint_matches_numpy(tmp_path, tf2_checkpoint
 
 # ----------------------------------------------------------------------------- side by side
 
-REFERENCE = '/work/shared/reference/deepsparkhub_ssd_tf'
+from side_by_side_original import DEFAULT_REFERENCE as REFERENCE  # noqa: E402
 
 
 @pytest.mark.skipif(not os.path.isdir(REFERENCE),
