@@ -56,6 +56,22 @@ def run_script(args, cwd=REPO_ROOT, timeout=900, env=None, python=None):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def write_initial_checkpoint(path, num_classes=21):
+    """Writes a seeded from-scratch SSD300 (VGG-16) checkpoint, built in its own graph, with
+    `num_classes` (background included) and no global step; returns its prefix."""
+    import tensorflow as tf
+    from net import ssd_net
+    from utility import anchors
+    with tf.Graph().as_default():
+        tf.compat.v1.set_random_seed(1)
+        images = tf.compat.v1.placeholder(tf.float32, [None, 300, 300, 3])
+        ssd_net.ssd300(images, num_classes, anchors.anchors_per_location(anchors.SSD300_SPEC))
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return saver.save(sess, path)
+
+
 def _available_drivers():
     from utility import drivers
     return ['estimator', 'session'] if drivers.has_estimator() else ['session']

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS, run_script
+from conftest import (AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS, run_script,
+                      write_initial_checkpoint)
 
 PROCESS_TIMEOUT = 600
 
@@ -72,19 +73,6 @@ class Workers(object):
                 proc.wait(timeout=30)
 
 
-def _write_initial_checkpoint(path):
-    from net import ssd_net
-    from utility import anchors
-    with tf.Graph().as_default():
-        tf.compat.v1.set_random_seed(1)
-        images = tf.compat.v1.placeholder(tf.float32, [None, 300, 300, 3])
-        ssd_net.ssd300(images, 21, anchors.anchors_per_location(anchors.SSD300_SPEC))
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            return saver.save(sess, path)
-
-
 def _result(output):
     match = re.search(r'^RESULT (.*)$', output, re.M)
     assert match, output[-4000:]
@@ -94,7 +82,7 @@ def _result(output):
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_two_workers_train_as_one_process_on_the_same_batches(tmp_path, driver):
     """2 workers x 1 CPU replica, 3 steps == one process with 2 replicas, 3 steps."""
-    init = _write_initial_checkpoint(str(tmp_path / 'init' / 'model.ckpt'))
+    init = write_initial_checkpoint(str(tmp_path / 'init' / 'model.ckpt'))
     script = ['tests/multi_worker_step_check.py', '--init_ckpt=' + init, '--driver=' + driver]
     workers = Workers(script + ['--model_dir=' + str(tmp_path / 'multi')], tmp_path,
                       free_ports(2), 'train')

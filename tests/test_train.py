@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS, run_script
+from conftest import (AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS, run_script,
+                      write_initial_checkpoint)
 from utility import train_utils
 
 
@@ -63,23 +64,10 @@ def test_two_replicas_on_logical_cpus_train(tfrecord_dir, tmp_path, driver):
     assert _ckpt_step(model_dir) == 1
 
 
-def _write_initial_checkpoint(path):
-    from net import ssd_net
-    from utility import anchors
-    with tf.Graph().as_default():
-        tf.compat.v1.set_random_seed(1)
-        images = tf.compat.v1.placeholder(tf.float32, [None, 300, 300, 3])
-        ssd_net.ssd300(images, 21, anchors.anchors_per_location(anchors.SSD300_SPEC))
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            return saver.save(sess, path)
-
-
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_replicas_average_not_add(tmp_path, driver):
     """One step on two replicas == one step on one device with the same global batch."""
-    init = _write_initial_checkpoint(str(tmp_path / 'init' / 'model.ckpt'))
+    init = write_initial_checkpoint(str(tmp_path / 'init' / 'model.ckpt'))
     deltas = {}
     for replicas in (1, 2):
         model_dir = str(tmp_path / ('r%d' % replicas))

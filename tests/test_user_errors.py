@@ -3,9 +3,8 @@ and nothing written (issue: "Nothing lost, nothing cryptic")."""
 import os
 
 import pytest
-import tensorflow as tf
 
-from conftest import TRAIN_FAST_FLAGS, run_script
+from conftest import TRAIN_FAST_FLAGS, run_script, write_initial_checkpoint
 
 
 def _assert_one_line_error(proc, *fragments):
@@ -50,22 +49,9 @@ def test_model_dir_that_is_a_file_is_a_one_line_error(tfrecord_dir, tmp_path):
     assert path.read_text() == 'not a directory'
 
 
-def _write_checkpoint(path, num_classes):
-    """A from-scratch SSD300 checkpoint with `num_classes` (background included)."""
-    from net import ssd_net
-    from utility import anchors
-    with tf.Graph().as_default():
-        images = tf.compat.v1.placeholder(tf.float32, [None, 300, 300, 3])
-        ssd_net.ssd300(images, num_classes, anchors.anchors_per_location(anchors.SSD300_SPEC))
-        tf.compat.v1.train.get_or_create_global_step()
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            return tf.compat.v1.train.Saver().save(sess, path)
-
-
 @pytest.fixture(scope='module')
 def five_class_checkpoint(tmp_path_factory):
-    return _write_checkpoint(str(tmp_path_factory.mktemp('five') / 'model.ckpt'), 5)
+    return write_initial_checkpoint(str(tmp_path_factory.mktemp('five') / 'model.ckpt'), 5)
 
 
 def test_eval_of_a_checkpoint_with_another_class_count(five_class_checkpoint, tfrecord_dir,
