@@ -94,7 +94,7 @@ learn-heldout: venv
 	  $(PY) train_ssd.py --data_dir=$(HELDOUT_DIR)/data/tfrecords --model_dir=$(HELDOUT_DIR)/model \
 	    $(HELDOUT_TRAIN); status=$$?; wait; \
 	  tail -n 30 $(HELDOUT_DIR)/eval.log; exit $$status
-	$(PY) utility/plot_learning_curve.py --model_dir=$(HELDOUT_DIR)/model \
+	$(PY) tools/plot_learning_curve.py --model_dir=$(HELDOUT_DIR)/model \
 	    --history=$(HELDOUT_DIR)/model/eval/metrics_history.jsonl \
 	    --output=$(HELDOUT_DIR)/heldout_curve.png \
 	    --title="from scratch, $(HELDOUT_IMAGES) generated images, held-out val split"

@@ -2,9 +2,9 @@
 
     python3 eval_ssd.py                      # latest checkpoint in ./logs/, ./dataset/tfrecords/val-*
 
-Runs the one model_fn and post-processing of net/ssd_model.py (under tf.estimator or a plain
+Runs the one model_fn and post-processing of utility/ssd_model.py (under tf.estimator or a plain
 session: --driver) over the --split shards of --data_dir with the latest checkpoint in
---model_dir (or --checkpoint_path), and scores the detections with the Pascal VOC metric (utility/voc_metric.py) against the
+--model_dir (or --checkpoint_path), and scores the detections with the Pascal VOC metric (evaluation/voc_metric.py) against the
 ground truth stored in the records, difficult flags included (or, with --annotations_dir,
 against the VOC XML files matched by image id). Prints a table of AP per class and mAP under
 both the VOC2007 11-point and the VOC2010+ area metric, and writes to --output_dir:
@@ -118,8 +118,9 @@ def main(_):
 
 def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names, output_dir):
     """Predicts, scores, prints and writes the results of one checkpoint; returns the summary."""
-    from net import ssd_model
-    from utility import drivers, voc_metric
+    from utility import ssd_model
+    from utility import drivers
+    from evaluation import voc_metric
 
     driver = drivers.resolve_driver(FLAGS.driver)
     params = eval_utils.inference_params(

@@ -4,7 +4,7 @@
 
 Writes <export_dir>/<timestamp>/ (saved_model.pb, variables/, assets.extra/labels.txt) with
 utility/drivers.export_saved_model (tf.estimator's exporter or a SavedModelBuilder: --driver),
-the one model_fn of net/ssd_model.py in PREDICT mode and its serving input
+the one model_fn of utility/ssd_model.py in PREDICT mode and its serving input
 (ssd_model.serving_inputs): decoding, resizing and mean
 subtraction happen inside the graph, the post-processing flags below are baked in.
 
@@ -57,7 +57,7 @@ def log(message):
 
 def main(_):
     from dataset import dataset_common
-    from net import ssd_model
+    from utility import ssd_model
     from utility import drivers
 
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)

@@ -4,7 +4,7 @@
 
 Each --input is an image file (JPEG, PNG, BMP or GIF) or a directory (its images, not
 recursive). The detector runs the one model_fn (tf.estimator or a session: --driver) and
-post-processing of net/ssd_model.py; detections with a score >= --score_threshold are drawn
+post-processing of utility/ssd_model.py; detections with a score >= --score_threshold are drawn
 with their class names and scores, one output image per input, written to --output_dir as
 <name>_ssd.jpg. A line per image lists its detections: class, score and the VOC pixel box
 [xmin, ymin, xmax, ymax] (1-based). Unreadable images are reported and skipped.
@@ -55,8 +55,9 @@ def output_name(path, used):
 
 def main(_):
     from dataset import dataset_common
-    from net import ssd_model
-    from utility import draw, drivers
+    from utility import ssd_model
+    from evaluation import draw
+    from utility import drivers
 
     if not FLAGS.input:
         raise ValueError('No --input given; pass image files or directories, e.g. '

@@ -157,7 +157,7 @@ def check_flags():
 
 def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=None):
     """Turns the parsed flags into the model params (the only place flags are read)."""
-    from net import ssd_model
+    from utility import ssd_model
     from utility import train_utils
     return ssd_model.make_params(
         num_classes=FLAGS.num_classes,
@@ -215,7 +215,8 @@ def prepare(cluster):
     """
     import tensorflow as tf
     from dataset import dataset_common
-    from net import ssd_model, ssd_net
+    from utility import ssd_model
+    from net import ssd_net
     from utility import checkpoint_utils, drivers, model_dir, train_utils
 
     driver = drivers.resolve_driver(FLAGS.driver)
@@ -271,7 +272,7 @@ def train(setup):
     """Runs the driver; returns the exit status (0 done or stopped by a signal, 1 NaN stop)."""
     import tensorflow as tf
     from dataset import dataset_common
-    from net import ssd_model
+    from utility import ssd_model
     from utility import cluster as cluster_lib, drivers, model_dir, train_utils
 
     params = setup['params']

@@ -7,7 +7,7 @@ Stages (add one by writing `def bench_<name>(args, context) -> dict` and registe
 in `STAGES`):
 
   input         the training input pipeline exactly as training builds it
-                (`net.ssd_model.make_input_fn`): read the sample TFRecords, decode, full
+                (`utility.ssd_model.make_input_fn`): read the sample TFRecords, decode, full
                 training augmentation, target encoding against the 8732 anchors, batch
                 (--batch_size), prefetch.  Reports images/s after warm-up (median
                 of --repeats runs), in total and per core.  With --breakdown it also
@@ -31,7 +31,7 @@ in `STAGES`):
                 is checked on the direct one).  The weights are untrained, so every
                 anchor passes the 0.01 score threshold for every class: the worst case
                 for NMS.
-  metric        utility/voc_metric.evaluate on a random VOC07-test-sized set (4952 images,
+  metric        evaluation/voc_metric.evaluate on a random VOC07-test-sized set (4952 images,
                 200 detections each), best of --metric_repeats.
   convert       dataset/voc_to_tfrecords.convert_dataset on the generated VOC sample
                 (--num_images), median of --repeats conversions into fresh folders.
@@ -192,7 +192,7 @@ class Context(object):
     def forward_gmac(self):
         """Forward GMAC per image of SSD300 (ssd300_conv_macs), counted once per run."""
         if self._forward_gmac is None:
-            from net import ssd_model
+            from utility import ssd_model
             self._forward_gmac = sum(ssd300_conv_macs(
                 ssd_model.make_params(backbone=self.args.backbone)).values()) / 1e9
         return self._forward_gmac
@@ -291,8 +291,8 @@ def _with_threading(dataset, args):
 
 
 def bench_input(args, context):
-    """The training input pipeline of net.ssd_model.make_input_fn, and its parts alone."""
-    from net import ssd_model
+    """The training input pipeline of utility.ssd_model.make_input_fn, and its parts alone."""
+    from utility import ssd_model
     cores = cpu_count()
     params = ssd_model.make_params(data_dir=context.data_dir(), batch_size=args.batch_size,
                                    backbone=args.backbone)
@@ -315,7 +315,7 @@ def _input_parts(params, data_dir, batch_size):
     """(name, dataset) pairs measuring decode, augmentation and encoding each alone."""
     from dataset import dataset_common
     from preprocessing import ssd_preprocessing
-    from utility import anchor_manipulator, anchors as anchor_lib
+    from net import anchor_manipulator, anchors as anchor_lib
 
     autotune = tf.data.AUTOTUNE
     files = dataset_common.list_shards(os.path.join(data_dir, 'train-*'))
@@ -434,7 +434,7 @@ def ssd300_conv_macs(params):
     Returns: OrderedDict layer scope -> MACs (python ints), in network order.
     """
     from net import ssd_net
-    from utility import anchors as anchor_lib
+    from net import anchors as anchor_lib
     size = int(params['train_image_size'])
     with tf.Graph().as_default():
         images = tf.compat.v1.placeholder(tf.float32, [1, size, size, 3])
@@ -564,7 +564,7 @@ def worker_kernels(args):
 
 def worker_train(args):
     """Times sess.run(train_op) of model_fn's TRAIN graph on one fixed real batch."""
-    from net import ssd_model
+    from utility import ssd_model
     from utility import drivers
     config = session_config(args)
     params = ssd_model.make_params(data_dir=args.data_dir, batch_size=args.batch_size,
@@ -603,10 +603,10 @@ def worker_train(args):
 def worker_infer(args):
     """Times model_fn's PREDICT graph on one fixed eval batch: network only, network +
     post-processing, and post-processing alone on the network's output."""
-    from net import ssd_model
+    from utility import ssd_model
     from utility import drivers
-    from utility import anchors as anchor_lib
-    from utility import postprocess as postprocess_lib
+    from net import anchors as anchor_lib
+    from net import postprocess as postprocess_lib
     config = session_config(args)
     batch = args.infer_batch_size
     params = ssd_model.make_params(data_dir=args.data_dir, batch_size=batch,
@@ -726,7 +726,7 @@ def bench_kernels(args, context):
 def bench_train(args, context):
     """Training images/s and GFLOP/s at each --train_batch_sizes, peak memory, and the
     ratio to the large convolution's GFLOP/s measured in the same run."""
-    from net import ssd_model
+    from utility import ssd_model
     macs = ssd300_conv_macs(ssd_model.make_params(backbone=args.backbone))
     forward_gmac = sum(macs.values()) / 1e9
     train_gflop = forward_gmac * 2 * TRAIN_FLOP_FACTOR
@@ -769,7 +769,7 @@ def bench_train(args, context):
 
 def backbone_train_gflop(backbone):
     """(forward GMAC, training GFLOP) per 300x300 image of SSD300 with `backbone`."""
-    from net import ssd_model
+    from utility import ssd_model
     forward_gmac = sum(ssd300_conv_macs(ssd_model.make_params(backbone=backbone)).values()) / 1e9
     return forward_gmac, forward_gmac * 2 * TRAIN_FLOP_FACTOR
 
@@ -808,8 +808,8 @@ def bench_infer(args, context):
 
 
 def bench_metric(args, context):
-    """utility/voc_metric.evaluate on a random VOC07-test-sized set."""
-    from utility import voc_metric
+    """evaluation/voc_metric.evaluate on a random VOC07-test-sized set."""
+    from evaluation import voc_metric
     seconds, result, detections, ground_truth = voc_metric.benchmark(
         repeats=args.metric_repeats, num_images=args.metric_images)
     out = collections.OrderedDict()

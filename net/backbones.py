@@ -8,7 +8,7 @@ A backbone is registered by name in ``BACKBONES`` (``get_backbone(name)``). Each
   It runs inside the model's variable scope and ``ssd_net.ssd_arg_scope``.
 * its input convention: ``channel_order`` ('bgr' / 'rgb') and ``mean_rgb`` (subtracted on the
   0-255 scale, no further scaling), what its pretrained weights were trained with; the input
-  pipeline, demo and export take them from params (net/ssd_model.make_params fills them in).
+  pipeline, demo and export take them from params (utility/ssd_model.make_params fills them in).
 * ``checkpoint_model_scope``: the scope of its variables in the public ImageNet checkpoint. The
   model calls them ``<model scope>/<name in the checkpoint minus that scope>``, so restoring
   is a prefix swap (utility/checkpoint_utils.build_restore_fn), as for VGG-16.
@@ -54,7 +54,7 @@ ResNet details (v1: batch norm after every convolution, ReLU after the sum):
   ImageNet checkpoint for them; their checkpoint scope is ``resnet_v1_18`` / ``resnet_v1_34``.
 * convolutions: no biases, He (variance scaling) initialization; ``BatchNorm`` with
   gamma and beta, decay 0.997, epsilon 1e-5 (TF-slim's resnet_arg_scope). In training the
-  moving averages update through the UPDATE_OPS collection (net/ssd_model.model_fn runs them).
+  moving averages update through the UPDATE_OPS collection (utility/ssd_model.model_fn runs them).
   ``freeze_batch_norm=True`` (params 'freeze_batch_norm') uses the moving statistics in
   training too, with gamma/beta not trained and no update ops: for fine-tuning from ImageNet
   weights with a few images per replica, where batch statistics are too noisy.

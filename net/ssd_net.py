@@ -282,7 +282,7 @@ def multibox_head(feature_maps, num_classes, anchors_per_location, data_format='
       anchors_per_location: k_i per source map, e.g. [4, 6, 6, 6, 4, 4].
     Returns:
       (cls_logits [B, A, num_classes], loc_preds [B, A, 4]), A = sum_i H_i*W_i*k_i, anchors
-      ordered (layer, y, x, anchor type) as utility/anchors.generate_anchors.
+      ordered (layer, y, x, anchor type) as net/anchors.generate_anchors.
     Variables: multibox_head/loc_i, multibox_head/cls_i.
     """
     cls_list, loc_list = [], []
@@ -317,7 +317,7 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
         BGR). Always NHWC; with data_format='channels_first' the network transposes to NCHW.
       num_classes: classes including background (21 for VOC).
       anchors_per_location: anchors per cell for the six source maps, [4, 6, 6, 6, 4, 4]
-        (utility/anchors.anchors_per_location(spec)).
+        (net/anchors.anchors_per_location(spec)).
       is_training: batch norm (ResNets) uses batch statistics and adds its moving-average
         updates to UPDATE_OPS; VGG-16 has no train-only layers (same graph either way).
       data_format: 'channels_last' or 'channels_first' (GPU only; see resolve_data_format).
@@ -329,7 +329,7 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
     Returns:
       cls_logits: float32 [B, 8732, num_classes], unnormalized class scores.
       loc_preds: float32 [B, 8732, 4], encoded box offsets; anchor order (layer, y, x, anchor
-        type) as utility/anchors.generate_anchors.
+        type) as net/anchors.generate_anchors.
       end_points: dict: every slim layer output keyed by its scope path, the six source maps
         under source_layers(backbone) names (VGG-16: 'conv4_3_norm', 'fc7', 'conv8', ...,
         'conv11') in `data_format` (38, 19, 10, 5, 3, 1 pixels for 300x300), 'feature_maps'
@@ -341,7 +341,7 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
     anchors_per_location = list(anchors_per_location)
     if len(anchors_per_location) != len(names):
         raise ValueError('anchors_per_location has %d entries but SSD300 has %d source layers; '
-                         'pass utility.anchors.anchors_per_location(spec) (6 numbers).'
+                         'pass net.anchors.anchors_per_location(spec) (6 numbers).'
                          % (len(anchors_per_location), len(names)))
     inputs = tf.convert_to_tensor(inputs, dtype=tf.float32)
     shape = inputs.get_shape()

@@ -61,7 +61,7 @@ def write_initial_checkpoint(path, num_classes=21):
     `num_classes` (background included) and no global step; returns its prefix."""
     import tensorflow as tf
     from net import ssd_net
-    from utility import anchors
+    from net import anchors
     with tf.Graph().as_default():
         tf.compat.v1.set_random_seed(1)
         images = tf.compat.v1.placeholder(tf.float32, [None, 300, 300, 3])

@@ -33,8 +33,9 @@ def main():
 
     import numpy as np
     import tensorflow as tf
-    from net import ssd_model
-    from utility import anchor_manipulator, cluster as cluster_lib, drivers, train_utils
+    from utility import ssd_model
+    from net import anchor_manipulator
+    from utility import cluster as cluster_lib, drivers, train_utils
 
     cluster = cluster_lib.from_environment(os.environ)
     if cluster is not None:

@@ -30,8 +30,9 @@ def main():
 
     import numpy as np
     import tensorflow as tf
-    from net import ssd_model
-    from utility import anchor_manipulator, drivers, train_utils
+    from utility import ssd_model
+    from net import anchor_manipulator
+    from utility import drivers, train_utils
 
     strategy, replicas, session_config = train_utils.setup_replicas(
         multi_gpu=False, num_cpu_replicas=args.replicas, batch_size=GLOBAL_BATCH,

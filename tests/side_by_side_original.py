@@ -59,7 +59,7 @@ ORIGINAL_DRIVER = textwrap.dedent('''
     sys.argv = sys.argv[:1]
     from net import ssd_net
     from preprocessing import ssd_preprocessing
-    from utility import anchor_manipulator
+    from net import anchor_manipulator
     import eval_ssd
 
     out_dir, seed = sys.argv_saved[1], int(sys.argv_saved[2])
@@ -153,7 +153,7 @@ def run_original(reference, out_dir, images, seed):
 def run_project(checkpoint_dir, images, keep_per):
     """This project's eval path: find_checkpoint (converts), the one model_fn, predict."""
     sys.path.insert(0, REPO)
-    from net import ssd_model  # pylint: disable=import-outside-toplevel
+    from utility import ssd_model  # pylint: disable=import-outside-toplevel
     from utility import drivers, eval_utils  # pylint: disable=import-outside-toplevel
     prefix = eval_utils.find_checkpoint(checkpoint_dir, None)
     params = ssd_model.make_params(data_format='channels_last', keep_per=keep_per,

@@ -1,4 +1,4 @@
-"""utility/anchor_manipulator.py: IoU, matching with forced best anchors and ignore band,
+"""net/anchor_manipulator.py: IoU, matching with forced best anchors and ignore band,
 encode/decode, padding and empty ground truth."""
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utility import anchor_manipulator as am
-from utility import anchors as anchor_lib
+from net import anchor_manipulator as am
+from net import anchors as anchor_lib
 
 PRIOR = anchor_lib.SSD300_SPEC['prior_scaling']
 

@@ -1,4 +1,4 @@
-"""utility/anchors.py: the SSD300 spec and its 8732 anchors, checked on hand-computed numbers."""
+"""net/anchors.py: the SSD300 spec and its 8732 anchors, checked on hand-computed numbers."""
 import copy
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from utility import anchors as anchor_lib
+from net import anchors as anchor_lib
 
 SPEC = anchor_lib.SSD300_SPEC
 

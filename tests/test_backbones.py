@@ -17,7 +17,7 @@ import tf_slim as slim
 from conftest import REPO_ROOT, TRAIN_FAST_FLAGS, run_script
 from net import backbones, ssd_net
 from preprocessing import ssd_preprocessing
-from utility import anchors as anchor_lib
+from net import anchors as anchor_lib
 
 NAMES = ['vgg16', 'resnet18', 'resnet34', 'resnet50', 'resnet101']
 K = [4, 6, 6, 6, 4, 4]
@@ -63,7 +63,7 @@ def test_registry_matches_the_original_and_the_flag():
 
 @pytest.mark.parametrize('name', NAMES)
 def test_network_builds_at_300_with_ssd300_maps_and_8732_anchors(name):
-    from net import ssd_model
+    from utility import ssd_model
     params = ssd_model.make_params(backbone=name)
     # The anchor spec follows from the backbone's map sizes: the SSD300 spec for all of them.
     assert ssd_net.feature_shapes(name, 300) == [38, 19, 10, 5, 3, 1]
@@ -193,7 +193,7 @@ def test_resnet50_restores_a_slim_checkpoint_and_computes_what_slim_computes(tmp
     """A checkpoint written by TF-slim's resnet_v1_50 (its names and shapes, random values,
     batch-norm statistics included) goes through the --checkpoint_path machinery with the
     backbone's defaults; the two source maps equal slim's units' outputs."""
-    from net import ssd_model
+    from utility import ssd_model
     from utility import checkpoint_utils
     rng = np.random.RandomState(0)
     image = rng.uniform(-120., 130., (1, 300, 300, 3)).astype(np.float32)
@@ -304,7 +304,7 @@ def test_frozen_batch_norm_uses_moving_statistics_and_trains_no_bn_variable():
 
 
 def test_input_convention_comes_from_the_backbone_through_params():
-    from net import ssd_model
+    from utility import ssd_model
     vgg = ssd_model.make_params()
     resnet = ssd_model.make_params(backbone='resnet18')
     assert (vgg['channel_order'], vgg['checkpoint_model_scope']) == ('bgr', 'vgg_16')
@@ -446,7 +446,7 @@ def test_benchmark_counts_each_backbones_flops():
     """benchmarks/bench_ssd.py counts the convolutions of whichever backbone params name;
     ResNet-18 + SSD layers counted by hand here."""
     import importlib.util
-    from net import ssd_model
+    from utility import ssd_model
     spec = importlib.util.spec_from_file_location(
         'bench_ssd', os.path.join(REPO_ROOT, 'benchmarks', 'bench_ssd.py'))
     bench = importlib.util.module_from_spec(spec)

@@ -21,7 +21,7 @@ def _load_bench():
 
 
 def test_conv_macs_equal_the_hand_count():
-    from net import ssd_model
+    from utility import ssd_model
     bench = _load_bench()
     macs = bench.ssd300_conv_macs(ssd_model.make_params())
     # 13 VGG convs + fc6 + fc7, 8 extra-layer convs, 6 loc + 6 cls heads.

@@ -281,7 +281,7 @@ def test_missing_path_message_says_how_to_get_weights(tmp_path):
     message = str(error.value)
     assert missing in message
     assert 'model/README.md' in message
-    assert 'python3 -m utility.convert_vgg_weights --from_slim' in message
+    assert 'python3 -m tools.convert_vgg_weights --from_slim' in message
     assert '--checkpoint_path= (empty) to train from scratch' in message
     with pytest.raises(ValueError, match='holds no checkpoint'):
         checkpoint_utils.resolve_checkpoint(str(tmp_path))

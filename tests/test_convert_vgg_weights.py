@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from net import ssd_net
 from utility import checkpoint_utils
-from utility import convert_vgg_weights as cvw
+from tools import convert_vgg_weights as cvw
 
 SEED_EXCLUDES = 'ssd300/multibox_head, ssd300/additional_layers, ssd300/conv4_3_scale'
 CONV_LAYERS = ['conv1/conv1_1', 'conv1/conv1_2', 'conv2/conv2_1', 'conv2/conv2_2',

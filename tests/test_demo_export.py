@@ -1,4 +1,4 @@
-"""utility/draw.py, the demo's image-file input, simple_ssd_demo.py and the SavedModel export."""
+"""evaluation/draw.py, the demo's image-file input, simple_ssd_demo.py and the SavedModel export."""
 import glob
 import os
 import re
@@ -10,9 +10,9 @@ import tensorflow as tf
 
 from conftest import AVAILABLE_DRIVERS, run_script
 from dataset import dataset_common
-from net import ssd_model
+from utility import ssd_model
 from preprocessing import ssd_preprocessing
-from utility import draw
+from evaluation import draw
 from utility import drivers
 from utility import eval_utils
 

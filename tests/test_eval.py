@@ -13,7 +13,7 @@ from conftest import run_script
 from dataset import dataset_common
 from dataset import voc_to_tfrecords
 from utility import eval_utils
-from utility import voc_metric
+from evaluation import voc_metric
 
 NAMES = list(dataset_common.VOC_LABELS)
 C = len(NAMES)

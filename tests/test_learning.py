@@ -117,7 +117,7 @@ def test_noaugment_trains_on_the_eval_preprocessing(tfrecord_dir):
     """params['augment'] False: training images are exactly the eval images (still shuffled)."""
     import numpy as np
     import tensorflow as tf
-    from net import ssd_model
+    from utility import ssd_model
 
     def first_batches(params, is_training, n):
         pattern = os.path.join(tfrecord_dir, 'train-*')

@@ -1,4 +1,4 @@
-"""utility/losses.py: smooth L1, per-image hard negative mining, loss values, zero positives,
+"""net/losses.py: smooth L1, per-image hard negative mining, loss values, zero positives,
 weight decay."""
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utility import losses
+from net import losses
 
 
 def approx(value):

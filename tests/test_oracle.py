@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utility import anchor_manipulator as am
-from utility import anchors as anchor_lib
-from utility import postprocess as pp
-from utility import voc_metric as vm
+from net import anchor_manipulator as am
+from net import anchors as anchor_lib
+from net import postprocess as pp
+from evaluation import voc_metric as vm
 
 NUM_CLASSES = 21
 SPEC = anchor_lib.SSD300_SPEC

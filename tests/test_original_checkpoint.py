@@ -17,10 +17,10 @@ import tensorflow as tf
 
 from net import ssd_net
 from preprocessing import ssd_preprocessing
-from utility import anchor_manipulator
-from utility import anchors as anchor_lib
+from net import anchor_manipulator
+from net import anchors as anchor_lib
 from utility import checkpoint_utils
-from utility import convert_original_ssd
+from tools import convert_original_ssd
 from utility import eval_utils
 
 NUM_CLASSES = 21

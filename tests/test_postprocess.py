@@ -1,9 +1,9 @@
-"""utility/postprocess.py: decode, thresholds, min size, per-class NMS, caps, clipping, padding."""
+"""net/postprocess.py: decode, thresholds, min size, per-class NMS, caps, clipping, padding."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from utility import postprocess as pp
+from net import postprocess as pp
 
 PRIOR = [0.1, 0.1, 0.2, 0.2]
 

@@ -1,10 +1,10 @@
-"""utility/voc_metric.py: AP and precision-recall curves on a case worked out on paper, the +1
+"""evaluation/voc_metric.py: AP and precision-recall curves on a case worked out on paper, the +1
 pixel convention, and agreement with a plain loop implementation of the devkit's voc_eval on
 random data."""
 import numpy as np
 import pytest
 
-from utility import voc_metric as vm
+from evaluation import voc_metric as vm
 
 
 # ----------------------------------------------------------------------------- reference

@@ -40,7 +40,7 @@ import tensorflow as tf
 
 _HOW_TO_GET_WEIGHTS = (
     'Put the reduced-fc VGG-16 checkpoint in ./model (see model/README.md): use the public '
-    'checkpoint, or convert one with `python3 -m utility.convert_vgg_weights --from_slim '
+    'checkpoint, or convert one with `python3 -m tools.convert_vgg_weights --from_slim '
     'vgg_16.ckpt --output model/vgg16_reducedfc` (or `--from_pytorch vgg16_reducedfc.pth`); '
     'for --backbone resnet50/resnet101 pass TF-slim\'s resnet_v1_50.ckpt / resnet_v1_101.ckpt '
     '(same README); pass --checkpoint_path= (empty) to train from scratch instead.')
@@ -297,7 +297,7 @@ def build_restore_fn(checkpoint_path, model_scope='ssd300', checkpoint_model_sco
     if not to_restore:
         raise ValueError('No model variable of scope %r was found in checkpoint %s under scope '
                          '%r; check --model_scope/--checkpoint_model_scope (list the checkpoint '
-                         'with `python3 -m utility.convert_vgg_weights --list %s`).'
+                         'with `python3 -m tools.convert_vgg_weights --list %s`).'
                          % (model_scope, prefix, checkpoint_model_scope, prefix))
 
     # One Saver per device copy: a MirroredVariable is restored into every replica's component

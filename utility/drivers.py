@@ -1,6 +1,6 @@
 """Two ways to run the one model_fn: tf.estimator (TF <= 2.15) and a session loop (any TF 2.x).
 
-`model_fn(features, labels, mode, params) -> ModelSpec` (net/ssd_model.py) knows nothing about
+`model_fn(features, labels, mode, params) -> ModelSpec` (utility/ssd_model.py) knows nothing about
 the driver. The Estimator driver wraps it into an `EstimatorSpec`; the session driver builds the
 same graph itself (under the same MirroredStrategy, with the same replica loss scaling, hooks,
 Scaffold, Saver and checkpoint layout) and runs it in a `MonitoredTrainingSession`. TensorFlow

@@ -7,7 +7,7 @@
 * ground truth: `scan_records` (from the TFRecords, without decoding images) and
   `ground_truth_from_annotations` (VOC XML files, matched by image id);
 * predictions: `collect_predictions` turns Estimator.predict output into pixel detections and
-  ground truth for `utility/voc_metric.evaluate`;
+  ground truth for `evaluation/voc_metric.evaluate`;
 * results: `summarize`, `format_table`, `write_metrics_json`, the VOC devkit results files
   (`write_results_files`, `read_results_files`), the PNG of voc_metric's precision-recall
   curves (`draw_pr_curves`);
@@ -31,8 +31,8 @@ from dataset import dataset_common
 from dataset import voc_to_tfrecords
 from preprocessing import ssd_preprocessing
 from utility import checkpoint_utils
-from utility import draw
-from utility import voc_metric
+from evaluation import draw
+from evaluation import voc_metric
 
 RESULTS_PREFIX = 'comp4_det_test_'
 METRICS_FILE = 'metrics.json'
@@ -171,7 +171,8 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
     Returns:
       the params dict, data format resolved for this machine (`ssd_net.resolve_data_format`).
     """
-    from net import ssd_model, ssd_net
+    from utility import ssd_model
+    from net import ssd_net
     data_format = ssd_net.resolve_data_format(values.data_format)
     if data_format != values.data_format:
         _log(log, 'Using data_format=%s instead of %s: no GPU is visible.'
@@ -212,7 +213,7 @@ def check_checkpoint_classes(checkpoint, params):
 
     The first class head holds k * num_classes output channels (k anchors per location).
     """
-    from utility import anchors as anchor_lib
+    from net import anchors as anchor_lib
     name = '%s/multibox_head/cls_0/biases' % params['model_scope']
     shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
     if name not in shapes:

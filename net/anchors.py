@@ -78,7 +78,7 @@ def validate_spec(spec):
     """Raises ValueError naming the problem if `spec` is not a usable anchor spec."""
     missing = [k for k in _REQUIRED_KEYS if k not in spec]
     if missing:
-        raise ValueError('anchor spec lacks %s; start from utility.anchors.SSD300_SPEC and '
+        raise ValueError('anchor spec lacks %s; start from net.anchors.SSD300_SPEC and '
                          'override only the keys you change.' % ', '.join(missing))
     lengths = {k: len(spec[k]) for k in _LAYER_KEYS}
     if len(set(lengths.values())) != 1:

@@ -14,7 +14,7 @@ Steps 3 and 4 run in one tf.image.combined_non_max_suppression call.
 """
 import tensorflow as tf
 
-from utility import anchor_manipulator
+from net import anchor_manipulator
 
 
 def clip_boxes(boxes):

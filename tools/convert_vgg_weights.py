@@ -3,12 +3,12 @@
 Commands (run from the repository root; see model/README.md)::
 
     # TF-slim's full VGG-16 (vgg_16.ckpt from vgg_16_2016_08_28.tar.gz), RGB-trained:
-    python3 -m utility.convert_vgg_weights --from_slim vgg_16.ckpt --output model/vgg16_reducedfc
+    python3 -m tools.convert_vgg_weights --from_slim vgg_16.ckpt --output model/vgg16_reducedfc
     # ssd.pytorch's reduced-fc VGG-16 (vgg16_reducedfc.pth, Caffe weights, BGR); needs PyTorch:
-    python3 -m utility.convert_vgg_weights --from_pytorch vgg16_reducedfc.pth \
+    python3 -m tools.convert_vgg_weights --from_pytorch vgg16_reducedfc.pth \
         --output model/vgg16_reducedfc
     # print any checkpoint's variables and shapes (to verify):
-    python3 -m utility.convert_vgg_weights --list model
+    python3 -m tools.convert_vgg_weights --list model
 
 Output: a V2 checkpoint '<output>.index' + '<output>.data-00000-of-00001' holding exactly the 30
 variables of net.ssd_net.VGG_REDUCED_FC_SHAPES ('vgg_16/conv1/conv1_1/weights' ...
@@ -324,7 +324,7 @@ def _print_listing(path, stream=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python3 -m utility.convert_vgg_weights',
+        prog='python3 -m tools.convert_vgg_weights',
         description='Convert VGG-16 weights into the reduced-fc checkpoint SSD300 restores '
                     '(see model/README.md).')
     source = parser.add_mutually_exclusive_group(required=True)

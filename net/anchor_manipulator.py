@@ -121,7 +121,7 @@ def encode_targets(gt_boxes, gt_labels, anchors, match_threshold=0.5, neg_thresh
       gt_boxes: float32 [N, 4] [ymin, xmin, ymax, xmax]; N may be 0. Rows with label <= 0
         or zero area (padding) are ignored.
       gt_labels: int [N], 1..C-1 (0 / -1 = padding).
-      anchors: float32 [A, 4] [ymin, xmin, ymax, xmax] (utility.anchors.generate_anchors).
+      anchors: float32 [A, 4] [ymin, xmin, ymax, xmax] (net.anchors.generate_anchors).
       match_threshold: IoU at or above which an anchor is positive.
       neg_threshold: IoU below which an anchor is background; anchors with
         neg_threshold <= IoU < match_threshold are ignored (-1). Must be <= match_threshold.

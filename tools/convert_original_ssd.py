@@ -1,6 +1,6 @@
 """Convert a full SSD300 checkpoint of the original SSD.TensorFlow code to this project's names.
 
-    python3 -m utility.convert_original_ssd --input path/to/original/model.ckpt-120000 \
+    python3 -m tools.convert_original_ssd --input path/to/original/model.ckpt-120000 \
         --output model/ssd300_voc/model.ckpt-120000
 
 The input may be a directory (its latest checkpoint), a prefix or one of its files, in the
@@ -22,7 +22,7 @@ from utility import checkpoint_utils
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python3 -m utility.convert_original_ssd',
+        prog='python3 -m tools.convert_original_ssd',
         description='Rename a full SSD300 checkpoint of the original SSD.TensorFlow code '
                     '(TF1 or TF 2.x variable names) to this project\'s names (model/README.md).')
     parser.add_argument('--input', required=True,

@@ -14,7 +14,7 @@ Semantics of the devkit's `voc_eval` (py-faster-rcnn / VOCevaldet):
 A class without non-difficult gt boxes has AP nan and is left out of the mAP (nanmean);
 background (class 0) is always nan.
 
-Run `python -m utility.voc_metric --bench` for the VOC07-test-sized timing.
+Run `python -m evaluation.voc_metric --bench` for the VOC07-test-sized timing.
 """
 import argparse
 import time

@@ -3,7 +3,7 @@
 Images are numpy uint8 arrays [H, W, 3] in RGB order. Boxes are VOC pixel boxes
 `[xmin, ymin, xmax, ymax]`, 1-based and inclusive (the convention of docs/INTERFACES.md:
 `normalized * width`), so the pixel in array column `x - 1` is drawn for a coordinate `x`.
-Use `normalized_to_pixels` (utility/voc_metric.py) to turn the model's normalized
+Use `normalized_to_pixels` (evaluation/voc_metric.py) to turn the model's normalized
 `[ymin, xmin, ymax, xmax]` boxes into such pixel boxes.
 """
 import colorsys

@@ -24,12 +24,12 @@ from dataset import dataset_common
 from net import backbones
 from net import ssd_net
 from preprocessing import ssd_preprocessing
-from utility import anchor_manipulator
-from utility import anchors as anchor_lib
+from net import anchor_manipulator
+from net import anchors as anchor_lib
 from utility import checkpoint_utils
 from utility.drivers import ModeKeys, ModelSpec
-from utility import losses as loss_lib
-from utility import postprocess as postprocess_lib
+from net import losses as loss_lib
+from net import postprocess as postprocess_lib
 from utility import train_utils
 
 # Every key model_fn / input_fn read, with its default. Entry scripts override from flags.
@@ -93,7 +93,7 @@ def make_params(**overrides):
     Keys left at None that follow the backbone (net/backbones.py) get its values:
     channel_order, mean_rgb, checkpoint_model_scope and checkpoint_exclude_scopes (SSD's new
     layers under the model scope). Without an 'anchor_spec' override the spec is SSD300's for
-    the feature-map sizes the backbone gives at train_image_size (utility/anchors).
+    the feature-map sizes the backbone gives at train_image_size (net/anchors).
     Unknown keys are an error so that a misspelt flag cannot be silently ignored.
     """
     unknown = sorted(set(overrides) - set(DEFAULT_PARAMS) - {'anchor_spec'})

@@ -1,6 +1,6 @@
 """Plots a training run's learning curve: train losses and held-out mAP per global step.
 
-    python3 utility/plot_learning_curve.py --model_dir=heldout_output/model \
+    python3 tools/plot_learning_curve.py --model_dir=heldout_output/model \
         --history=heldout_output/eval/metrics_history.jsonl --output=docs/heldout_curve.png
 
 Left panel: cls_loss and loc_loss from the TensorBoard summaries train_ssd.py writes in
