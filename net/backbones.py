@@ -88,18 +88,133 @@ def channel_axis(data_format):
 # ============================================================================ VGG-16 reduced-fc
 
 
+# Scope of the backbone variables in the public reduced-fc VGG-16 checkpoint.
+VGG16_CHECKPOINT_SCOPE = 'vgg_16'
+
+# (number of 3x3 convs, filters) of the five VGG-16 blocks conv1..conv5.
+_VGG_BLOCKS = (('conv1', 2, 64), ('conv2', 2, 128), ('conv3', 3, 256),
+               ('conv4', 3, 512), ('conv5', 3, 512))
+
+
+def _vgg_reduced_fc_shapes():
+    shapes = []
+    in_channels = 3
+    for block, repeat, filters in _VGG_BLOCKS:
+        for i in range(1, repeat + 1):
+            prefix = '%s/%s/%s_%d/' % (VGG16_CHECKPOINT_SCOPE, block, block, i)
+            shapes.append((prefix + 'weights', (3, 3, in_channels, filters)))
+            shapes.append((prefix + 'biases', (filters,)))
+            in_channels = filters
+    shapes += [
+        (VGG16_CHECKPOINT_SCOPE + '/fc6/weights', (3, 3, 512, 1024)),
+        (VGG16_CHECKPOINT_SCOPE + '/fc6/biases', (1024,)),
+        (VGG16_CHECKPOINT_SCOPE + '/fc7/weights', (1, 1, 1024, 1024)),
+        (VGG16_CHECKPOINT_SCOPE + '/fc7/biases', (1024,)),
+    ]
+    return tuple(shapes)
+
+
+# The 30 backbone variables of the reduced-fc VGG-16 checkpoint, (name, shape) in checkpoint
+# naming ('vgg_16/...'), HWIO conv kernels. Used by the network test, the checkpoint converters
+# and model/README.md. In the model they are named 'ssd300/...' instead of 'vgg_16/...'.
+VGG_REDUCED_FC_SHAPES = _vgg_reduced_fc_shapes()
+
+
+def native_dilation_supported():
+    """True when a dilated convolution can run as one dilated Conv2D, forward and backward.
+
+    cuDNN (GPU) and TensorFlow's oneDNN CPU kernels (on by default in x86 Linux builds)
+    support it. TensorFlow's plain CPU kernels (TF_ENABLE_ONEDNN_OPTS=0) have no dilated
+    backprop, so there the convolution runs as space-to-batch + Conv2D, as tf.nn.convolution
+    builds it.
+    """
+    if tf.config.list_physical_devices('GPU'):
+        return True
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # reads TF_ENABLE_ONEDNN_OPTS
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return False
+
+
+@slim.add_arg_scope
+def dilated_conv2d(net, filters, rate, scope, data_format='channels_last',
+                   outputs_collections=None):
+    """3x3 SAME convolution with dilation `rate`, + biases + ReLU (SSD's fc6).
+
+    The same layer as slim.conv2d(net, filters, [3, 3], rate=rate, scope=scope) under
+    ssd_arg_scope: variables scope/weights [3, 3, in, filters] (Xavier) and scope/biases
+    [filters] (zeros), model variables, output collected under the scope name. Where
+    native_dilation_supported() it runs as one dilated Conv2D (on 2 CPU cores, fc6's forward
+    and backward take a quarter of the space-to-batch time: 19x19 is not padded to 24x24 and
+    cut into 36 tiny 4x4 images); otherwise it is slim.conv2d itself.
+    """
+    if not native_dilation_supported():
+        kwargs = {} if outputs_collections is None else {
+            'outputs_collections': outputs_collections}
+        return slim.conv2d(net, filters, [3, 3], rate=rate, scope=scope, **kwargs)
+    check_data_format(data_format)
+    fmt = DATA_FORMATS[data_format]
+    in_channels = net.get_shape().as_list()[channel_axis(data_format)]
+    with tf.compat.v1.variable_scope(scope, values=[net]) as sc:
+        weights = slim.model_variable(
+            'weights', shape=[3, 3, in_channels, filters],
+            initializer=tf.compat.v1.glorot_uniform_initializer())
+        biases = slim.model_variable('biases', shape=[filters],
+                                     initializer=tf.compat.v1.zeros_initializer())
+        out = tf.nn.conv2d(net, weights, strides=1, padding='SAME', dilations=rate,
+                           data_format=fmt)
+        out = tf.nn.relu(tf.nn.bias_add(out, biases, data_format=fmt))
+        return slim.utils.collect_named_outputs(outputs_collections, sc.name, out)
+
+
+def _l2_normalize_scaled(net, data_format, init_scale=20.):
+    """L2-normalizes over channels and multiplies by a learnable per-channel scale.
+
+    The scale is the model variable 'conv4_3_scale/weights' [channels], initialised to 20.
+    """
+    channels = net.get_shape().as_list()[channel_axis(data_format)]
+    with tf.compat.v1.variable_scope('conv4_3_scale'):
+        scale = slim.model_variable(
+            'weights', shape=[channels],
+            initializer=tf.compat.v1.constant_initializer(init_scale))
+        shape = [1, 1, 1, channels] if data_format == 'channels_last' else [1, channels, 1, 1]
+        # x / sqrt(max(sum x^2, 1e-10)), the original's epsilon.
+        normed = tf.math.l2_normalize(net, axis=channel_axis(data_format), epsilon=1e-10)
+        return tf.multiply(normed, tf.reshape(scale, shape), name='conv4_3_norm')
+
+
+def vgg16_reduced_fc(inputs, data_format='channels_last'):
+    """VGG-16 with fc6/fc7 as (dilated) convolutions, as used by SSD.
+
+    Args:
+      inputs: float32 [B, H, W, 3] ('channels_last') or [B, 3, H, W] ('channels_first').
+      data_format: layout of `inputs` and of every op.
+    Returns:
+      (conv4_3, fc7): the ReLU outputs of conv4_3 (38x38x512 for 300x300) and
+      fc7 (19x19x1024), in `data_format`.
+    Variables: conv1/conv1_1 ... conv5/conv5_3, fc6, fc7 under the current variable scope.
+    """
+    net = inputs
+    conv4_3 = None
+    for index, (block, repeat, filters) in enumerate(_VGG_BLOCKS):
+        net = slim.repeat(net, repeat, slim.conv2d, filters, [3, 3], scope=block)
+        if block == 'conv4':
+            conv4_3 = net
+        if index < 4:  # pool1..pool4: 300 -> 150 -> 75 -> 38 -> 19
+            net = slim.max_pool2d(net, [2, 2], stride=2, scope='pool%d' % (index + 1))
+    net = slim.max_pool2d(net, [3, 3], stride=1, scope='pool5')
+    net = dilated_conv2d(net, 1024, rate=6, scope='fc6', data_format=data_format)
+    net = slim.conv2d(net, 1024, [1, 1], scope='fc7')
+    return conv4_3, net
+
+
 def vgg16_source_maps(images, is_training=False, data_format='channels_last',
                       freeze_batch_norm=False):
-    """[conv4_3 L2-normalized x conv4_3_scale (stride 8, 512), fc7 (stride 16, 1024)].
-
-    The VGG-16 layers live in net/ssd_net.py, their first home (its names, ops and
-    checkpoints are unchanged); it is imported here at call time because ssd_net imports
-    this module.
-    """
+    """[conv4_3 L2-normalized x conv4_3_scale (stride 8, 512), fc7 (stride 16, 1024)]."""
     del is_training, freeze_batch_norm  # no dropout, no batch norm
-    from net import ssd_net
-    conv4_3, fc7 = ssd_net.vgg16_reduced_fc(images, data_format)
-    return [ssd_net._l2_normalize_scaled(conv4_3, data_format), fc7]
+    conv4_3, fc7 = vgg16_reduced_fc(images, data_format)
+    return [_l2_normalize_scaled(conv4_3, data_format), fc7]
 
 
 # ============================================================================ ResNet v1
@@ -334,7 +449,7 @@ BACKBONES = collections.OrderedDict([
         source_strides=(8, 16), source_depths=(512, 1024),
         # The reduced-fc VGG-16 weights come from Caffe: BGR input, ImageNet mean.
         channel_order='bgr', mean_rgb=IMAGENET_MEAN_RGB,
-        checkpoint_model_scope='vgg_16', added_scopes=('conv4_3_scale',),
+        checkpoint_model_scope=VGG16_CHECKPOINT_SCOPE, added_scopes=('conv4_3_scale',),
         batch_norm=False)),
     # TF-slim's ResNets were trained on RGB with the same mean (its vgg_preprocessing).
     ('resnet18', _resnet_entry(18)),

@@ -5,7 +5,7 @@ Graph-mode (tf.compat.v1) building blocks; importing this module has no side eff
 The backbone (net/backbones.py, chosen by name: 'vgg16' (default), 'resnet18', 'resnet34',
 'resnet50', 'resnet101') gives two source maps, at strides 8 and 16; the extra layers
 conv8..conv11 (on the stride-16 map) and the six multibox heads are the same for every
-backbone. VGG-16 reduced-fc is built here (``vgg16_reduced_fc``), the ResNets in
+backbone; the backbones themselves (VGG-16 reduced-fc, the ResNets) are built in
 net/backbones.py. Layout of the variables under the model scope (default ``ssd300``) for VGG-16::
 
     ssd300/conv1/conv1_1/{weights,biases} ... ssd300/conv5/conv5_3/{weights,biases}
@@ -16,10 +16,10 @@ net/backbones.py. Layout of the variables under the model scope (default ``ssd30
     ssd300/multibox_head/loc_{0..5}/{weights,biases}, ssd300/multibox_head/cls_{0..5}/{...}
 
 The backbone names are the public ImageNet checkpoint's names with its scope (``vgg_16``,
-``resnet_v1_50``, ...) replaced by the model scope (see ``VGG_REDUCED_FC_SHAPES``), so restoring
-the backbone is a prefix remap (``utility/checkpoint_utils.py``). The new SSD layers live under
-``new_layer_scopes(backbone)`` (VGG-16: ``NEW_LAYER_SCOPES``), the default
-``--checkpoint_exclude_scopes`` (``default_exclude_scopes``).
+``resnet_v1_50``, ...) replaced by the model scope (see ``backbones.VGG_REDUCED_FC_SHAPES``), so
+restoring the backbone is a prefix remap (``utility/checkpoint_utils.py``). The new SSD layers live
+under ``new_layer_scopes(backbone)``, the default ``--checkpoint_exclude_scopes``
+(``default_exclude_scopes``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -31,53 +31,16 @@ import tf_slim as slim
 
 from net import backbones
 
-# Scope of the backbone variables in the public reduced-fc VGG-16 checkpoint.
-CHECKPOINT_MODEL_SCOPE = 'vgg_16'
 # Default model scope: variable names are MODEL_SCOPE + the checkpoint name minus its scope.
 MODEL_SCOPE = 'ssd300'
 
-# (number of 3x3 convs, filters) of the five VGG-16 blocks conv1..conv5.
-_VGG_BLOCKS = (('conv1', 2, 64), ('conv2', 2, 128), ('conv3', 3, 256),
-               ('conv4', 3, 512), ('conv5', 3, 512))
-
-
-def _vgg_reduced_fc_shapes():
-    shapes = []
-    in_channels = 3
-    for block, repeat, filters in _VGG_BLOCKS:
-        for i in range(1, repeat + 1):
-            prefix = '%s/%s/%s_%d/' % (CHECKPOINT_MODEL_SCOPE, block, block, i)
-            shapes.append((prefix + 'weights', (3, 3, in_channels, filters)))
-            shapes.append((prefix + 'biases', (filters,)))
-            in_channels = filters
-    shapes += [
-        (CHECKPOINT_MODEL_SCOPE + '/fc6/weights', (3, 3, 512, 1024)),
-        (CHECKPOINT_MODEL_SCOPE + '/fc6/biases', (1024,)),
-        (CHECKPOINT_MODEL_SCOPE + '/fc7/weights', (1, 1, 1024, 1024)),
-        (CHECKPOINT_MODEL_SCOPE + '/fc7/biases', (1024,)),
-    ]
-    return tuple(shapes)
-
-
-# The 30 backbone variables of the reduced-fc VGG-16 checkpoint, (name, shape) in checkpoint
-# naming ('vgg_16/...'), HWIO conv kernels. Used by the network test, the checkpoint converters
-# and model/README.md. In the model they are named 'ssd300/...' instead of 'vgg_16/...'.
-VGG_REDUCED_FC_SHAPES = _vgg_reduced_fc_shapes()
-
 # Scopes (under the model scope) of the variables SSD adds to every backbone.
 SSD_LAYER_SCOPES = ('multibox_head', 'additional_layers')
-# With VGG-16's conv4_3 scale: the seed's default --checkpoint_exclude_scopes.
-NEW_LAYER_SCOPES = SSD_LAYER_SCOPES + backbones.BACKBONES['vgg16'].added_scopes
 
 # The extra layers' source maps (heads 2..5).
 EXTRA_SOURCE_LAYERS = ('conv8', 'conv9', 'conv10', 'conv11')
 # Source feature maps of the six multibox heads of VGG-16, in anchor order.
 SOURCE_LAYERS = backbones.BACKBONES['vgg16'].source_layers + EXTRA_SOURCE_LAYERS
-# Their spatial sizes for a 300x300 input (= feature_shapes(backbone, 300), any backbone).
-SSD300_FEATURE_SHAPES = (38, 19, 10, 5, 3, 1)
-
-_DATA_FORMATS = backbones.DATA_FORMATS
-_check_data_format = backbones.check_data_format
 
 
 def source_layers(backbone='vgg16'):
@@ -136,7 +99,7 @@ def resolve_data_format(requested):
     GPU is visible, logs a notice and returns 'channels_last'.
     Raises ValueError for anything but 'channels_first' / 'channels_last'.
     """
-    _check_data_format(requested)
+    backbones.check_data_format(requested)
     if requested == 'channels_first' and not tf.config.list_physical_devices('GPU'):
         tf.compat.v1.logging.warning(
             "data_format='channels_first' was requested but no GPU is visible; using "
@@ -147,8 +110,8 @@ def resolve_data_format(requested):
 
 def ssd_arg_scope(data_format='channels_last'):
     """arg_scope shared by every SSD conv/pool: SAME, ReLU, Xavier weights, zero biases."""
-    _check_data_format(data_format)
-    fmt = _DATA_FORMATS[data_format]
+    backbones.check_data_format(data_format)
+    fmt = backbones.DATA_FORMATS[data_format]
     with slim.arg_scope([slim.conv2d],
                         activation_fn=tf.nn.relu,
                         padding='SAME',
@@ -157,99 +120,6 @@ def ssd_arg_scope(data_format='channels_last'):
                         data_format=fmt):
         with slim.arg_scope([slim.max_pool2d], padding='SAME', data_format=fmt) as sc:
             return sc
-
-
-def native_dilation_supported():
-    """True when a dilated convolution can run as one dilated Conv2D, forward and backward.
-
-    cuDNN (GPU) and TensorFlow's oneDNN CPU kernels (on by default in x86 Linux builds)
-    support it. TensorFlow's plain CPU kernels (TF_ENABLE_ONEDNN_OPTS=0) have no dilated
-    backprop, so there the convolution runs as space-to-batch + Conv2D, as tf.nn.convolution
-    builds it.
-    """
-    if tf.config.list_physical_devices('GPU'):
-        return True
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # reads TF_ENABLE_ONEDNN_OPTS
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return False
-
-
-@slim.add_arg_scope
-def dilated_conv2d(net, filters, rate, scope, data_format='channels_last',
-                   outputs_collections=None):
-    """3x3 SAME convolution with dilation `rate`, + biases + ReLU (SSD's fc6).
-
-    The same layer as slim.conv2d(net, filters, [3, 3], rate=rate, scope=scope) under
-    ssd_arg_scope: variables scope/weights [3, 3, in, filters] (Xavier) and scope/biases
-    [filters] (zeros), model variables, output collected under the scope name. Where
-    native_dilation_supported() it runs as one dilated Conv2D (on 2 CPU cores, fc6's forward
-    and backward take a quarter of the space-to-batch time: 19x19 is not padded to 24x24 and
-    cut into 36 tiny 4x4 images); otherwise it is slim.conv2d itself.
-    """
-    if not native_dilation_supported():
-        kwargs = {} if outputs_collections is None else {
-            'outputs_collections': outputs_collections}
-        return slim.conv2d(net, filters, [3, 3], rate=rate, scope=scope, **kwargs)
-    _check_data_format(data_format)
-    fmt = _DATA_FORMATS[data_format]
-    in_channels = net.get_shape().as_list()[_channel_axis(data_format)]
-    with tf.compat.v1.variable_scope(scope, values=[net]) as sc:
-        weights = slim.model_variable(
-            'weights', shape=[3, 3, in_channels, filters],
-            initializer=tf.compat.v1.glorot_uniform_initializer())
-        biases = slim.model_variable('biases', shape=[filters],
-                                     initializer=tf.compat.v1.zeros_initializer())
-        out = tf.nn.conv2d(net, weights, strides=1, padding='SAME', dilations=rate,
-                           data_format=fmt)
-        out = tf.nn.relu(tf.nn.bias_add(out, biases, data_format=fmt))
-        return slim.utils.collect_named_outputs(outputs_collections, sc.name, out)
-
-
-def _channel_axis(data_format):
-    return 3 if data_format == 'channels_last' else 1
-
-
-def _l2_normalize_scaled(net, data_format, init_scale=20.):
-    """L2-normalizes over channels and multiplies by a learnable per-channel scale.
-
-    The scale is the model variable 'conv4_3_scale/weights' [channels], initialised to 20.
-    """
-    channels = net.get_shape().as_list()[_channel_axis(data_format)]
-    with tf.compat.v1.variable_scope('conv4_3_scale'):
-        scale = slim.model_variable(
-            'weights', shape=[channels],
-            initializer=tf.compat.v1.constant_initializer(init_scale))
-        shape = [1, 1, 1, channels] if data_format == 'channels_last' else [1, channels, 1, 1]
-        # x / sqrt(max(sum x^2, 1e-10)), the original's epsilon.
-        normed = tf.math.l2_normalize(net, axis=_channel_axis(data_format), epsilon=1e-10)
-        return tf.multiply(normed, tf.reshape(scale, shape), name='conv4_3_norm')
-
-
-def vgg16_reduced_fc(inputs, data_format='channels_last'):
-    """VGG-16 with fc6/fc7 as (dilated) convolutions, as used by SSD.
-
-    Args:
-      inputs: float32 [B, H, W, 3] ('channels_last') or [B, 3, H, W] ('channels_first').
-      data_format: layout of `inputs` and of every op.
-    Returns:
-      (conv4_3, fc7): the ReLU outputs of conv4_3 (38x38x512 for 300x300) and
-      fc7 (19x19x1024), in `data_format`.
-    Variables: conv1/conv1_1 ... conv5/conv5_3, fc6, fc7 under the current variable scope.
-    """
-    net = inputs
-    conv4_3 = None
-    for index, (block, repeat, filters) in enumerate(_VGG_BLOCKS):
-        net = slim.repeat(net, repeat, slim.conv2d, filters, [3, 3], scope=block)
-        if block == 'conv4':
-            conv4_3 = net
-        if index < 4:  # pool1..pool4: 300 -> 150 -> 75 -> 38 -> 19
-            net = slim.max_pool2d(net, [2, 2], stride=2, scope='pool%d' % (index + 1))
-    net = slim.max_pool2d(net, [3, 3], stride=1, scope='pool5')
-    net = dilated_conv2d(net, 1024, rate=6, scope='fc6', data_format=data_format)
-    net = slim.conv2d(net, 1024, [1, 1], scope='fc7')
-    return conv4_3, net
 
 
 def extra_layers(net, data_format='channels_last'):
@@ -335,7 +205,7 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
         'conv11') in `data_format` (38, 19, 10, 5, 3, 1 pixels for 300x300), 'feature_maps'
         (the same six as a list), 'cls_logits' and 'loc_preds'.
     """
-    _check_data_format(data_format)
+    backbones.check_data_format(data_format)
     spec = backbones.get_backbone(backbone)
     names = source_layers(backbone)
     anchors_per_location = list(anchors_per_location)
@@ -353,7 +223,7 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
     with tf.compat.v1.variable_scope(scope, 'ssd300', [inputs]) as sc:
         collection = sc.original_name_scope + '_end_points'
         with slim.arg_scope(ssd_arg_scope(data_format)), \
-                slim.arg_scope([slim.conv2d, slim.max_pool2d, dilated_conv2d],
+                slim.arg_scope([slim.conv2d, slim.max_pool2d, backbones.dilated_conv2d],
                                outputs_collections=collection):
             net = inputs
             if data_format == 'channels_first':

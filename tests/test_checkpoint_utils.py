@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 import tf_slim as slim
 
+from net import backbones
 from net import ssd_net
 from utility import checkpoint_utils
 
@@ -39,7 +40,7 @@ def write_checkpoint(prefix, tensors, version=V2):
 def backbone_values():
     rng = np.random.default_rng(7)
     return {name: rng.standard_normal(shape, dtype=np.float32)
-            for name, shape in ssd_net.VGG_REDUCED_FC_SHAPES}
+            for name, shape in backbones.VGG_REDUCED_FC_SHAPES}
 
 
 @pytest.fixture(scope='module')
@@ -85,7 +86,7 @@ def test_full_backbone_restores_into_ssd300(backbone_dir, backbone_values):
             init_fn(tf.compat.v1.train.Scaffold(init_fn=init_fn), session)
             values = session.run(variables)
 
-    backbone = sorted(n.replace('vgg_16/', 'ssd300/', 1) for n, _ in ssd_net.VGG_REDUCED_FC_SHAPES)
+    backbone = sorted(n.replace('vgg_16/', 'ssd300/', 1) for n, _ in backbones.VGG_REDUCED_FC_SHAPES)
     assert report['checkpoint'] == str(backbone_dir / 'vgg16_reducedfc')
     assert report['restored'] == backbone
     assert report['missing'] == []

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from net import backbones
 from net import ssd_net
 from utility import checkpoint_utils
 from tools import convert_vgg_weights as cvw
@@ -90,7 +91,7 @@ def test_slim_conversion_restores_into_ssd300(slim_checkpoint, tmp_path, capsys)
         'checkpoint', 'vgg16_reducedfc.data-00000-of-00001', 'vgg16_reducedfc.index']
 
     listing = cvw.list_checkpoint(str(tmp_path / 'model'))
-    assert [(n, tuple(s)) for n, s, _ in listing] == sorted(ssd_net.VGG_REDUCED_FC_SHAPES)
+    assert [(n, tuple(s)) for n, s, _ in listing] == sorted(backbones.VGG_REDUCED_FC_SHAPES)
     assert {d for _, _, d in listing} == {'float32'}
 
     with tf.Graph().as_default():
@@ -134,7 +135,7 @@ def test_slim_keep_channel_order_and_errors(slim_checkpoint, tmp_path, capsys):
     converted = cvw.convert_slim_tensors(source, reverse_input_channels=False)
     np.testing.assert_array_equal(converted['vgg_16/conv1/conv1_1/weights'],
                                   source['vgg_16/conv1/conv1_1/weights'])
-    assert list(converted) == [n for n, _ in ssd_net.VGG_REDUCED_FC_SHAPES]
+    assert list(converted) == [n for n, _ in backbones.VGG_REDUCED_FC_SHAPES]
 
     # A reduced-fc checkpoint given to --from_slim.
     reduced = cvw.write_checkpoint(converted, str(tmp_path / 'reduced' / 'vgg16_reducedfc'))
@@ -163,7 +164,7 @@ def _pytorch_state_dict(prefix='vgg.', seed=2):
     rng = np.random.default_rng(seed)
     state = {}
     for (index, layer) in cvw.PYTORCH_LAYER_INDICES.items():
-        hwio = dict(ssd_net.VGG_REDUCED_FC_SHAPES)['vgg_16/%s/weights' % layer]
+        hwio = dict(backbones.VGG_REDUCED_FC_SHAPES)['vgg_16/%s/weights' % layer]
         oihw = (hwio[3], hwio[2], hwio[0], hwio[1])
         state['%s%d.weight' % (prefix, index)] = rng.standard_normal(oihw, dtype=np.float32)
         state['%s%d.bias' % (prefix, index)] = rng.standard_normal([hwio[3]], dtype=np.float32)
@@ -176,7 +177,7 @@ def _pytorch_state_dict(prefix='vgg.', seed=2):
 def test_pytorch_state_dict_mapping(prefix):
     state = _pytorch_state_dict(prefix)
     out = cvw.convert_pytorch_state_dict(state)
-    assert [(n, a.shape) for n, a in out.items()] == list(ssd_net.VGG_REDUCED_FC_SHAPES)
+    assert [(n, a.shape) for n, a in out.items()] == list(backbones.VGG_REDUCED_FC_SHAPES)
     # OIHW -> HWIO: out[h, w, i, o] == in[o, i, h, w]; no channel reversal for Caffe weights.
     fc6 = state[prefix + '31.weight']
     assert out['vgg_16/fc6/weights'][2, 0, 100, 700] == fc6[700, 100, 2, 0]

@@ -1,4 +1,4 @@
-"""net.ssd_net.dilated_conv2d (fc6): the native dilated Conv2D is the same layer as
+"""net.backbones.dilated_conv2d (fc6): the native dilated Conv2D is the same layer as
 slim.conv2d(rate=6) -- same variables, same outputs, same gradients -- and falls back to
 slim.conv2d where TensorFlow cannot run dilated backprop natively."""
 import numpy as np
@@ -6,10 +6,11 @@ import pytest
 import tensorflow as tf
 import tf_slim as slim
 
+from net import backbones
 from net import ssd_net
 
 needs_native = pytest.mark.skipif(
-    not ssd_net.native_dilation_supported(),
+    not backbones.native_dilation_supported(),
     reason='no native dilated Conv2D backprop here (TF_ENABLE_ONEDNN_OPTS=0 on a CPU): '
            'fc6 uses slim.conv2d itself, nothing to compare')
 
@@ -20,7 +21,7 @@ def _layer_pair(rate=6, size=19, channels=8, filters=16):
     inputs = tf.constant(rng.uniform(-1, 1, (2, size, size, channels)).astype(np.float32))
     with slim.arg_scope(ssd_net.ssd_arg_scope()):
         reference = slim.conv2d(inputs, filters, [3, 3], rate=rate, scope='reference')
-        native = ssd_net.dilated_conv2d(inputs, filters, rate=rate, scope='native')
+        native = backbones.dilated_conv2d(inputs, filters, rate=rate, scope='native')
     variables = {v.op.name: v for v in tf.compat.v1.global_variables()}
     weights = rng.uniform(-.2, .2, (3, 3, channels, filters)).astype(np.float32)
     biases = rng.uniform(-.1, .1, (filters,)).astype(np.float32)
@@ -68,11 +69,11 @@ def test_same_outputs_and_gradients_as_space_to_batch():
 
 
 def test_falls_back_to_slim_conv2d(monkeypatch):
-    monkeypatch.setattr(ssd_net, 'native_dilation_supported', lambda: False)
+    monkeypatch.setattr(backbones, 'native_dilation_supported', lambda: False)
     with tf.Graph().as_default():
         inputs = tf.zeros([1, 19, 19, 4])
         with slim.arg_scope(ssd_net.ssd_arg_scope()):
-            ssd_net.dilated_conv2d(inputs, 8, rate=6, scope='fc6')
+            backbones.dilated_conv2d(inputs, 8, rate=6, scope='fc6')
         op_types = {op.type for op in tf.compat.v1.get_default_graph().get_operations()}
     assert 'SpaceToBatchND' in op_types  # what tf.nn.convolution builds for rate 6
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from net import backbones
 from net import ssd_net
 from preprocessing import ssd_preprocessing
 from net import anchor_manipulator
@@ -177,7 +178,7 @@ def test_layout_detection():
     assert detect(original_shapes('tf1')) == ('original_tf1', 'ssd300')
     assert detect(original_shapes('tf2')) == ('original_tf2', 'ssd300')
     assert detect(_project_variables()) == (None, None)           # this project's checkpoints
-    assert detect([n for n, _ in ssd_net.VGG_REDUCED_FC_SHAPES]) == (None, None)  # backbone
+    assert detect([n for n, _ in backbones.VGG_REDUCED_FC_SHAPES]) == (None, None)  # backbone
     assert detect(['model/fc6/kernel', 'model/conv1_1/kernel']) == ('original_tf2', 'model')
     assert detect(['ssd300/fc6/kernel']) == (None, None)
 

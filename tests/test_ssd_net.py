@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from net import backbones
 from net import ssd_net
 
 NUM_CLASSES = 21
@@ -51,9 +52,9 @@ def test_vgg_reduced_fc_shapes_constant_is_the_public_checkpoint():
     for layer, shape in EXPECTED_BACKBONE.items():
         expected['vgg_16/%s/weights' % layer] = shape
         expected['vgg_16/%s/biases' % layer] = (shape[-1],)
-    assert dict(ssd_net.VGG_REDUCED_FC_SHAPES) == expected
-    assert len(ssd_net.VGG_REDUCED_FC_SHAPES) == 30
-    total = sum(int(np.prod(s)) for _, s in ssd_net.VGG_REDUCED_FC_SHAPES)
+    assert dict(backbones.VGG_REDUCED_FC_SHAPES) == expected
+    assert len(backbones.VGG_REDUCED_FC_SHAPES) == 30
+    total = sum(int(np.prod(s)) for _, s in backbones.VGG_REDUCED_FC_SHAPES)
     assert total == 20_483_904  # 14,714,688 (conv1-5) + 4,719,616 (fc6) + 1,049,600 (fc7)
 
 
@@ -68,7 +69,7 @@ def test_variable_names_and_static_shapes(data_format):
         model_variables = {v.op.name for v in tf.compat.v1.model_variables()}
 
     backbone = {name.replace('vgg_16/', 'ssd300/', 1): shape
-                for name, shape in ssd_net.VGG_REDUCED_FC_SHAPES}
+                for name, shape in backbones.VGG_REDUCED_FC_SHAPES}
     new = {n: s for n, s in shapes.items() if not n.startswith(tuple(backbone))}
     assert {n: s for n, s in shapes.items() if n in backbone} == backbone
     assert new == EXPECTED_NEW

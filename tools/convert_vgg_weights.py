@@ -11,7 +11,7 @@ Commands (run from the repository root; see model/README.md)::
     python3 -m tools.convert_vgg_weights --list model
 
 Output: a V2 checkpoint '<output>.index' + '<output>.data-00000-of-00001' holding exactly the 30
-variables of net.ssd_net.VGG_REDUCED_FC_SHAPES ('vgg_16/conv1/conv1_1/weights' ...
+variables of net.backbones.VGG_REDUCED_FC_SHAPES ('vgg_16/conv1/conv1_1/weights' ...
 'vgg_16/fc7/biases', float32, HWIO kernels), and a 'checkpoint' state file in the output
 directory pointing at it, so `train_ssd.py --checkpoint_path=./model` (the default) finds it.
 
@@ -37,7 +37,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from net.ssd_net import CHECKPOINT_MODEL_SCOPE, VGG_REDUCED_FC_SHAPES
+from net.backbones import VGG16_CHECKPOINT_SCOPE, VGG_REDUCED_FC_SHAPES
 from utility import checkpoint_utils
 
 # TF-slim full VGG-16 shapes of the two fully connected layers (as convolutions).
@@ -63,7 +63,7 @@ def _layer_names():
     """Checkpoint layer paths without scope and variable: 'conv1/conv1_1', ..., 'fc7'."""
     names = []
     for name, _ in VGG_REDUCED_FC_SHAPES:
-        layer = name[len(CHECKPOINT_MODEL_SCOPE) + 1:].rpartition('/')[0]
+        layer = name[len(VGG16_CHECKPOINT_SCOPE) + 1:].rpartition('/')[0]
         if layer not in names:
             names.append(layer)
     return names
@@ -144,8 +144,8 @@ def convert_slim_tensors(get_tensor, reverse_input_channels=True, source_scope='
             weights, biases = reduce_fc7(weights, biases)
         elif layer == 'conv1/conv1_1' and reverse_input_channels:
             weights = np.ascontiguousarray(weights[:, :, ::-1, :])
-        out['%s/%s/weights' % (CHECKPOINT_MODEL_SCOPE, layer)] = weights
-        out['%s/%s/biases' % (CHECKPOINT_MODEL_SCOPE, layer)] = biases
+        out['%s/%s/weights' % (VGG16_CHECKPOINT_SCOPE, layer)] = weights
+        out['%s/%s/biases' % (VGG16_CHECKPOINT_SCOPE, layer)] = biases
     _check_reduced_fc(out)
     return out
 
@@ -191,9 +191,9 @@ def convert_pytorch_state_dict(state_dict):
             raise ValueError('%s%d.weight has shape %s, not a 4-D OIHW conv kernel; the file '
                              'is not a reduced-fc VGG-16.' % (complete[0], index,
                                                               list(weights.shape)))
-        out['%s/%s/weights' % (CHECKPOINT_MODEL_SCOPE, layer)] = np.ascontiguousarray(
+        out['%s/%s/weights' % (VGG16_CHECKPOINT_SCOPE, layer)] = np.ascontiguousarray(
             weights.transpose(2, 3, 1, 0))  # OIHW -> HWIO
-        out['%s/%s/biases' % (CHECKPOINT_MODEL_SCOPE, layer)] = to_numpy(group[(index, 'bias')])
+        out['%s/%s/biases' % (VGG16_CHECKPOINT_SCOPE, layer)] = to_numpy(group[(index, 'bias')])
     _check_reduced_fc(out)
     return out
 
@@ -293,7 +293,7 @@ def convert_from_slim(slim_path, output=DEFAULT_OUTPUT, reverse_input_channels=T
         raise ValueError('%s has no %s; it is not a TF-slim VGG-16 checkpoint (list it with '
                          '--list; set --source_scope if its scope is not %s).'
                          % (prefix, fc6, source_scope))
-    if tuple(shapes[fc6]) == _EXPECTED[CHECKPOINT_MODEL_SCOPE + '/fc6/weights']:
+    if tuple(shapes[fc6]) == _EXPECTED[VGG16_CHECKPOINT_SCOPE + '/fc6/weights']:
         raise ValueError('%s is already reduced-fc (fc6 %s); no conversion is needed: put it '
                          'in ./model or pass it as --checkpoint_path.' % (prefix, shapes[fc6]))
     missing = [name for name in ('%s/%s/%s' % (source_scope, layer, kind)
