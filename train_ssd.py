@@ -52,9 +52,13 @@ flags.DEFINE_integer('max_number_of_steps', 120000, 'Global step at which traini
 flags.DEFINE_integer('batch_size', 16,
                      'Global batch size: images per step over all replicas; must divide '
                      'evenly over the replicas.')
-flags.DEFINE_string('data_format', 'channels_first',
-                    "'channels_first' (NCHW, fastest on GPU) or 'channels_last' (NHWC). "
-                    'Without a GPU channels_last is used, with a notice.')
+# The model's default and choices (utility/ssd_model.DEFAULT_PARAMS['data_format'],
+# net/ssd_net.DATA_FORMAT_CHOICES; written out here so that --help runs without TensorFlow;
+# tests/test_train.py checks they agree).
+flags.DEFINE_enum('data_format', 'auto', ['auto', 'channels_first', 'channels_last'],
+                  "'auto': channels_first (NCHW, fastest on GPU) when a GPU is visible, else "
+                  "channels_last (NHWC). channels_first without a GPU falls back to "
+                  'channels_last, with a notice.')
 # Targets and loss.
 flags.DEFINE_float('negative_ratio', 3.0, 'Hard negatives per positive anchor in the loss.')
 flags.DEFINE_float('match_threshold', 0.5, 'IoU at or above which an anchor is positive.')
@@ -91,8 +95,9 @@ flags.DEFINE_boolean('freeze_batch_norm', False,
                      'gamma/beta stay fixed (for fine-tuning with few images per replica).')
 flags.DEFINE_string('checkpoint_exclude_scopes', None,
                     'Comma-separated model scopes never restored from --checkpoint_path '
-                    '(default: SSD\'s new layers, for vgg16 \'ssd300/multibox_head, '
-                    'ssd300/additional_layers, ssd300/conv4_3_scale\').')
+                    '(default: the layers no ImageNet checkpoint of --backbone has, under '
+                    '--model_scope: net/ssd_net.default_exclude_scopes; empty '
+                    '(--checkpoint_exclude_scopes=) restores every layer the checkpoint has).')
 flags.DEFINE_boolean('ignore_missing_vars', True,
                      'Model variables absent from the checkpoint keep their initial values '
                      '(they are listed); if false, a missing variable is an error.')

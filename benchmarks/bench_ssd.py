@@ -605,8 +605,6 @@ def worker_infer(args):
     post-processing, and post-processing alone on the network's output."""
     from utility import ssd_model
     from utility import drivers
-    from net import anchors as anchor_lib
-    from net import postprocess as postprocess_lib
     config = session_config(args)
     batch = args.infer_batch_size
     params = ssd_model.make_params(data_dir=args.data_dir, batch_size=batch,
@@ -635,13 +633,7 @@ def worker_infer(args):
             logits, codes = sess.run(network)
             # Post-processing alone, on the network's output held in variables.
             outputs, init_outputs, out_feed = _variable_batch({'cls': logits, 'loc': codes})
-            alone = postprocess_lib.postprocess(
-                outputs['cls'], outputs['loc'],
-                anchor_lib.generate_anchors(params['anchor_spec']),
-                params['anchor_spec']['prior_scaling'],
-                select_threshold=params['select_threshold'], min_size=params['min_size'],
-                keep_topk=params['keep_topk'], nms_threshold=params['nms_threshold'],
-                nms_topk=params['nms_topk'])
+            alone = ssd_model.postprocess(outputs['cls'], outputs['loc'], params)
             sess.run(init_outputs, feed_dict=out_feed)
             fetches = collections.OrderedDict([
                 ('network', [t.op for t in network]),

@@ -6,7 +6,7 @@ Per image, following the original SSD.TensorFlow evaluation:
      score > select_threshold and, if min_size > 0, clipped height and width > min_size;
   3. per class, the keep_topk best of those enter greedy NMS (IoU > nms_threshold
      suppresses), which keeps at most nms_topk per class;
-  4. keep_per='image' (default): across classes, the nms_topk best detections of the image
+  4. keep_per='image' (the default; defaults: ``DEFAULTS``): across classes, the nms_topk best detections of the image
      are returned, best first (Caffe SSD's keep_top_k);
      keep_per='class': every class keeps its nms_topk, so up to nms_topk * (C - 1) per image,
      best first: the original SSD.TensorFlow selection (its eval_ssd.py).
@@ -29,8 +29,19 @@ def clip_boxes(boxes):
 
 KEEP_PER = ('image', 'class')
 
+# The post-processing settings' defaults, stated once: `postprocess`'s keyword defaults,
+# utility/ssd_model.DEFAULT_PARAMS and the entry scripts' flags (eval, demo, export) read them.
+DEFAULTS = {
+    'select_threshold': 0.01,
+    'min_size': 0.03,
+    'keep_topk': 400,
+    'nms_threshold': 0.45,
+    'nms_topk': 200,
+    'keep_per': 'image',  # 'class': nms_topk per class, as the original's eval
+}
 
-def max_detections(num_classes, nms_topk=200, keep_per='image'):
+
+def max_detections(num_classes, nms_topk=DEFAULTS['nms_topk'], keep_per=DEFAULTS['keep_per']):
     """K, the detections dimension of `postprocess`'s output: nms_topk for keep_per='image',
     nms_topk * (num_classes - 1) for keep_per='class'."""
     if keep_per not in KEEP_PER:
@@ -40,9 +51,10 @@ def max_detections(num_classes, nms_topk=200, keep_per='image'):
     return int(nms_topk) if keep_per == 'image' else int(nms_topk) * (int(num_classes) - 1)
 
 
-def postprocess(cls_logits, loc_preds, anchors, prior_scaling, select_threshold=0.01,
-                min_size=0.03, keep_topk=400, nms_threshold=0.45, nms_topk=200,
-                keep_per='image'):
+def postprocess(cls_logits, loc_preds, anchors, prior_scaling,
+                select_threshold=DEFAULTS['select_threshold'], min_size=DEFAULTS['min_size'],
+                keep_topk=DEFAULTS['keep_topk'], nms_threshold=DEFAULTS['nms_threshold'],
+                nms_topk=DEFAULTS['nms_topk'], keep_per=DEFAULTS['keep_per']):
     """Detections of a batch from the network outputs.
 
     Args:

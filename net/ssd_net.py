@@ -86,21 +86,25 @@ _EXTRA_LAYERS = (('conv8', 256, 512, 2, 'SAME'), ('conv9', 128, 256, 2, 'SAME'),
                  ('conv10', 128, 256, 1, 'VALID'), ('conv11', 128, 256, 1, 'VALID'))
 
 
-def default_data_format():
-    """'channels_first' when a GPU is visible (faster in cuDNN), else 'channels_last'."""
-    return 'channels_first' if tf.config.list_physical_devices('GPU') else 'channels_last'
+# What --data_format and params['data_format'] accept: 'auto' (the default) or a layout.
+AUTO_DATA_FORMAT = 'auto'
+DATA_FORMAT_CHOICES = (AUTO_DATA_FORMAT,) + tuple(backbones.DATA_FORMATS)
 
 
-def resolve_data_format(requested):
-    """Returns the data format to build the model with.
+def resolve_data_format(requested=AUTO_DATA_FORMAT):
+    """Returns the data format to build the model with: 'channels_first' or 'channels_last'.
 
+    'auto': 'channels_first' when a GPU is visible (faster in cuDNN), else 'channels_last'.
     'channels_first' needs a GPU: TF's CPU kernels do not support NCHW reliably (TF 2.15's
     oneDNN build runs NCHW max-pooling but returns wrong values). When it is requested and no
     GPU is visible, logs a notice and returns 'channels_last'.
-    Raises ValueError for anything but 'channels_first' / 'channels_last'.
+    Raises ValueError for anything but 'auto' / 'channels_first' / 'channels_last'.
     """
+    has_gpu = bool(tf.config.list_physical_devices('GPU'))
+    if requested == AUTO_DATA_FORMAT:
+        return 'channels_first' if has_gpu else 'channels_last'
     backbones.check_data_format(requested)
-    if requested == 'channels_first' and not tf.config.list_physical_devices('GPU'):
+    if requested == 'channels_first' and not has_gpu:
         tf.compat.v1.logging.warning(
             "data_format='channels_first' was requested but no GPU is visible; using "
             "'channels_last' (NHWC): TensorFlow's CPU kernels do not support NCHW reliably.")

@@ -259,6 +259,6 @@ def test_resolve_data_format():
     assert ssd_net.resolve_data_format('channels_last') == 'channels_last'
     expected = 'channels_first' if has_gpu else 'channels_last'
     assert ssd_net.resolve_data_format('channels_first') == expected
-    assert ssd_net.default_data_format() == expected
+    assert ssd_net.resolve_data_format('auto') == expected
     with pytest.raises(ValueError, match="use 'channels_last'"):
         ssd_net.resolve_data_format('nhwc')

@@ -200,6 +200,13 @@ def test_help_explains_every_seed_flag():
         match = re.search(r'--(?:\[no\])?%s: (\S.*)' % name, text)
         assert match and len(match.group(1)) > 10, name
     assert "(default: '500, 80000, 100000')" in text and "(default: '16')" in text
+    # --data_format is written out in train_ssd.py (no TensorFlow for --help): the model's.
+    from net import ssd_net
+    from utility import ssd_model
+    match = re.search(r"--data_format: <([^>]*)>:.*?\(default: '([^']*)'\)", text, re.S)
+    assert match, text[-2000:]
+    assert match.group(1).split('|') == list(ssd_net.DATA_FORMAT_CHOICES)
+    assert match.group(2) == ssd_model.DEFAULT_PARAMS['data_format']
 
 
 

@@ -107,27 +107,36 @@ def find_checkpoint(checkpoint_path, model_dir):
 def define_inference_flags(flags_module):
     """Defines the model and post-processing flags shared by eval, demo and export.
 
-    `flags_module` is `absl.flags`; call once from an entry script before parsing.
+    `flags_module` is `absl.flags`; call once from an entry script before parsing. The
+    defaults are the model's (`ssd_model.DEFAULT_PARAMS`; post-processing:
+    net/postprocess.DEFAULTS).
     """
+    from utility import ssd_model
+    from net import postprocess, ssd_net
     f = flags_module
-    f.DEFINE_integer('num_classes', 21, 'Number of classes, background included (VOC: 21).')
-    f.DEFINE_integer('train_image_size', 300, 'Input image size (SSD300: 300).')
-    f.DEFINE_string('data_format', 'channels_first',
-                    "'channels_first' (NCHW, fastest on GPU) or 'channels_last' (NHWC). "
-                    'Without a GPU channels_last is used, with a notice.')
-    f.DEFINE_string('model_scope', 'ssd300', 'Variable scope of the model.')
-    f.DEFINE_float('select_threshold', 0.01,
+    defaults = ssd_model.DEFAULT_PARAMS
+    f.DEFINE_integer('num_classes', defaults['num_classes'],
+                     'Number of classes, background included (VOC: 21).')
+    f.DEFINE_integer('train_image_size', defaults['train_image_size'],
+                     'Input image size (SSD300: 300).')
+    f.DEFINE_enum('data_format', defaults['data_format'], list(ssd_net.DATA_FORMAT_CHOICES),
+                  "'auto': channels_first (NCHW, fastest on GPU) when a GPU is visible, else "
+                  "channels_last (NHWC). channels_first without a GPU falls back to "
+                  'channels_last, with a notice.')
+    f.DEFINE_string('model_scope', defaults['model_scope'], 'Variable scope of the model.')
+    f.DEFINE_float('select_threshold', defaults['select_threshold'],
                    'Class score a detection needs to enter non-maximum suppression.')
-    f.DEFINE_float('min_size', 0.03,
+    f.DEFINE_float('min_size', defaults['min_size'],
                    'Detections whose normalized height or width is not above this are dropped.')
-    f.DEFINE_float('nms_threshold', 0.45,
+    f.DEFINE_float('nms_threshold', defaults['nms_threshold'],
                    'IoU above which NMS suppresses the lower-scored box of a class.')
-    f.DEFINE_integer('nms_topk', 200, 'Detections kept per class by NMS and per image.')
-    f.DEFINE_integer('keep_topk', 400, 'Candidates per class that enter NMS.')
+    f.DEFINE_integer('nms_topk', defaults['nms_topk'],
+                     'Detections kept per class by NMS and per image.')
+    f.DEFINE_integer('keep_topk', defaults['keep_topk'], 'Candidates per class that enter NMS.')
     f.DEFINE_enum('driver', 'auto', ['auto', 'estimator', 'session'],
                   'What runs the model: tf.estimator (TensorFlow <= 2.15) or a plain session '
                   '(any TensorFlow 2.x); auto = the Estimator where TensorFlow has it.')
-    f.DEFINE_enum('keep_per', 'image', ['image', 'class'],
+    f.DEFINE_enum('keep_per', defaults['keep_per'], list(postprocess.KEEP_PER),
                   "'image': the --nms_topk best detections of each image; 'class': "
                   '--nms_topk per class (up to nms_topk * (num_classes - 1) per image), '
                   "the original SSD.TensorFlow eval's selection.")
@@ -174,7 +183,7 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
     from utility import ssd_model
     from net import ssd_net
     data_format = ssd_net.resolve_data_format(values.data_format)
-    if data_format != values.data_format:
+    if values.data_format == 'channels_first' and data_format != values.data_format:
         _log(log, 'Using data_format=%s instead of %s: no GPU is visible.'
              % (data_format, values.data_format))
     params = dict(
@@ -183,7 +192,7 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
         model_scope=values.model_scope, select_threshold=values.select_threshold,
         min_size=values.min_size, nms_threshold=values.nms_threshold,
         nms_topk=values.nms_topk, keep_topk=values.keep_topk,
-        keep_per=getattr(values, 'keep_per', 'image'))
+        keep_per=getattr(values, 'keep_per', ssd_model.DEFAULT_PARAMS['keep_per']))
     trained = model_dir_params(checkpoint)
     for key in MODEL_IDENTITY_KEYS:
         if key in trained and not (key == 'num_classes' and _flag_given(values, key)):

@@ -36,10 +36,12 @@ from utility import train_utils
 DEFAULT_PARAMS = {
     'num_classes': 21,
     'train_image_size': 300,
-    'data_format': 'channels_last',
-    'model_scope': 'ssd300',
+    # 'auto', 'channels_first' or 'channels_last'; make_params resolves it for this machine
+    # (net/ssd_net.resolve_data_format: 'auto' is channels_first on a GPU, else channels_last).
+    'data_format': ssd_net.AUTO_DATA_FORMAT,
+    'model_scope': ssd_net.MODEL_SCOPE,
     # net/backbones.py name; the four keys below left at None follow it (make_params).
-    'backbone': 'vgg16',
+    'backbone': backbones.DEFAULT_BACKBONE,
     'channel_order': None,         # VGG-16: 'bgr'; ResNets: 'rgb'
     'mean_rgb': None,              # subtracted on the 0-255 scale, (R, G, B)
     'freeze_batch_norm': False,    # ResNets: moving statistics in training too
@@ -77,20 +79,18 @@ DEFAULT_PARAMS = {
     'checkpoint_model_scope': None,     # VGG-16: 'vgg_16'; ResNet-50: 'resnet_v1_50'
     'checkpoint_exclude_scopes': None,  # the SSD layers (ssd_net.default_exclude_scopes)
     'ignore_missing_vars': True,
-    # post-processing
-    'select_threshold': 0.01,
-    'min_size': 0.03,
-    'keep_topk': 400,
-    'nms_threshold': 0.45,
-    'nms_topk': 200,
-    'keep_per': 'image',           # 'class': nms_topk per class, as the original's eval
+    # post-processing: select_threshold, min_size, keep_topk, nms_threshold, nms_topk,
+    # keep_per (net/postprocess.DEFAULTS)
+    **postprocess_lib.DEFAULTS,
 }
 
 
 def make_params(**overrides):
     """Returns a complete params dict: defaults, the anchor spec, then `overrides`.
 
-    Keys left at None that follow the backbone (net/backbones.py) get its values:
+    data_format is resolved for this machine (ssd_net.resolve_data_format: 'auto' ->
+    channels_first on a GPU, else channels_last; channels_first without a GPU ->
+    channels_last, with a notice). Keys left at None that follow the backbone (net/backbones.py) get its values:
     channel_order, mean_rgb, checkpoint_model_scope and checkpoint_exclude_scopes (SSD's new
     layers under the model scope). Without an 'anchor_spec' override the spec is SSD300's for
     the feature-map sizes the backbone gives at train_image_size (net/anchors).
@@ -101,6 +101,7 @@ def make_params(**overrides):
         raise ValueError('Unknown model parameter(s): %s.' % ', '.join(unknown))
     params = dict(DEFAULT_PARAMS)
     params.update({k: v for k, v in overrides.items() if k != 'anchor_spec'})
+    params['data_format'] = ssd_net.resolve_data_format(params['data_format'])
     backbone = backbones.get_backbone(params['backbone'])
     derived = {'channel_order': backbone.channel_order,
                'mean_rgb': list(backbone.mean_rgb),
@@ -237,6 +238,16 @@ def _summary_image(features, labels, params, anchors):
     return tf.image.draw_bounding_boxes(image, boxes, colors=np.array([[1., 0., 0., 1.]]))
 
 
+def postprocess(cls_logits, loc_preds, params, anchors=None):
+    """net/postprocess.postprocess with the params' anchors, prior scaling and settings
+    (select_threshold, min_size, keep_topk, nms_threshold, nms_topk, keep_per)."""
+    if anchors is None:
+        anchors = _anchors(params)
+    settings = {key: params[key] for key in postprocess_lib.DEFAULTS}
+    return postprocess_lib.postprocess(cls_logits, loc_preds, anchors,
+                                       params['anchor_spec']['prior_scaling'], **settings)
+
+
 def model_fn(features, labels, mode, params):
     """SSD300 model_fn: TRAIN, EVAL (losses) and PREDICT (detections) -> drivers.ModelSpec.
 
@@ -256,11 +267,7 @@ def model_fn(features, labels, mode, params):
         freeze_batch_norm=params['freeze_batch_norm'])
 
     if mode == ModeKeys.PREDICT:
-        detections = postprocess_lib.postprocess(
-            cls_logits, loc_preds, anchors, spec['prior_scaling'],
-            select_threshold=params['select_threshold'], min_size=params['min_size'],
-            keep_topk=params['keep_topk'], nms_threshold=params['nms_threshold'],
-            nms_topk=params['nms_topk'], keep_per=params.get('keep_per', 'image'))
+        detections = postprocess(cls_logits, loc_preds, params, anchors)
         predictions = dict(detections)
         for key in ('filename', 'shape', 'gt_boxes', 'gt_labels', 'gt_difficult'):
             if key in features:
