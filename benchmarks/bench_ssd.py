@@ -314,8 +314,8 @@ def bench_input(args, context):
 def _input_parts(params, data_dir, batch_size):
     """(name, dataset) pairs measuring decode, augmentation and encoding each alone."""
     from dataset import dataset_common
-    from preprocessing import ssd_preprocessing
-    from net import anchor_manipulator, anchors as anchor_lib
+    from net import anchors as anchor_lib
+    from utility import ssd_model
 
     autotune = tf.data.AUTOTUNE
     files = dataset_common.list_shards(os.path.join(data_dir, 'train-*'))
@@ -336,31 +336,23 @@ def _input_parts(params, data_dir, batch_size):
                           (tf.TensorSpec([None, None, 3], tf.uint8),
                            tf.TensorSpec([None, 4], tf.float32),
                            tf.TensorSpec([None], tf.int32)))
-    size = params['train_image_size']
-    order = params['channel_order']
-
     def augment(image, b, l):
-        return ssd_preprocessing.preprocess_for_train(image, b, l, out_size=size,
-                                                      channel_order=order,
-                                                      mean_rgb=params['mean_rgb'])[0]
+        return ssd_model.preprocess_train(image, b, l, params)[0]
 
     yield 'part_augmentation', (examples.repeat().map(augment, autotune)
                                 .batch(batch_size).prefetch(autotune))
 
     # Augmented boxes held in memory: target encoding alone.
-    anchors = tf.constant(anchor_lib.generate_anchors(params['anchor_spec']))
-    augmented = examples.map(lambda i, b, l: tuple(ssd_preprocessing.preprocess_for_train(
-        i, b, l, out_size=size, seed=SAMPLE_SEED)[1:]))
+    anchors = anchor_lib.generate_anchors(params['anchor_spec'])
+    augmented = examples.map(lambda i, b, l: tuple(ssd_model.preprocess_train(
+        i, b, l, params, seed=SAMPLE_SEED)[1:]))
     encoder_input = _in_memory([(b.numpy(), l.numpy()) for b, l in augmented],
                                (tf.TensorSpec([None, 4], tf.float32),
                                 tf.TensorSpec([None], tf.int32)))
 
     def encode(b, l):
-        loc, cls, _ = anchor_manipulator.encode_targets(
-            b, l, anchors, match_threshold=params['match_threshold'],
-            neg_threshold=params['neg_threshold'],
-            prior_scaling=params['anchor_spec']['prior_scaling'])
-        return loc, cls
+        targets = ssd_model.encode_labels(b, l, params, anchors)
+        return targets['loc_targets'], targets['cls_targets']
 
     yield 'part_target_encoding', (encoder_input.repeat().map(encode, autotune)
                                    .batch(batch_size).prefetch(autotune))

@@ -23,7 +23,10 @@ Matching (`encode_targets`), per image:
 """
 import tensorflow as tf
 
-DEFAULT_PRIOR_SCALING = (0.1, 0.1, 0.2, 0.2)
+from net import anchors as anchor_lib
+
+# SSD300's box-code variances (cy, cx, h, w), the spec's: the keyword default below.
+DEFAULT_PRIOR_SCALING = tuple(anchor_lib.SSD300_SPEC['prior_scaling'])
 
 
 def _center_form(boxes):
@@ -130,8 +133,6 @@ def encode_targets(gt_boxes, gt_labels, anchors, match_threshold=0.5, neg_thresh
       loc_targets: float32 [A, 4], codes [ty, tx, th, tw] of the matched gt box for positive
         anchors, 0 elsewhere.
       cls_targets: int32 [A], matched gt label (> 0) for positives, 0 background, -1 ignored.
-      match_scores: float32 [A], IoU with the matched gt box for positives, the best IoU with
-        any valid gt box otherwise (0 when there is none).
     See the module docstring for the matching rules and their tie-breaking.
     """
     if float(neg_threshold) > float(match_threshold):
@@ -158,10 +159,9 @@ def encode_targets(gt_boxes, gt_labels, anchors, match_threshold=0.5, neg_thresh
                                 tf.one_hot(gt_anchor, tf.shape(anchors)[0], on_value=True,
                                            off_value=False, dtype=tf.bool))  # [N+1, A]
         claimed = tf.reduce_any(claims, axis=0)  # [A]
-        claim_iou, claim_gt = _first_index_of_max(tf.where(claims, iou, -2.0), axis=0)
+        _, claim_gt = _first_index_of_max(tf.where(claims, iou, -2.0), axis=0)
 
         matched_gt = tf.where(claimed, claim_gt, anchor_gt)
-        matched_iou = tf.where(claimed, claim_iou, anchor_iou)
         positive = tf.logical_or(claimed, anchor_iou >= match_threshold)
         negative = tf.logical_and(tf.logical_not(positive), anchor_iou < neg_threshold)
 
@@ -172,5 +172,4 @@ def encode_targets(gt_boxes, gt_labels, anchors, match_threshold=0.5, neg_thresh
         target_boxes = tf.where(positive[:, None], tf.gather(boxes, matched_gt), anchors)
         codes = encode_boxes(target_boxes, anchors, prior_scaling)
         loc_targets = tf.where(positive[:, None], codes, 0.0)
-        match_scores = tf.maximum(matched_iou, 0.0)
-        return loc_targets, cls_targets, match_scores
+        return loc_targets, cls_targets

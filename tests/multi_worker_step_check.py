@@ -34,7 +34,6 @@ def main():
     import numpy as np
     import tensorflow as tf
     from utility import ssd_model
-    from net import anchor_manipulator
     from utility import cluster as cluster_lib, drivers, train_utils
 
     cluster = cluster_lib.from_environment(os.environ)
@@ -63,11 +62,8 @@ def main():
 
     def input_fn():
         def make(k):
-            loc_t, cls_t, _ = anchor_manipulator.encode_targets(
-                tf.gather(boxes, k), tf.gather(labels, k), tf.constant(anchors),
-                params['match_threshold'], params['neg_threshold'],
-                params['anchor_spec']['prior_scaling'])
-            return {'image': tf.gather(images, k)}, {'loc_targets': loc_t, 'cls_targets': cls_t}
+            return {'image': tf.gather(images, k)}, ssd_model.encode_labels(
+                tf.gather(boxes, k), tf.gather(labels, k), params, anchors)
         ds = tf.data.Dataset.range(count).shard(params['num_workers'], params['worker_index'])
         return ds.map(make).batch(GLOBAL_BATCH // replicas)
 

@@ -31,7 +31,6 @@ def main():
     import numpy as np
     import tensorflow as tf
     from utility import ssd_model
-    from net import anchor_manipulator
     from utility import drivers, train_utils
 
     strategy, replicas, session_config = train_utils.setup_replicas(
@@ -42,18 +41,15 @@ def main():
         lr_decay_factors=[1.0, 1.0, 1.0, 1.0], momentum=0.0,
         checkpoint_path=args.init_ckpt, checkpoint_model_scope='ssd300',
         checkpoint_exclude_scopes='', log_every_n_steps=1)
-    anchors = ssd_model._anchors(params)
 
     def input_fn():
         rng = np.random.RandomState(0)
         image = rng.uniform(-100, 100, size=(300, 300, 3)).astype(np.float32)
         boxes = tf.constant([[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.9, 0.8]], tf.float32)
         labels = tf.constant([3, 12], tf.int32)
-        loc_t, cls_t, _ = anchor_manipulator.encode_targets(
-            boxes, labels, tf.constant(anchors), params['match_threshold'],
-            params['neg_threshold'], params['anchor_spec']['prior_scaling'])
         features = {'image': tf.constant(image)}
-        ds = tf.data.Dataset.from_tensors((features, {'loc_targets': loc_t, 'cls_targets': cls_t}))
+        ds = tf.data.Dataset.from_tensors(
+            (features, ssd_model.encode_labels(boxes, labels, params)))
         return ds.repeat().batch(GLOBAL_BATCH // replicas)
 
     final = drivers.train(drivers.resolve_driver(args.driver), ssd_model.model_fn, input_fn,

@@ -45,15 +45,13 @@ def test_iou_matrix_by_hand():
 
 
 def test_matching_forced_best_anchor_and_ignore_band():
-    (loc5, cls5, score5), (loc4, cls4, score4) = run(lambda: (
+    (loc5, cls5), (loc4, cls4) = run(lambda: (
         am.encode_targets(GT, GT_LABELS, ANCHORS, 0.5, 0.5, PRIOR),
         am.encode_targets(GT, GT_LABELS, ANCHORS, 0.5, 0.4, PRIOR)))
     # a0 positive (IoU 1), a1 background (1/3), a2 positive (0.75), a3 5/11: background
     # without a band, ignored with neg_threshold 0.4; a4 forced to gt2 although IoU 1/16.
     np.testing.assert_array_equal(cls5, [3, 0, 5, 0, 7])
     np.testing.assert_array_equal(cls4, [3, 0, 5, -1, 7])
-    np.testing.assert_allclose(score5, [1, 1 / 3, 0.75, 5 / 11, 1 / 16], atol=1e-6)
-    np.testing.assert_allclose(score4, score5)
     # a2 vs gt1: centres (1, 5.5) vs (1, 6), sizes 2x3 vs 2x4.
     # a4 vs gt2: centres (7, 7) vs (6.5, 6.5), sizes 4x4 vs 1x1.
     expected = np.zeros([5, 4])
@@ -69,11 +67,10 @@ def test_claim_conflicts_and_ties():
     gt = np.array([[0, 0, 1, 1], [0, 0, 2, 2]], np.float32) / 40
     # Two identical gt boxes tie on every anchor: the lower gt index (label 4) wins.
     twins = np.array([[20, 20, 21, 21], [20, 20, 21, 21]], np.float32) / 40
-    (_, cls, score), (_, cls_twins, _) = run(lambda: (
+    (_, cls), (_, cls_twins) = run(lambda: (
         am.encode_targets(gt, [1, 2], anchors),
         am.encode_targets(twins, [4, 9], anchors)))
     np.testing.assert_array_equal(cls, [2, 0, 0])
-    np.testing.assert_allclose(score, [0.25, 0, 0], atol=1e-7)
     np.testing.assert_array_equal(cls_twins, [0, 0, 4])
 
 
@@ -81,18 +78,17 @@ def test_padding_rows_are_ignored():
     anchors = np.array([[0, 0, 4, 4], [0, 4, 4, 8]], np.float32) / 10
     # label 0 with a real box; label 5 with zero height; label -1 filler.
     gt = np.array([[0, 0, 4, 4], [1, 4, 1, 8], [0, 0, 0, 0]], np.float32) / 10
-    loc, cls, score = run(lambda: am.encode_targets(gt, [0, 5, -1], anchors))
+    loc, cls = run(lambda: am.encode_targets(gt, [0, 5, -1], anchors))
     np.testing.assert_array_equal(cls, [0, 0])
-    np.testing.assert_array_equal(score, [0, 0])
     np.testing.assert_array_equal(loc, np.zeros([2, 4]))
 
 
 def test_zero_gt_boxes_give_all_background():
     anchors = anchor_lib.generate_anchors(anchor_lib.SSD300_SPEC)
-    loc, cls, score = run(lambda: am.encode_targets(
+    loc, cls = run(lambda: am.encode_targets(
         tf.zeros([0, 4]), tf.zeros([0], tf.int32), anchors))
-    assert loc.shape == (8732, 4) and cls.shape == (8732,) and score.shape == (8732,)
-    assert not loc.any() and not cls.any() and not score.any()
+    assert loc.shape == (8732, 4) and cls.shape == (8732,)
+    assert not loc.any() and not cls.any()
 
 
 def test_neg_threshold_above_match_threshold_is_rejected():
@@ -120,7 +116,7 @@ def test_encode_decode_round_trip_on_ssd_anchors():
     labels = np.arange(1, 7, dtype=np.int32)
 
     def build():
-        loc, cls, _ = am.encode_targets(gt, labels, anchors, 0.5, 0.5, PRIOR)
+        loc, cls = am.encode_targets(gt, labels, anchors, 0.5, 0.5, PRIOR)
         return loc, cls, am.decode_boxes(loc[None], anchors, PRIOR)[0]
 
     loc, cls, decoded = run(build)

@@ -49,8 +49,8 @@ def test_encoded_ground_truth_scores_map_one(neg_threshold):
         loc_list, cls_list = [], []
         for width, height, objects in IMAGES:
             labels = np.array([o[4] for o in objects], np.int32)
-            loc, cls, _ = am.encode_targets(normalized_boxes(width, height, objects), labels,
-                                            anchors, 0.5, neg_threshold, SPEC['prior_scaling'])
+            loc, cls = am.encode_targets(normalized_boxes(width, height, objects), labels,
+                                         anchors, 0.5, neg_threshold, SPEC['prior_scaling'])
             loc_list.append(loc)
             cls_list.append(cls)
         loc_targets = tf.stack(loc_list)  # [4, 8732, 4]

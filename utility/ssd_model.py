@@ -35,7 +35,7 @@ from utility import train_utils
 # Every key model_fn / input_fn read, with its default. Entry scripts override from flags.
 DEFAULT_PARAMS = {
     'num_classes': 21,
-    'train_image_size': 300,
+    'train_image_size': anchor_lib.SSD300_SPEC['image_size'],
     # 'auto', 'channels_first' or 'channels_last'; make_params resolves it for this machine
     # (net/ssd_net.resolve_data_format: 'auto' is channels_first on a GPU, else channels_last).
     'data_format': ssd_net.AUTO_DATA_FORMAT,
@@ -134,6 +134,35 @@ def _anchors(params):
 # ----------------------------------------------------------------------------- input
 
 
+def preprocess_train(image, boxes, labels, params, seed=None):
+    """One training example as the input_fn prepares it: (image [S, S, 3] float32, boxes,
+    labels). preprocess_for_train's augmentation, or with params['augment'] False the eval
+    preprocessing (resize + mean only; normalized boxes are unchanged by a plain resize)."""
+    out_size = int(params['train_image_size'])
+    order, mean = params['channel_order'], params['mean_rgb']
+    if params.get('augment', True):
+        return ssd_preprocessing.preprocess_for_train(
+            image, boxes, labels, out_size=out_size, channel_order=order, mean_rgb=mean,
+            seed=seed)
+    image = ssd_preprocessing.preprocess_for_eval(image, out_size=out_size,
+                                                  channel_order=order, mean_rgb=mean)
+    return image, boxes, labels
+
+
+def encode_labels(boxes, labels, params, anchors=None):
+    """The training labels of one image's (preprocessed) boxes and labels: {'loc_targets'
+    [A, 4], 'cls_targets' [A]} (anchor_manipulator.encode_targets with the params' anchors,
+    match_threshold, neg_threshold and prior scaling). `anchors`: the params' anchors
+    (float32 [A, 4] array or tensor), to generate them once for many calls."""
+    if anchors is None:
+        anchors = _anchors(params)
+    loc_targets, cls_targets = anchor_manipulator.encode_targets(
+        boxes, labels, anchors, match_threshold=params['match_threshold'],
+        neg_threshold=params['neg_threshold'],
+        prior_scaling=params['anchor_spec']['prior_scaling'])
+    return {'loc_targets': loc_targets, 'cls_targets': cls_targets}
+
+
 def make_input_fn(params, is_training, file_pattern=None):
     """Returns an Estimator input_fn over the `train-*` or `val-*` shards of params['data_dir'].
 
@@ -151,27 +180,13 @@ def make_input_fn(params, is_training, file_pattern=None):
     out_size = int(params['train_image_size'])
     order = params['channel_order']
     mean = params['mean_rgb']
-    prior_scaling = params['anchor_spec']['prior_scaling']
-    anchors_np = _anchors(params)
-
-    augment = bool(params.get('augment', True))
+    anchors = _anchors(params)  # numpy: a constant in each graph the map function is built in
 
     def train_map(parsed):
-        if augment:
-            image, boxes, labels = ssd_preprocessing.preprocess_for_train(
-                parsed['image'], parsed['boxes'], parsed['labels'], out_size=out_size,
-                channel_order=order, mean_rgb=mean)
-        else:
-            # Resize + mean only: normalized boxes are unchanged by a plain resize.
-            image = ssd_preprocessing.preprocess_for_eval(
-                parsed['image'], out_size=out_size, channel_order=order, mean_rgb=mean)
-            boxes, labels = parsed['boxes'], parsed['labels']
-        loc_targets, cls_targets, _ = anchor_manipulator.encode_targets(
-            boxes, labels, tf.constant(anchors_np),
-            match_threshold=params['match_threshold'],
-            neg_threshold=params['neg_threshold'], prior_scaling=prior_scaling)
+        image, boxes, labels = preprocess_train(parsed['image'], parsed['boxes'],
+                                                parsed['labels'], params)
         features = {'image': image, 'filename': parsed['filename'], 'shape': parsed['shape']}
-        return features, {'loc_targets': loc_targets, 'cls_targets': cls_targets}
+        return features, encode_labels(boxes, labels, params, anchors)
 
     def eval_map(parsed):
         image = ssd_preprocessing.preprocess_for_eval(
