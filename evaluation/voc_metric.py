@@ -14,11 +14,8 @@ Semantics of the devkit's `voc_eval` (py-faster-rcnn / VOCevaldet):
 A class without non-difficult gt boxes has AP nan and is left out of the mAP (nanmean);
 background (class 0) is always nan.
 
-Run `python -m evaluation.voc_metric --bench` for the VOC07-test-sized timing.
+Its timing on a random VOC07-test-sized set: `python3 benchmarks/bench_ssd.py --stages metric`.
 """
-import argparse
-import time
-
 import numpy as np
 
 # The devkit's 11 recall thresholds, exactly as it computes them (np.arange rounding included).
@@ -243,69 +240,3 @@ def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5,
     if return_curves:
         result['curves'] = curves
     return result
-
-
-def make_benchmark_data(num_images=4952, num_classes=21, objects_per_image=3,
-                        detections_per_image=200, seed=0):
-    """Random VOC07-test-sized data: (detections, ground_truth) in `evaluate`'s layout.
-
-    About num_images * objects_per_image gt boxes (10% difficult), detections_per_image
-    detections per image: half jittered copies of the image's gt boxes (their class), half
-    random boxes of random classes.
-    """
-    rng = np.random.RandomState(seed)
-    ground_truth = []
-    image_ids, labels, scores, boxes = [], [], [], []
-    for index in range(num_images):
-        n = rng.randint(1, 2 * objects_per_image)
-        xy = rng.uniform(0, 300, size=(n, 2))
-        wh = rng.uniform(20, 200, size=(n, 2))
-        gt = np.concatenate([xy, xy + wh], axis=1)
-        gt_labels = rng.randint(1, num_classes, size=n)
-        ground_truth.append({'boxes_pixels': gt, 'labels': gt_labels,
-                             'difficult': rng.uniform(size=n) < 0.1})
-        half = detections_per_image // 2
-        pick = rng.randint(0, n, size=half)
-        near = gt[pick] + rng.normal(0, 15, size=(half, 4))
-        far_xy = rng.uniform(0, 400, size=(detections_per_image - half, 2))
-        far = np.concatenate([far_xy, far_xy + rng.uniform(10, 200, size=far_xy.shape)], axis=1)
-        image_ids.append(np.full(detections_per_image, index))
-        labels.append(np.concatenate([gt_labels[pick],
-                                      rng.randint(1, num_classes, size=len(far))]))
-        scores.append(rng.uniform(size=detections_per_image))
-        boxes.append(np.concatenate([near, far]))
-    detections = detections_by_class(np.concatenate(image_ids), np.concatenate(labels),
-                                     np.concatenate(scores), np.concatenate(boxes), num_classes)
-    return detections, ground_truth
-
-
-def benchmark(repeats=3, **kwargs):
-    """Times `evaluate` on `make_benchmark_data(**kwargs)`; returns (best seconds, result)."""
-    detections, ground_truth = make_benchmark_data(**kwargs)
-    best, result = float('inf'), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = evaluate(detections, ground_truth, len(detections))
-        best = min(best, time.perf_counter() - start)
-    return best, result, detections, ground_truth
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--bench', action='store_true',
-                        help='time evaluate() on a random VOC07-test-sized set')
-    parser.add_argument('--num_images', type=int, default=4952)
-    args = parser.parse_args(argv)
-    if not args.bench:
-        parser.print_help()
-        return
-    seconds, result, detections, ground_truth = benchmark(num_images=args.num_images)
-    num_det = sum(len(d) for d in detections)
-    num_gt = sum(len(g['labels']) for g in ground_truth)
-    print('evaluate(): %d images, %d gt boxes, %d detections: %.3f s (best of 3); '
-          'mAP 07 %.4f, area %.4f' % (len(ground_truth), num_gt, num_det, seconds,
-                                      result['map_07'], result['map_area']))
-
-
-if __name__ == '__main__':
-    main()

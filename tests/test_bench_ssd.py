@@ -6,7 +6,6 @@ import importlib.util
 import io
 import json
 import os
-import sys
 from contextlib import redirect_stdout
 
 from conftest import REPO_ROOT
@@ -38,6 +37,15 @@ def test_conv_macs_equal_the_hand_count():
     # training image (x 2 FLOPs per MAC x 3 for forward + backward).
     assert sum(macs.values()) == 31373537792
     assert round(sum(macs.values()) * 2 * bench.TRAIN_FLOP_FACTOR / 1e9, 1) == 188.2
+
+
+def test_benchmark_data_is_voc07_sized():
+    detections, ground_truth = _load_bench().make_benchmark_data(num_images=50)
+    assert len(ground_truth) == 50
+    assert sum(len(d) for d in detections) == 50 * 200
+    from evaluation import voc_metric
+    result = voc_metric.evaluate(detections, ground_truth, 21)
+    assert 0.0 < result['map_area'] < 1.0
 
 
 def test_json_run_of_the_cheap_stages(tmp_path):
