@@ -178,6 +178,9 @@ def evaluate(detections, ground_truth, num_classes, iou_threshold=0.5,
     pair_first = np.cumsum(pair_count) - pair_count  # first pair of each detection
     pair_gt = key_start[det_key][pair_det] + (np.arange(num_pairs) - pair_first[pair_det])
 
+    # IoU as the devkit computes it: pixel boxes, inclusive (+1) widths and heights; not
+    # net/anchor_manipulator.iou_matrix, the IoU of normalized boxes that matching and the
+    # crop sampler use.
     d = [column[pair_det] for column in det_boxes]
     g = [column[pair_gt] for column in gt_boxes]
     inter_w = np.maximum(np.minimum(d[2], g[2]) - np.maximum(d[0], g[0]) + 1.0, 0.0)

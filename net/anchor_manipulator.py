@@ -46,6 +46,10 @@ def _check_prior_scaling(prior_scaling):
 def iou_matrix(boxes_a, boxes_b):
     """Intersection over union of every box in `boxes_a` with every box in `boxes_b`.
 
+    The one IoU of normalized (continuous) boxes, used by target matching and by the
+    training crop sampler (preprocessing/ssd_preprocessing.py). The VOC metric has its own
+    numpy IoU on pixel boxes with the devkit's inclusive +1 widths (evaluation/voc_metric.py).
+
     Args:
       boxes_a: float32 [N, 4], boxes_b: float32 [M, 4], [ymin, xmin, ymax, xmax].
     Returns:

@@ -78,6 +78,8 @@ pair, so a given key always gives the same augmentation.  `seed` may be
 import numpy as np
 import tensorflow as tf
 
+from net import anchor_manipulator
+
 # ---------------------------------------------------------------------------
 # Normalization defaults (VGG-16's; each backbone's own live in net/backbones.py and
 # reach the functions below through params['channel_order'] / params['mean_rgb']).
@@ -283,18 +285,15 @@ def _seed_key(seed):
 def _overlaps(windows, boxes):
     """Pairwise geometry of windows [T, 4] and boxes [N, 4] (both [ymin, xmin, ymax, xmax]).
 
-    Returns (iou float32 [T, N], 0 where the union is empty; centre_inside bool [T, N],
-    whether the box centre lies strictly inside the window).
+    Returns (iou float32 [T, N]: net/anchor_manipulator.iou_matrix, the one IoU of normalized
+    boxes, 0 where the union is empty; centre_inside bool [T, N], whether the box centre lies
+    strictly inside the window).
     """
     w_min, w_max = tf.split(windows[:, tf.newaxis, :], 2, axis=-1)       # [T, 1, 2]
     b_min, b_max = tf.split(boxes, 2, axis=-1)                            # [N, 2]
-    inter = tf.reduce_prod(tf.nn.relu(tf.minimum(w_max, b_max) - tf.maximum(w_min, b_min)),
-                           axis=-1)                                       # [T, N]
-    union = (tf.reduce_prod(w_max - w_min, axis=-1) + tf.reduce_prod(b_max - b_min, axis=-1)
-             - inter)
     centre = 0.5 * (b_min + b_max)
     inside = tf.reduce_all((centre > w_min) & (centre < w_max), axis=-1)
-    return tf.math.divide_no_nan(inter, union), inside
+    return anchor_manipulator.iou_matrix(windows, boxes), inside
 
 
 def _zoom_out_canvas(u):
