@@ -160,20 +160,22 @@ def channel_mean(channel_order=DEFAULT_CHANNEL_ORDER, mean_rgb=None):
 
 
 def denormalize_image(image, channel_order=DEFAULT_CHANNEL_ORDER, mean_rgb=None):
-    """Undo the network-input normalization, for drawing (numpy).
+    """Undoes the network-input normalization, for drawing (the training summary image).
 
     Args:
-      image: float array [..., H, W, 3], mean-subtracted, channels in `channel_order`.
+      image: float tensor or array [..., H, W, 3], mean-subtracted, channels in
+        `channel_order`.
       channel_order: 'bgr' or 'rgb', as given to the preprocessing.
       mean_rgb: the mean given to the preprocessing (None: MEAN_RGB).
     Returns:
-      uint8 array [..., H, W, 3] in RGB order, values clipped to [0, 255].
+      uint8 tensor [..., H, W, 3] in RGB order, values rounded (half to even) and clipped to
+      [0, 255].
     """
-    image = np.asarray(image, dtype=np.float32) + np.asarray(
-        channel_mean(channel_order, mean_rgb), dtype=np.float32)
+    image = tf.convert_to_tensor(image, tf.float32) + tf.constant(
+        channel_mean(channel_order, mean_rgb), tf.float32)
     if channel_order == 'bgr':
         image = image[..., ::-1]
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
 def _check_image(image, fn_name):

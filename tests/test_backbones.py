@@ -328,7 +328,7 @@ def test_input_convention_comes_from_the_backbone_through_params():
     np.testing.assert_allclose(out.numpy(), (image - np.array([10., 20., 30.]))[..., ::-1],
                                atol=1e-4)
     np.testing.assert_array_equal(
-        ssd_preprocessing.denormalize_image(out.numpy(), 'bgr', (10., 20., 30.)), image)
+        ssd_preprocessing.denormalize_image(out, 'bgr', (10., 20., 30.)).numpy(), image)
     train, _, _ = ssd_preprocessing.preprocess_for_train(
         tf.constant(image), tf.zeros([0, 4]), tf.zeros([0], tf.int32), out_size=4,
         channel_order='rgb', seed=[1, 2], mean_rgb=(10., 20., 30.))

@@ -105,7 +105,7 @@ def test_painted_boxes_follow_the_image(train_bgr):
     checked = flipped = zoomed = cropped = 0
     for i in range(NUM_SEEDS):
         out, out_boxes, out_labels = train_bgr(image, boxes, labels, [i, 1234])
-        rgb = sp.denormalize_image(out, 'bgr').astype(np.int32)
+        rgb = sp.denormalize_image(out, 'bgr').numpy().astype(np.int32)
         red = rgb[..., 0] - np.maximum(rgb[..., 1], rgb[..., 2]) > 25
         blue = rgb[..., 2] - np.maximum(rgb[..., 0], rgb[..., 1]) > 25
         assert set(out_labels.tolist()) <= {7, 12}
@@ -149,7 +149,7 @@ def test_zoom_out_fill_is_the_mean_and_a_frame(train_bgr):
         np.testing.assert_array_equal(inside, rows[:, None] & cols[None, :])
         # Fill pixels are the mean exactly (up to float rounding).
         assert np.abs(out[fill]).max() < 1e-4
-        np.testing.assert_array_equal(sp.denormalize_image(out, 'bgr')[fill][0],
+        np.testing.assert_array_equal(sp.denormalize_image(out, 'bgr').numpy()[fill][0],
                                       np.rint(sp.MEAN_RGB).astype(np.uint8))
     assert seen >= 10
 
@@ -360,7 +360,7 @@ def test_eval_values_hand_computed():
     np.testing.assert_allclose(bgr, (expected - np.array(sp.MEAN_RGB))[..., ::-1], atol=1e-3)
     # Pixel (0, 0) in BGR: (40 - 103.94, 20 - 116.78, 0 - 123.68).
     np.testing.assert_allclose(bgr[0, 0], [-63.94, -96.78, -123.68], atol=1e-3)
-    np.testing.assert_array_equal(sp.denormalize_image(bgr, 'bgr')[0, 0], [0, 20, 40])
+    np.testing.assert_array_equal(sp.denormalize_image(bgr, 'bgr').numpy()[0, 0], [0, 20, 40])
     # Downscaling a non-square image by non-integer factors (37x23 -> 11x11) as well.
     image = np.random.RandomState(3).randint(0, 256, (37, 23, 3)).astype(np.uint8)
     rgb = _run(lambda: sp.preprocess_for_eval(tf.constant(image), out_size=11,

@@ -235,13 +235,8 @@ def serving_inputs(params):
 
 def _summary_image(features, labels, params, anchors):
     """First training image with its matched ground-truth boxes drawn, for TensorBoard."""
-    image = features['image'][:1]
-    mean = tf.constant(ssd_preprocessing.channel_mean(params['channel_order'],
-                                                      params['mean_rgb']), tf.float32)
-    image = image + mean
-    if params['channel_order'] == 'bgr':
-        image = image[..., ::-1]
-    image = tf.clip_by_value(image / 255.0, 0.0, 1.0)
+    image = tf.image.convert_image_dtype(ssd_preprocessing.denormalize_image(
+        features['image'][:1], params['channel_order'], params['mean_rgb']), tf.float32)
     decoded = anchor_manipulator.decode_boxes(
         labels['loc_targets'][:1], anchors, params['anchor_spec']['prior_scaling'])
     positive = tf.cast(labels['cls_targets'][:1] > 0, tf.float32)
