@@ -6,8 +6,8 @@ Per image, following the original SSD.TensorFlow evaluation:
      score > select_threshold and, if min_size > 0, clipped height and width > min_size;
   3. per class, the keep_topk best of those enter greedy NMS (IoU > nms_threshold
      suppresses), which keeps at most nms_topk per class;
-  4. keep_per='image' (the default; defaults: ``DEFAULTS``): across classes, the nms_topk best detections of the image
-     are returned, best first (Caffe SSD's keep_top_k);
+  4. keep_per='image' (the default; every default is in ``DEFAULTS``): across classes, the
+     nms_topk best detections of the image are returned, best first (Caffe SSD's keep_top_k);
      keep_per='class': every class keeps its nms_topk, so up to nms_topk * (C - 1) per image,
      best first: the original SSD.TensorFlow selection (its eval_ssd.py).
 Steps 3 and 4 run in one tf.image.combined_non_max_suppression call.

@@ -43,23 +43,23 @@ EXTRA_SOURCE_LAYERS = ('conv8', 'conv9', 'conv10', 'conv11')
 SOURCE_LAYERS = backbones.BACKBONES['vgg16'].source_layers + EXTRA_SOURCE_LAYERS
 
 
-def source_layers(backbone='vgg16'):
+def source_layers(backbone=backbones.DEFAULT_BACKBONE):
     """end_points names of the six source maps, in anchor order (backbone's two + conv8..11)."""
     return tuple(backbones.get_backbone(backbone).source_layers) + EXTRA_SOURCE_LAYERS
 
 
-def new_layer_scopes(backbone='vgg16'):
+def new_layer_scopes(backbone=backbones.DEFAULT_BACKBONE):
     """Scopes (under the model scope) that no ImageNet checkpoint of `backbone` has."""
     return SSD_LAYER_SCOPES + tuple(backbones.get_backbone(backbone).added_scopes)
 
 
-def default_exclude_scopes(backbone='vgg16', model_scope=MODEL_SCOPE):
+def default_exclude_scopes(backbone=backbones.DEFAULT_BACKBONE, model_scope=MODEL_SCOPE):
     """The default --checkpoint_exclude_scopes for `backbone`: its new layers, comma-separated
     ('ssd300/multibox_head, ssd300/additional_layers, ssd300/conv4_3_scale' for VGG-16)."""
     return ', '.join('%s/%s' % (model_scope, s) for s in new_layer_scopes(backbone))
 
 
-def feature_shapes(backbone='vgg16', image_size=300):
+def feature_shapes(backbone=backbones.DEFAULT_BACKBONE, image_size=300):
     """Sides (cells) of the six source maps for a square `image_size` input, computed without
     building the graph: the backbone's stride-8 and stride-16 maps, then conv8 and conv9
     (3x3/2 SAME: ceil(n / 2)), conv10 and conv11 (3x3 VALID: n - 2). 300 -> [38, 19, 10, 5,
@@ -181,7 +181,7 @@ def multibox_head(feature_maps, num_classes, anchors_per_location, data_format='
 
 
 def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
-           data_format='channels_last', scope=MODEL_SCOPE, backbone='vgg16',
+           data_format='channels_last', scope=MODEL_SCOPE, backbone=backbones.DEFAULT_BACKBONE,
            freeze_batch_norm=False):
     """Builds SSD300 (a backbone + extra layers + multibox heads).
 

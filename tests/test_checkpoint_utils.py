@@ -86,7 +86,8 @@ def test_full_backbone_restores_into_ssd300(backbone_dir, backbone_values):
             init_fn(tf.compat.v1.train.Scaffold(init_fn=init_fn), session)
             values = session.run(variables)
 
-    backbone = sorted(n.replace('vgg_16/', 'ssd300/', 1) for n, _ in backbones.VGG_REDUCED_FC_SHAPES)
+    backbone = sorted(n.replace('vgg_16/', 'ssd300/', 1)
+                      for n, _ in backbones.VGG_REDUCED_FC_SHAPES)
     assert report['checkpoint'] == str(backbone_dir / 'vgg16_reducedfc')
     assert report['restored'] == backbone
     assert report['missing'] == []
