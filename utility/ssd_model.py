@@ -92,8 +92,9 @@ def make_params(**overrides):
     channels_first on a GPU, else channels_last; channels_first without a GPU ->
     channels_last, with a notice). Keys left at None that follow the backbone
     (net/backbones.py) get its values: channel_order, mean_rgb, checkpoint_model_scope and
-    checkpoint_exclude_scopes (SSD's new layers under the model scope). Without an 'anchor_spec' override the spec is SSD300's for
-    the feature-map sizes the backbone gives at train_image_size (net/anchors).
+    checkpoint_exclude_scopes (SSD's new layers under the model scope). Without an
+    'anchor_spec' override the spec is SSD300's for the feature-map sizes the backbone gives
+    at train_image_size (net/anchors).
     Unknown keys are an error so that a misspelt flag cannot be silently ignored.
     """
     unknown = sorted(set(overrides) - set(DEFAULT_PARAMS) - {'anchor_spec'})
