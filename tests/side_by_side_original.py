@@ -59,7 +59,7 @@ ORIGINAL_DRIVER = textwrap.dedent('''
     sys.argv = sys.argv[:1]
     from net import ssd_net
     from preprocessing import ssd_preprocessing
-    from net import anchor_manipulator
+    from utility import anchor_manipulator  # the original code keeps it in utility/
     import eval_ssd
 
     out_dir, seed = sys.argv_saved[1], int(sys.argv_saved[2])
