@@ -138,6 +138,11 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
         batch_size=FLAGS.batch_size, num_classes=num_classes, class_names=class_names,
         num_readers=FLAGS.num_readers)
     eval_utils.check_checkpoint_classes(checkpoint, params)
+    trained_names, trained_source = eval_utils.checkpoint_class_names(checkpoint)
+    if trained_source and trained_names != list(class_names):
+        print('warning: %s names the classes %s, the records %s; the table uses the records\' '
+              'names.' % (trained_source, ', '.join(trained_names[1:]),
+                          ', '.join(class_names[1:])), file=sys.stderr, flush=True)
     log('Evaluating %s on %d images of %s (%s driver).'
         % (checkpoint, num_records, pattern, driver))
     predictions = drivers.predict(

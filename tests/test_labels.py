@@ -154,6 +154,7 @@ def test_eval_reports_the_made_up_classes(gadget_data, gadget_model, tmp_path):
                            '--model_dir=' + gadget_model, '--output_dir=' + str(out),
                            '--batch_size=2', '--data_format=channels_last'] + extra)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert 'names the classes' not in proc.stderr  # params.json agrees with the manifest
         with open(out / 'metrics.json') as f:
             metrics = json.load(f)
         assert [c['name'] for c in metrics['classes']] == list(CLASSES)
