@@ -198,3 +198,37 @@ def test_demo_refuses_a_num_classes_that_disagrees_with_params_json(gadget_data,
                        '--num_classes=21'])
     _one_line_error(proc, '--num_classes=21', '4 class names', 'params.json',
                     'use --num_classes=4')
+
+
+def test_converting_a_split_with_other_labels_drops_the_stale_splits(tmp_path):
+    import io
+    from dataset import make_voc_sample, voc_to_tfrecords
+    make_voc_sample.make_voc_sample(str(tmp_path), num_images=4, seed=4, name='S',
+                                    classes=CLASSES)
+    labels = tmp_path / 'labels.txt'
+    labels.write_text('\n'.join(CLASSES) + '\n')
+    out = str(tmp_path / 'out')
+    quiet = voc_to_tfrecords.Reporter(out=io.StringIO(), err=io.StringIO())
+    first = voc_to_tfrecords.convert_dataset(str(tmp_path), out, ['S'], ['S'], train_shards=1,
+                                             validation_shards=1, num_threads=1,
+                                             label_file=str(labels), reporter=quiet)
+    assert first['labels'] == NAMES and sorted(first['splits']) == ['train', 'val']
+    labels.write_text('sprocket\nwidget\ngizmo\n')  # same classes, other label ids
+    err = io.StringIO()
+    second = voc_to_tfrecords.convert_dataset(
+        str(tmp_path), out, [], ['S'], validation_shards=1, num_threads=1,
+        label_file=str(labels), reporter=voc_to_tfrecords.Reporter(out=io.StringIO(), err=err))
+    assert second['labels'] == ['none', 'sprocket', 'widget', 'gizmo']
+    assert sorted(second['splits']) == ['val'] and 'dropping them' in err.getvalue()
+
+
+def test_checkpoint_class_names_fall_back_to_voc(tmp_path):
+    from dataset import dataset_common
+    from utility import eval_utils
+    assert eval_utils.checkpoint_class_names(str(tmp_path / 'model.ckpt-1')) == (
+        list(dataset_common.VOC_LABELS), None)
+    (tmp_path / 'params.json').write_text(json.dumps({'class_names': NAMES, 'num_classes': 4}))
+    assert eval_utils.checkpoint_class_names(str(tmp_path / 'model.ckpt-1')) == (
+        NAMES, str(tmp_path / 'params.json'))
+    with pytest.raises(ValueError, match='class names .* of .*params.json; use --num_classes=4'):
+        eval_utils.check_num_classes(21, NAMES, str(tmp_path / 'params.json'))
