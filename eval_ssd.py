@@ -5,7 +5,8 @@
 Runs the one model_fn and post-processing of utility/ssd_model.py (under tf.estimator or a plain
 session: --driver) over the --split shards of --data_dir with the latest checkpoint in
 --model_dir (or --checkpoint_path), and scores the detections with the Pascal VOC metric (evaluation/voc_metric.py) against the
-ground truth stored in the records, difficult flags included (or, with --annotations_dir,
+ground truth stored in the records, difficult flags included, and the class names the
+converter recorded in <data_dir>/manifest.json (--labels; the VOC names by default) (or, with --annotations_dir,
 against the VOC XML files matched by image id). Prints a table of AP per class and mAP under
 both the VOC2007 11-point and the VOC2010+ area metric, and writes to --output_dir:
 
@@ -77,8 +78,16 @@ def main(_):
     from dataset import dataset_common
     from utility import eval_watch
 
-    class_names = list(dataset_common.VOC_LABELS)
-    eval_utils.check_num_classes(FLAGS.num_classes, class_names)
+    # The class names of the records evaluated: the converter's manifest (VOC without one).
+    recorded = dataset_common.labels_from_manifest(FLAGS.data_dir)
+    class_names = list(recorded or dataset_common.VOC_LABELS)
+    source = (os.path.join(FLAGS.data_dir, dataset_common.MANIFEST_NAME)
+              if recorded else None)
+    num_classes = FLAGS.num_classes if FLAGS['num_classes'].present else len(class_names)
+    eval_utils.check_num_classes(num_classes, class_names, source)
+    if recorded:
+        log('%d classes (background included) from %s: %s'
+            % (num_classes, source, ', '.join(class_names[1:])))
     eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
     checkpoint = (None if FLAGS.watch
                   else eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir))
@@ -93,13 +102,13 @@ def main(_):
     if FLAGS.annotations_dir:
         xml_truth = dict(zip(image_ids, eval_utils.ground_truth_from_annotations(
             image_ids, FLAGS.annotations_dir, class_names, log=log)))
-        eval_utils.check_has_ground_truth(list(xml_truth.values()), FLAGS.num_classes,
+        eval_utils.check_has_ground_truth(list(xml_truth.values()), num_classes,
                                           'The annotations in %s for %s'
                                           % (FLAGS.annotations_dir, where))
     else:
         eval_utils.check_has_ground_truth(
             [{'labels': r['labels'], 'difficult': r['difficult']} for r in records],
-            FLAGS.num_classes, where)
+            num_classes, where)
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'eval')
     eval_utils.check_directory_target(output_dir, 'output_dir')
 
@@ -123,11 +132,17 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
     from evaluation import voc_metric
 
     driver = drivers.resolve_driver(FLAGS.driver)
+    num_classes = len(class_names)
     params = eval_utils.inference_params(
         FLAGS, log=log, checkpoint=checkpoint, data_dir=FLAGS.data_dir,
-        batch_size=FLAGS.batch_size,
+        batch_size=FLAGS.batch_size, num_classes=num_classes, class_names=class_names,
         num_readers=FLAGS.num_readers)
     eval_utils.check_checkpoint_classes(checkpoint, params)
+    trained_names, trained_source = eval_utils.checkpoint_class_names(checkpoint)
+    if trained_source and trained_names != list(class_names):
+        print('warning: %s names the classes %s, the records %s; the table uses the records\' '
+              'names.' % (trained_source, ', '.join(trained_names[1:]),
+                          ', '.join(class_names[1:])), file=sys.stderr, flush=True)
     log('Evaluating %s on %d images of %s (%s driver).'
         % (checkpoint, num_records, pattern, driver))
     predictions = drivers.predict(
@@ -140,8 +155,8 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
     ground_truth = collection.ground_truth
     if xml_truth is not None:
         ground_truth = [xml_truth[name] for name in collection.image_ids]
-    detections = collection.detections(FLAGS.num_classes)
-    result = voc_metric.evaluate(detections, ground_truth, FLAGS.num_classes,
+    detections = collection.detections(num_classes)
+    result = voc_metric.evaluate(detections, ground_truth, num_classes,
                                  return_curves=True)
     summary = eval_utils.summarize(result, ground_truth, collection.num_images, class_names, {
         'checkpoint': checkpoint, 'data_dir': FLAGS.data_dir, 'split': FLAGS.split,

@@ -17,9 +17,10 @@ Serving signature 'serving_default' (also under the key 'predict'; both drivers 
     boxes           float32 [batch, K, 4]    [ymin, xmin, ymax, xmax] normalized to [0, 1];
                                              VOC pixels: x * width, y * height
     scores          float32 [batch, K]       descending
-    classes         int32   [batch, K]       1..20, index into dataset_common.VOC_LABELS
-                                             (also listed in assets.extra/labels.txt, line
-                                             k = class k, line 0 = background)
+    classes         int32   [batch, K]       1..num_classes-1, index into the class names
+                                             listed in assets.extra/labels.txt (line k =
+                                             class k, line 0 = background 'none'): those
+                                             training recorded in params.json, VOC's without
     num_detections  int32   [batch]
 
 Loading it back (TF2):
@@ -56,13 +57,16 @@ def log(message):
 
 
 def main(_):
-    from dataset import dataset_common
     from utility import ssd_model
     from utility import drivers
 
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
     driver = drivers.resolve_driver(FLAGS.driver)
-    params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint, batch_size=1)
+    # Class names from the params.json training wrote beside the checkpoint (VOC without).
+    class_names, source = eval_utils.checkpoint_class_names(checkpoint)
+    params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint, batch_size=1,
+                                         class_names=class_names)
+    eval_utils.check_num_classes(params['num_classes'], class_names, source)
     eval_utils.check_checkpoint_classes(checkpoint, params)
     export_base = FLAGS.export_dir or os.path.join(FLAGS.model_dir, 'export')
     eval_utils.check_directory_target(export_base, 'export_dir')
@@ -70,7 +74,7 @@ def main(_):
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = os.path.join(scratch, 'labels.txt')
         with open(labels_path, 'w', encoding='utf-8') as f:
-            f.write('\n'.join(dataset_common.VOC_LABELS[:FLAGS.num_classes]) + '\n')
+            f.write('\n'.join(class_names) + '\n')
         path = drivers.export_saved_model(
             driver, ssd_model.model_fn, lambda: ssd_model.serving_inputs(params), params,
             checkpoint, export_base, assets_extra={'labels.txt': labels_path})

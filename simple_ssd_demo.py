@@ -5,7 +5,8 @@
 Each --input is an image file (JPEG, PNG, BMP or GIF) or a directory (its images, not
 recursive). The detector runs the one model_fn (tf.estimator or a session: --driver) and
 post-processing of utility/ssd_model.py; detections with a score >= --score_threshold are drawn
-with their class names and scores, one output image per input, written to --output_dir as
+with their class names (those training recorded in the checkpoint's params.json; the VOC
+names for a checkpoint without them) and scores, one output image per input, written to --output_dir as
 <name>_ssd.jpg. A line per image lists its detections: class, score and the VOC pixel box
 [xmin, ymin, xmax, ymax] (1-based). Unreadable images are reported and skipped.
 
@@ -54,7 +55,6 @@ def output_name(path, used):
 
 
 def main(_):
-    from dataset import dataset_common
     from utility import ssd_model
     from evaluation import draw
     from utility import drivers
@@ -62,8 +62,6 @@ def main(_):
     if not FLAGS.input:
         raise ValueError('No --input given; pass image files or directories, e.g. '
                          '--input dataset/VOC2012_sample/JPEGImages.')
-    class_names = list(dataset_common.VOC_LABELS)
-    eval_utils.check_num_classes(FLAGS.num_classes, class_names)
     eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
     eval_utils.check_directory_target(FLAGS.output_dir, 'output_dir')
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, None)
@@ -83,8 +81,11 @@ def main(_):
                          'GIF files or directories holding them.')
 
     driver = drivers.resolve_driver(FLAGS.driver)
+    # Class names from the params.json training wrote beside the checkpoint (VOC without).
+    class_names, source = eval_utils.checkpoint_class_names(checkpoint)
     params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint,
-                                         batch_size=FLAGS.batch_size)
+                                         batch_size=FLAGS.batch_size, class_names=class_names)
+    eval_utils.check_num_classes(params['num_classes'], class_names, source)
     eval_utils.check_checkpoint_classes(checkpoint, params)
     log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
         % (checkpoint, len(readable), FLAGS.score_threshold, FLAGS.output_dir))

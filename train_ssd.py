@@ -32,7 +32,10 @@ flags.DEFINE_float('gpu_memory_fraction', 1.0,
 flags.DEFINE_string('data_dir', './dataset/tfrecords',
                     'Directory with the train-*-of-* TFRecord shards made by '
                     'dataset/convert_voc_sample_tfrecords.py or dataset/convert_tfrecords.py.')
-flags.DEFINE_integer('num_classes', 21, 'Number of classes, background included (VOC: 21).')
+flags.DEFINE_integer('num_classes', None,
+                     'Number of classes, background included (VOC: 21). Default: the class '
+                     'names the converter recorded in <data_dir>/manifest.json, plus the '
+                     'background; a different value is an error.')
 flags.DEFINE_string('model_dir', './logs/',
                     'Directory for checkpoints, summaries and params.json. Training resumes '
                     'from the latest checkpoint found here.')
@@ -145,7 +148,7 @@ def check_flags():
     if FLAGS.save_checkpoints_secs < 0:
         raise ValueError('--save_checkpoints_secs=%d must be >= 0 (0: only when training '
                          'starts and ends).' % FLAGS.save_checkpoints_secs)
-    if FLAGS.num_classes < 2:
+    if FLAGS.num_classes is not None and FLAGS.num_classes < 2:
         raise ValueError('--num_classes=%d must count the background and at least one class '
                          '(VOC: 21).' % FLAGS.num_classes)
     if FLAGS.train_image_size != 300:
@@ -160,12 +163,37 @@ def check_flags():
                          'created if missing).' % FLAGS.model_dir)
 
 
-def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=None):
+def data_classes():
+    """(class names, num_classes) for training on --data_dir.
+
+    The names are the ones the converter recorded in <data_dir>/manifest.json (the VOC names
+    for records without them); num_classes is their count (background included) unless
+    --num_classes is given, which must then agree.
+    Raises:
+      ValueError: one line naming both numbers and the manifest.
+    """
+    from dataset import dataset_common
+    recorded = dataset_common.labels_from_manifest(FLAGS.data_dir)
+    names = list(recorded or dataset_common.VOC_LABELS)
+    if FLAGS.num_classes is None:
+        return names, len(names)
+    if recorded is not None and FLAGS.num_classes != len(names):
+        raise ValueError('--num_classes=%d disagrees with the %d classes (background included) '
+                         'that %s names; drop --num_classes or pass --num_classes=%d.'
+                         % (FLAGS.num_classes, len(names),
+                            os.path.join(FLAGS.data_dir, dataset_common.MANIFEST_NAME),
+                            len(names)))
+    return (names if len(names) == FLAGS.num_classes else None), FLAGS.num_classes
+
+
+def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=None,
+                 class_names=None, num_classes=None):
     """Turns the parsed flags into the model params (the only place flags are read)."""
     from utility import ssd_model
     from utility import train_utils
     return ssd_model.make_params(
-        num_classes=FLAGS.num_classes,
+        num_classes=num_classes or FLAGS.num_classes or 21,
+        class_names=list(class_names) if class_names else None,
         train_image_size=FLAGS.train_image_size,
         data_format=data_format,
         model_scope=FLAGS.model_scope,
@@ -247,7 +275,9 @@ def prepare(cluster):
         log('--use_amp ignored: mixed precision needs a GPU; training in float32.')
 
     train_files = dataset_common.check_shards(FLAGS.data_dir, 'train')
-    dataset_common.check_labels_fit(FLAGS.data_dir, FLAGS.num_classes)
+    if FLAGS.num_classes is not None:
+        dataset_common.check_labels_fit(FLAGS.data_dir, FLAGS.num_classes)
+    class_names, num_classes = data_classes()
 
     if is_chief:
         model_dir.remove_stale_temp(FLAGS.model_dir, log)
@@ -263,7 +293,8 @@ def prepare(cluster):
     else:
         log('No --checkpoint_path: training from scratch (random initialization).')
 
-    params = build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster)
+    params = build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster,
+                          class_names=class_names, num_classes=num_classes)
     if is_chief:
         model_dir.check_params_identity(FLAGS.model_dir, params,
                                         defaults=ssd_model.DEFAULT_PARAMS)

@@ -1,4 +1,4 @@
-"""The VOC label table and the tf.data reader for the converter's TFRecords.
+"""The VOC label table (the default label map), label files and the tf.data reader for the converter's TFRecords.
 
 Record format (one ``tf.train.Example`` per image, written by
 ``dataset/voc_to_tfrecords.py``; records of the original scripts use the same
@@ -10,7 +10,7 @@ keys and load too):
     image/height, image/width, image/channels    int64
     image/shape                   int64 [3]  (height, width, channels)
     image/object/bbox/{xmin,ymin,xmax,ymax}      float [N], normalized
-    image/object/bbox/label       int64 [N]  VOC_LABELS index (1..20)
+    image/object/bbox/label       int64 [N]  label map index (1..C-1; VOC: VOC_LABELS, 1..20)
     image/object/bbox/label_text  bytes [N]  class name
     image/object/bbox/difficult   int64 [N]
     image/object/bbox/truncated   int64 [N]
@@ -37,6 +37,62 @@ LABEL_IDS = {name: index for index, name in enumerate(VOC_LABELS)}
 NUM_CLASSES = len(VOC_LABELS)  # 21, background included
 
 MANIFEST_NAME = 'manifest.json'
+
+
+class LabelMapError(ValueError):
+    """A label file that cannot be used; the message is one line naming the file."""
+
+
+def read_label_map(path):
+    """Class names of a label file: one name per line, index = line order + 1.
+
+    Blank lines and surrounding whitespace are ignored; the background 'none' is implied at
+    index 0 (a 'none' line in the file is an error, as is any name listed twice).
+
+    Returns:
+      tuple ('none', name1, name2, ...): index = label id, like VOC_LABELS.
+    Raises:
+      LabelMapError (a ValueError): unreadable or empty file, a duplicate or a 'none' line;
+        one line naming the file.
+    """
+    try:
+        with open(path, 'r', encoding='utf-8-sig') as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LabelMapError('cannot read the label file %s (%s); pass a text file with one '
+                            'class name per line' % (path, getattr(e, 'strerror', None) or e))
+    names, seen = [], {}
+    for number, line in enumerate(lines, 1):
+        name = line.strip()
+        if not name:
+            continue
+        if name == VOC_LABELS[0]:
+            raise LabelMapError('label file %s line %d: %r is the implied background (label '
+                                '0); list only the object classes' % (path, number, name))
+        if name in seen:
+            raise LabelMapError('label file %s lists class %r twice (lines %d and %d); list '
+                                'each class once' % (path, name, seen[name], number))
+        seen[name] = number
+        names.append(name)
+    if not names:
+        raise LabelMapError('label file %s has no class names; write one class name per line'
+                            % path)
+    return (VOC_LABELS[0],) + tuple(names)
+
+
+def labels_from_manifest(data_dir):
+    """The class names (index = label id, 'none' first) recorded in ``<data_dir>/manifest.json``
+    by the converter, or None when there is no manifest or it has no 'labels' list (records
+    of the original scripts: VOC names)."""
+    try:
+        manifest = read_manifest(data_dir)
+    except FileNotFoundError:
+        return None
+    labels = manifest.get('labels')
+    if not isinstance(labels, list) or len(labels) < 2 or not all(
+            isinstance(name, str) for name in labels):
+        return None
+    return tuple(labels)
 CONVERTER_HINT = ('python3 dataset/convert_voc_sample_tfrecords.py --dataset_directory=dataset/ '
                   '--output_directory=dataset/tfrecords --train_splits VOC2012_sample '
                   '--validation_splits VOC2012_sample')

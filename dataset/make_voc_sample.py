@@ -125,7 +125,7 @@ def _overlaps(box, boxes, margin=4):
     return False
 
 
-def _draw_image(index, seed, class_stream):
+def _draw_image(index, seed, class_stream, class_names=CLASS_NAMES):
     """Draws image ``index``; returns (rgb uint8 [H, W, 3], list of objects)."""
     rng = np.random.default_rng([seed, index])
     width = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
@@ -189,7 +189,7 @@ def _draw_image(index, seed, class_stream):
             small = max(box0[2] - box0[0], box0[3] - box0[1]) + 1 < SMALL_OBJECT
             difficult = plan == 'difficult' or (small and rng.random() < 0.25)
             objects.append({
-                'name': CLASS_NAMES[class_index - 1],
+                'name': class_names[class_index - 1],
                 'truncated': int(touches),
                 'difficult': int(difficult),
                 # 0-based pixel indices -> VOC 1-based inclusive coordinates.
@@ -200,18 +200,19 @@ def _draw_image(index, seed, class_stream):
 
 
 class _ClassStream(object):
-    """Balanced class order: each run of 20 objects holds every class once, in
-    an order drawn from the seed."""
+    """Balanced class order: each run of ``num_classes`` (20) objects holds every class
+    once, in an order drawn from the seed."""
 
-    def __init__(self, seed):
+    def __init__(self, seed, num_classes=len(CLASS_NAMES)):
         self._seed = seed
+        self._num_classes = num_classes
         self._cycle = 0
         self._order = []
 
     def peek(self):
         if not self._order:
             rng = np.random.default_rng([self._seed, 1000003, self._cycle])
-            self._order = [int(c) + 1 for c in rng.permutation(len(CLASS_NAMES))]
+            self._order = [int(c) + 1 for c in rng.permutation(self._num_classes)]
             self._cycle += 1
         return self._order[0]
 
@@ -252,7 +253,23 @@ def annotation_xml(folder, filename, width, height, objects):
     return '\n'.join(lines) + '\n'
 
 
-def make_voc_sample(output_dir, num_images=64, seed=0, name='VOC2012_sample'):
+def parse_classes(text):
+    """'cat, dog,bird' -> ('cat', 'dog', 'bird'); ValueError for none, duplicates, more than
+    20 (one appearance each) or a name that is not plain XML text."""
+    names = tuple(n.strip() for n in (text or '').split(',') if n.strip())
+    if not names:
+        raise ValueError('no class names given; pass e.g. --classes cat,dog,bird.')
+    if len(set(names)) != len(names):
+        raise ValueError('--classes lists a name twice: %s.' % ', '.join(names))
+    if len(names) > len(CLASS_NAMES):
+        raise ValueError('--classes names %d classes; at most %d have their own appearance.'
+                         % (len(names), len(CLASS_NAMES)))
+    if any(ch in n for n in names for ch in '<>&') or 'none' in names:
+        raise ValueError("--classes names must not contain <, > or & nor be 'none'.")
+    return names
+
+
+def make_voc_sample(output_dir, num_images=64, seed=0, name='VOC2012_sample', classes=None):
     """Generates the sample; returns the path ``<output_dir>/<name>``.
 
     Args:
@@ -260,11 +277,15 @@ def make_voc_sample(output_dir, num_images=64, seed=0, name='VOC2012_sample'):
       num_images: number of images (>= 2; about 80% train, 20% val).
       seed: integer seed; the same seed gives byte-identical files.
       name: name of the split folder (used as the XML ``folder`` too).
+      classes: optional class names (a sequence or 'a,b,c', up to 20) written in the XML
+        instead of the 20 VOC names; class k looks like VOC class k. Default: the VOC classes.
     Returns:
       The split folder path (pass its parent as the converter's
       ``--dataset_directory`` and ``name`` as its ``--train_splits``).
     """
     num_images = int(num_images)
+    class_names = CLASS_NAMES if classes is None else parse_classes(
+        classes if isinstance(classes, str) else ','.join(classes))
     if num_images < 2:
         raise ValueError('num_images=%d is too small for a train and a val split; '
                          'use --num_images 2 or more.' % num_images)
@@ -284,9 +305,9 @@ def make_voc_sample(output_dir, num_images=64, seed=0, name='VOC2012_sample'):
             if e == ext and ID_PATTERN.match(stem) and stem not in keep:
                 os.remove(os.path.join(d, fname))
 
-    stream = _ClassStream(seed)
+    stream = _ClassStream(seed, len(class_names))
     for i, img_id in enumerate(ids):
-        rgb, objects = _draw_image(i, seed, stream)
+        rgb, objects = _draw_image(i, seed, stream, class_names)
         ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                 [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
@@ -319,9 +340,13 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--name', default='VOC2012_sample',
                         help='name of the split folder')
+    parser.add_argument('--classes', default=None,
+                        help='comma-separated class names to use instead of the 20 VOC '
+                             'classes (at most 20), e.g. --classes cat,dog,bird')
     args = parser.parse_args(argv)
     try:
-        path = make_voc_sample(args.output_dir, args.num_images, args.seed, args.name)
+        path = make_voc_sample(args.output_dir, args.num_images, args.seed, args.name,
+                               classes=args.classes)
     except (ValueError, OSError) as e:
         print('ERROR: %s' % e, file=sys.stderr)
         return 1

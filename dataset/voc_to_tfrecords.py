@@ -15,7 +15,11 @@ Layout expected under ``--dataset_directory``::
 
 Output in ``--output_directory``: ``train-00000-of-00016`` ... and
 ``val-00000-of-00016`` ... (one ``tf.train.Example`` per image, keys listed in
-``dataset_common``), and ``manifest.json`` with the counts per split.
+``dataset_common``), and ``manifest.json`` with the counts per split and the class names.
+
+Classes: ``--labels FILE`` names them, one per line (label k = the k-th name; 0 is the implied
+background 'none'); without it the 20 VOC classes. The names go into the manifest's 'labels'
+list, where training, evaluation, the demo and the export find them.
 
 Boxes: an annotation's 1-based inclusive pixel box is clipped to
 ``[1, width] x [1, height]`` and stored as ``v / width`` (x) and ``v / height``
@@ -39,7 +43,7 @@ from xml.parsers import expat
 import tensorflow as tf
 from PIL import Image
 
-from dataset.dataset_common import LABEL_IDS, MANIFEST_NAME, VOC_LABELS
+from dataset.dataset_common import MANIFEST_NAME, VOC_LABELS, LabelMapError, read_label_map
 
 SHUFFLE_SEED = 180428  # the seed's RANDOM_SEED: same shard assignment idea
 MANIFEST_VERSION = 1
@@ -383,9 +387,17 @@ def read_image_ids(split_dir, list_name, allow_fallback, reporter):
 # --------------------------------------------------------------------------- converting
 
 
-def _load_record(dataset_directory, split, image_id, skip_unknown_classes, reporter):
+def _label_source(label_file):
+    """How an unknown-class message names the label map in use."""
+    return ('a class of the label file %s' % label_file if label_file
+            else 'one of the 20 VOC class names (or pass --labels FILE naming your classes)')
+
+
+def _load_record(dataset_directory, split, image_id, skip_unknown_classes, reporter,
+                 labels=VOC_LABELS, label_file=None):
     """Annotation pre-pass for one listed image: a record dict, with 'skip'
-    set to a reason when the image cannot be used."""
+    set to a reason when the image cannot be used. `labels`: the label map (index = label id,
+    'none' first); `label_file`: where it came from (None: the VOC default), for messages."""
     split_dir = os.path.join(dataset_directory, split)
     record = {'split': split, 'id': image_id,
               'image_path': os.path.join(split_dir, 'JPEGImages', image_id + '.jpg'),
@@ -404,15 +416,18 @@ def _load_record(dataset_directory, split, image_id, skip_unknown_classes, repor
         reporter.warn('skipping image %s: %s' % (image_id, record['skip']))
         return record
     objects = []
+    label_ids = {name: index for index, name in enumerate(labels) if index}
     for k, obj in enumerate(record['annotation']['objects']):
-        label = LABEL_IDS.get(obj['name'], 0)
+        label = label_ids.get(obj['name'], 0)
         if label == 0:
             if not skip_unknown_classes:
                 raise ConversionError(
-                    'unknown class %r in %s; use one of the 20 VOC class names or rerun '
-                    'with --skip_unknown_classes to drop such objects'
-                    % (obj['name'], record['xml_path']))
+                    'unknown class %r in %s; use %s or rerun with --skip_unknown_classes '
+                    'to drop such objects'
+                    % (obj['name'], record['xml_path'], _label_source(label_file)))
             reason = 'unknown class %r' % obj['name']
+            if label_file:
+                reason += ' (not in the label file %s)' % label_file
             record['dropped'].append((k, reason))
             reporter.warn('dropping object %d of %s: %s' % (k, record['xml_path'], reason))
             continue
@@ -491,12 +506,15 @@ def shard_names(name, num_shards):
 
 def convert_split(dataset_directory, source_splits, list_name, name, output_directory,
                   num_shards, num_threads, skip_unknown_classes=False, list_fallback=False,
-                  reporter=None):
+                  reporter=None, labels=VOC_LABELS, label_file=None):
     """Converts the images of ``source_splits`` into ``<name>-SSSSS-of-NNNNN`` shards.
 
     Images are ordered (split order, list order), shuffled with a fixed seed and
     cut into ``num_shards`` contiguous shards written by up to ``num_threads``
     threads; bad images are skipped, never their neighbours.
+
+    `labels` is the label map (index = label id, 'none' first; default the VOC classes) and
+    `label_file` its file (None for the default), named in unknown-class messages.
 
     Returns:
       The manifest entry for the split (a dict of counts and lists).
@@ -516,7 +534,8 @@ def convert_split(dataset_directory, source_splits, list_name, name, output_dire
                                      list_fallback, reporter)
         lists.append(os.path.relpath(source, dataset_directory))
         listed.extend((split, image_id) for image_id in ids)
-    records = [_load_record(dataset_directory, split, image_id, skip_unknown_classes, reporter)
+    records = [_load_record(dataset_directory, split, image_id, skip_unknown_classes, reporter,
+                            labels, label_file)
                for split, image_id in listed]
     random.Random(SHUFFLE_SEED).shuffle(records)
 
@@ -566,7 +585,7 @@ def convert_split(dataset_directory, source_splits, list_name, name, output_dire
 
     results = [r for rs in per_shard for r in rs]
     elapsed = max(time.time() - progress.start, 1e-9)
-    summary = _summarize(results, source_splits, lists, names, written)
+    summary = _summarize(results, source_splits, lists, names, written, labels)
     reporter.info('%s: wrote %d images (%d objects: %d difficult, %d truncated) to %d shards in '
                   '%s; skipped %d images, dropped %d boxes, clipped %d boxes, re-encoded %d '
                   'images; %.1f images/s'
@@ -578,12 +597,12 @@ def convert_split(dataset_directory, source_splits, list_name, name, output_dire
     return summary
 
 
-def _summarize(results, source_splits, lists, names, written):
-    per_class = {label: 0 for label in VOC_LABELS[1:]}
+def _summarize(results, source_splits, lists, names, written, labels=VOC_LABELS):
+    per_class = {name: 0 for name in labels[1:]}
     kept = [r for r in results if not r['skip']]
     for r in kept:
         for label in r['labels']:
-            per_class[VOC_LABELS[label]] += 1
+            per_class[labels[label]] += 1
     by_id = lambda item: (item['split'], item['image'])  # noqa: E731
     return {
         'images': len(kept),
@@ -611,9 +630,11 @@ def _summarize(results, source_splits, lists, names, written):
     }
 
 
-def update_manifest(output_directory, name, summary, reporter=None):
+def update_manifest(output_directory, name, summary, reporter=None, labels=VOC_LABELS):
     """Writes ``summary`` as split ``name`` of ``<output_directory>/manifest.json``,
-    keeping the other splits already recorded there. Returns the manifest."""
+    keeping the other splits already recorded there, and ``labels`` (the class names, index =
+    label id, 'none' first) as its 'labels' list. Splits recorded with other labels are
+    dropped (their label ids mean other classes), with a warning. Returns the manifest."""
     reporter = reporter or Reporter()
     path = os.path.join(output_directory, MANIFEST_NAME)
     manifest = {}
@@ -627,12 +648,20 @@ def update_manifest(output_directory, name, summary, reporter=None):
             reporter.warn('%s is unreadable (%s); writing a new one.' % (path, e))
             manifest = {}
     splits = dict(manifest.get('splits') or {})
+    previous = manifest.get('labels')
+    if splits and previous is not None and list(previous) != list(labels):
+        others = sorted(k for k in splits if k != name)
+        if others:
+            reporter.warn('%s recorded split(s) %s with other class names; dropping them from '
+                          'the manifest (convert them again with the same --labels).'
+                          % (path, ', '.join(others)))
+        splits = {}
     splits[name] = summary
     manifest = {
         'format': 'voc-tfrecords',
         'version': MANIFEST_VERSION,
         'pixel_convention': PIXEL_CONVENTION,
-        'labels': list(VOC_LABELS),
+        'labels': list(labels),
         'splits': {k: splits[k] for k in sorted(splits)},
     }
     temp = path + '.tmp'
@@ -646,7 +675,7 @@ def update_manifest(output_directory, name, summary, reporter=None):
 def convert_dataset(dataset_directory, output_directory, train_splits, validation_splits,
                     train_shards=16, validation_shards=16, num_threads=8, train_list='train',
                     validation_list='val', skip_unknown_classes=False, list_fallback=False,
-                    reporter=None):
+                    reporter=None, labels=None, label_file=None):
     """Converts the train and validation splits; an empty split list skips that
     split (so train and val can be converted in separate runs).
 
@@ -655,6 +684,9 @@ def convert_dataset(dataset_directory, output_directory, train_splits, validatio
         comma-separated strings) under ``dataset_directory``.
       train_list / validation_list: ImageSets/Main list names ('train', 'val',
         'trainval', 'test').
+      labels: the class names, index = label id with 'none' first (dataset_common.
+        read_label_map); None: read `label_file`, or the 20 VOC classes without one.
+      label_file: the label file (read when `labels` is None; named in messages).
     Returns:
       The manifest dict (also written to ``<output_directory>/manifest.json``).
     Raises:
@@ -662,6 +694,12 @@ def convert_dataset(dataset_directory, output_directory, train_splits, validatio
         before anything is written.
     """
     reporter = reporter or Reporter()
+    if labels is None:
+        try:
+            labels = read_label_map(label_file) if label_file else VOC_LABELS
+        except LabelMapError as e:
+            raise ConversionError(str(e)) from None
+    labels = tuple(labels)
     if isinstance(train_splits, str):
         train_splits = parse_comma_list(train_splits)
     if isinstance(validation_splits, str):
@@ -688,8 +726,8 @@ def convert_dataset(dataset_directory, output_directory, train_splits, validatio
     for name, splits, list_name, shards in jobs:
         summary = convert_split(dataset_directory, splits, list_name, name, output_directory,
                                 shards, num_threads, skip_unknown_classes, list_fallback,
-                                reporter)
-        manifest = update_manifest(output_directory, name, summary, reporter)
+                                reporter, labels, label_file)
+        manifest = update_manifest(output_directory, name, summary, reporter, labels)
     return manifest
 
 
@@ -725,7 +763,12 @@ def build_parser(profile='sample'):
     parser.add_argument('--num_threads', type=int, default=8)
     parser.add_argument('--skip_unknown_classes', type=_bool_flag, nargs='?', const=True,
                         default=False,
-                        help='drop objects whose class is not a VOC class instead of failing')
+                        help='drop objects whose class is not in the label map (--labels, or '
+                             'the VOC classes) instead of failing')
+    parser.add_argument('--labels', default='',
+                        help='label file: one class name per line (label 1, 2, ...; the '
+                             'background "none" is implied as label 0; blank lines ignored). '
+                             'Default: the 20 Pascal VOC classes')
     parser.set_defaults(profile=profile)
     return parser
 
@@ -743,7 +786,8 @@ def main(argv=None, profile='sample'):
                         train_list=settings['train_list'],
                         validation_list=settings['validation_list'],
                         skip_unknown_classes=args.skip_unknown_classes,
-                        list_fallback=settings['list_fallback'])
+                        list_fallback=settings['list_fallback'],
+                        label_file=args.labels or None)
     except ConversionError as e:
         print('ERROR: %s' % e, file=sys.stderr, flush=True)
         return 1

@@ -235,12 +235,31 @@ def check_checkpoint_classes(checkpoint, params):
                          % (checkpoint, trained, params['num_classes'], trained))
 
 
-def check_num_classes(num_classes, class_names):
-    """Raises ValueError when --num_classes disagrees with the label table `class_names`."""
+def check_num_classes(num_classes, class_names, source=None):
+    """Raises ValueError when --num_classes disagrees with the label table `class_names`.
+
+    `source` says where the names come from (e.g. 'the manifest.json of <data_dir>'); None:
+    the VOC labels of dataset/dataset_common.py.
+    """
     if num_classes != len(class_names):
-        raise ValueError('--num_classes=%d does not match the %d VOC labels of '
-                         'dataset/dataset_common.py; use --num_classes=%d.'
-                         % (num_classes, len(class_names), len(class_names)))
+        if source is None:
+            raise ValueError('--num_classes=%d does not match the %d VOC labels of '
+                             'dataset/dataset_common.py; use --num_classes=%d.'
+                             % (num_classes, len(class_names), len(class_names)))
+        raise ValueError('--num_classes=%d does not match the %d class names (background '
+                         'included) of %s; use --num_classes=%d.'
+                         % (num_classes, len(class_names), source, len(class_names)))
+
+
+def checkpoint_class_names(checkpoint):
+    """(class names, source) of the model a checkpoint holds: the 'class_names' train_ssd.py
+    wrote to the params.json beside it, or the VOC labels (source None) for a checkpoint
+    without them (the original SSD.TensorFlow's, or one trained before they were recorded)."""
+    names = model_dir_params(checkpoint).get('class_names')
+    if isinstance(names, list) and len(names) >= 2:
+        return [str(n) for n in names], os.path.join(os.path.dirname(str(checkpoint)),
+                                                     'params.json')
+    return list(dataset_common.VOC_LABELS), None
 
 
 def run_entry_point(main):

@@ -35,6 +35,9 @@ from utility import train_utils
 # Every key model_fn / input_fn read, with its default. Entry scripts override from flags.
 DEFAULT_PARAMS = {
     'num_classes': 21,
+    # Class names, index = label id ('none' first), from the data's manifest.json; written to
+    # params.json so that eval, demo and export know them. None: the VOC names.
+    'class_names': None,
     'train_image_size': anchor_lib.SSD300_SPEC['image_size'],
     # 'auto', 'channels_first' or 'channels_last'; make_params resolves it for this machine
     # (net/ssd_net.resolve_data_format: 'auto' is channels_first on a GPU, else channels_last).
