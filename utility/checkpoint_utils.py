@@ -38,6 +38,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from dataset.helpers import parse_comma_list
+
 _HOW_TO_GET_WEIGHTS = (
     'Put the reduced-fc VGG-16 checkpoint in ./model (see model/README.md): use the public '
     'checkpoint, or convert one with `python3 -m tools.convert_vgg_weights --from_slim '
@@ -155,11 +157,7 @@ def resolve_checkpoint(path):
 
 
 def _parse_scopes(exclude_scopes):
-    if not exclude_scopes:
-        return []
-    if isinstance(exclude_scopes, str):
-        exclude_scopes = exclude_scopes.split(',')
-    return [scope.strip().rstrip('/') for scope in exclude_scopes if scope.strip()]
+    return [scope.rstrip('/') for scope in parse_comma_list(exclude_scopes)]
 
 
 def _in_scope(name, scope):

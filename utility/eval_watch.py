@@ -50,7 +50,7 @@ def list_checkpoints(model_dir):
 
 
 def history_record(summary, checkpoint, step):
-    """The one-line history entry of an eval summary (eval_utils.summarize)."""
+    """The one-line history entry of an eval summary (evaluation/report.summarize)."""
     classes = [c for c in summary['classes'] if c['ap_07'] is not None]
     return {
         'global_step': int(step),
@@ -129,7 +129,7 @@ def watch_checkpoints(model_dir, evaluate, output_dir, event_dir=None, interval_
 
     Args:
       model_dir: the training directory to poll.
-      evaluate: callable(checkpoint prefix) -> eval summary dict (eval_utils.summarize).
+      evaluate: callable(checkpoint prefix) -> eval summary dict (evaluation/report.summarize).
       output_dir: where metrics_history.jsonl is appended.
       event_dir: TensorBoard folder for the scalars; default <model_dir>/eval.
       interval_secs: polling period.

@@ -35,6 +35,8 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from dataset.helpers import notify as _log
+
 LOCK_NAME = 'train.lock'
 PARAMS_NAME = 'params.json'
 STATE_NAME = 'checkpoint'
@@ -50,11 +52,6 @@ GRAPH_KEYS = ('backbone', 'num_classes', 'train_image_size', 'model_scope', 'anc
 _FLAG_OF = {'backbone': '--backbone', 'num_classes': '--num_classes',
             'train_image_size': '--train_image_size', 'model_scope': '--model_scope'}
 _STALE_EMPTY_LOCK_SECS = 30.0
-
-
-def _log(log, message):
-    if log is not None:
-        log(message)
 
 
 # ----------------------------------------------------------------------------- lock
