@@ -26,28 +26,17 @@ _log = notify  # the one optional-log helper (dataset/helpers.py)
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _newest_prefix_in(directory):
-    """Newest '<prefix>.index' checkpoint in `directory` (by training step, then time)."""
-    def step(prefix):
-        tail = prefix.rsplit('-', 1)[-1]
-        return int(tail) if tail.isdigit() else -1
-    prefixes = [p[:-len('.index')] for p in tf.io.gfile.glob(os.path.join(directory, '*.index'))]
-    if not prefixes:
-        return None
-    return max(prefixes, key=lambda p: (step(p), os.path.getmtime(p + '.index')))
-
-
 def find_checkpoint(checkpoint_path, model_dir):
     """The checkpoint prefix to run: `checkpoint_path` if given, else the latest in `model_dir`.
 
     Args:
       checkpoint_path: '' / None, a directory (its latest checkpoint), a prefix
-        ('logs/model.ckpt-120000') or one of its files ('.index', '.meta', '.data-*').
+        ('logs/model.ckpt-120000') or one of its files ('.index', '.meta', '.data-*');
+        located by checkpoint_utils.locate_checkpoint (the rules every script shares).
       model_dir: the training directory searched when `checkpoint_path` is empty.
     Returns:
-      str checkpoint prefix (its '.index' file exists). A checkpoint of the original
-      SSD.TensorFlow code comes back as its project-layout copy
-      (checkpoint_utils.as_project_checkpoint).
+      str checkpoint prefix. A checkpoint of the original SSD.TensorFlow code comes back as
+      its project-layout copy (checkpoint_utils.as_project_checkpoint).
     Raises:
       ValueError: no checkpoint there; the message names the directory or prefix.
     """
@@ -56,21 +45,12 @@ def find_checkpoint(checkpoint_path, model_dir):
         raise ValueError('No checkpoint given: pass --model_dir (a training directory) or '
                          '--checkpoint_path.')
     path = os.path.expanduser(str(path))
-    if tf.io.gfile.isdir(path):
-        prefix = tf.train.latest_checkpoint(path)
-        if not (prefix and tf.io.gfile.exists(prefix + '.index')):
-            prefix = _newest_prefix_in(path)
-        if prefix is None:
-            raise ValueError('No checkpoint found in %s; train first (python3 train_ssd.py '
-                             '--model_dir=%s) or pass --checkpoint_path.' % (path, path))
+    prefix = checkpoint_utils.locate_checkpoint(path)
+    if prefix is not None:
         return checkpoint_utils.as_project_checkpoint(prefix)
-    for suffix in ('.index', '.meta'):
-        if path.endswith(suffix):
-            path = path[:-len(suffix)]
-    if '.data-' in os.path.basename(path):
-        path = path[:path.rindex('.data-')]
-    if tf.io.gfile.exists(path + '.index'):
-        return checkpoint_utils.as_project_checkpoint(path)
+    if tf.io.gfile.isdir(path):
+        raise ValueError('No checkpoint found in %s; train first (python3 train_ssd.py '
+                         '--model_dir=%s) or pass --checkpoint_path.' % (path, path))
     if not checkpoint_path:
         raise ValueError('Model directory %s does not exist; train first (python3 train_ssd.py '
                          '--model_dir=%s) or pass --checkpoint_path.' % (path, path))

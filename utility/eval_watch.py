@@ -20,15 +20,17 @@ import time
 
 import tensorflow as tf
 
+from utility import checkpoint_utils
+
 HISTORY_FILE = 'metrics_history.jsonl'
 
 
 def checkpoint_step(prefix):
     """Global step of a checkpoint prefix ('.../model.ckpt-120' -> 120), read from its name
     or, failing that, from its 'global_step' variable; None when neither has it."""
-    tail = prefix.rsplit('-', 1)[-1]
-    if tail.isdigit():
-        return int(tail)
+    step = checkpoint_utils.step_in_name(prefix)
+    if step is not None:
+        return step
     try:
         return int(tf.train.load_checkpoint(prefix).get_tensor('global_step'))
     except (tf.errors.OpError, ValueError):
