@@ -7,6 +7,7 @@ name with its two APs in the panel title. The figure title holds the mAPs and th
 """
 import math
 import os
+import textwrap
 
 import numpy as np
 
@@ -45,14 +46,17 @@ def pr_figure(curves, summary, columns=5, panel_inches=(3.0, 2.6)):
         classes, hidden = summary['classes'], 0
     columns = max(1, min(int(columns), len(classes) or 1))
     rows = max(1, int(math.ceil(len(classes) / float(columns))))
-    figure, grid = pyplot.subplots(rows, columns, squeeze=False,
-                                   figsize=(panel_inches[0] * columns,
-                                            panel_inches[1] * rows + 0.8))
-    figure.suptitle('Precision-recall at IoU > 0.5: mAP VOC07 11-point %s, VOC2010+ area %s '
-                    '(%d images, %d gt objects%s)' % (
-                        _fmt(summary['map_07']), _fmt(summary['map_area']),
-                        summary['num_images'], summary['num_objects'],
-                        '; %d classes without gt not shown' % hidden if hidden else ''))
+    width = max(panel_inches[0] * columns, 6.0)  # room for the title with few panels
+    title = textwrap.fill(
+        'Precision-recall at IoU > 0.5: mAP VOC07 11-point %s, VOC2010+ area %s (%d images, '
+        '%d gt objects%s)' % (_fmt(summary['map_07']), _fmt(summary['map_area']),
+                              summary['num_images'], summary['num_objects'],
+                              '; %d classes without gt not shown' % hidden if hidden else ''),
+        width=int(width * 13))
+    title_inches = 0.2 + 0.22 * (title.count('\n') + 1)
+    height = panel_inches[1] * rows + title_inches
+    figure, grid = pyplot.subplots(rows, columns, squeeze=False, figsize=(width, height))
+    figure.suptitle(title, fontsize=10)
     cells = list(grid.reshape(-1))
     for axes, row in zip(cells, classes):
         label = row['label']
@@ -79,7 +83,7 @@ def pr_figure(curves, summary, columns=5, panel_inches=(3.0, 2.6)):
             axes.text(0.5, 0.5, 'no detections', ha='center', va='center', color='0.5')
     for axes in cells[len(classes):]:
         axes.set_visible(False)
-    figure.tight_layout(rect=(0, 0, 1, 0.96))
+    figure.tight_layout(rect=(0, 0, 1, 1 - title_inches / height))
     return figure
 
 
