@@ -33,6 +33,12 @@ import time
 
 from absl import flags
 
+from dataset.helpers import log
+from evaluation.detections import RESULTS_PREFIX, collect_predictions, write_results_files
+from evaluation.figures import PR_CURVES_FILE, draw_pr_curves
+from evaluation.ground_truth import (check_has_ground_truth, ground_truth_from_annotations,
+                                     scan_records)
+from evaluation.report import METRICS_FILE, format_table, summarize, write_metrics_json
 from utility import eval_utils
 
 FLAGS = flags.FLAGS
@@ -70,10 +76,6 @@ eval_utils.define_inference_flags(flags)
 flags.adopt_module_key_flags(eval_utils)
 
 
-def log(message):
-    print(message, flush=True)
-
-
 def main(_):
     from dataset import dataset_common
     from utility import eval_watch
@@ -92,7 +94,7 @@ def main(_):
     checkpoint = (None if FLAGS.watch
                   else eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir))
     pattern = os.path.join(FLAGS.data_dir, FLAGS.split + '-*')
-    records = eval_utils.scan_records(pattern)
+    records = scan_records(pattern)
     mismatch = dataset_common.count_mismatch_message(FLAGS.data_dir, FLAGS.split, len(records))
     if mismatch:
         print('warning: %s' % mismatch, file=sys.stderr, flush=True)
@@ -100,13 +102,12 @@ def main(_):
     image_ids = [r['image_id'] for r in records]
     xml_truth = None
     if FLAGS.annotations_dir:
-        xml_truth = dict(zip(image_ids, eval_utils.ground_truth_from_annotations(
+        xml_truth = dict(zip(image_ids, ground_truth_from_annotations(
             image_ids, FLAGS.annotations_dir, class_names, log=log)))
-        eval_utils.check_has_ground_truth(list(xml_truth.values()), num_classes,
-                                          'The annotations in %s for %s'
-                                          % (FLAGS.annotations_dir, where))
+        check_has_ground_truth(list(xml_truth.values()), num_classes,
+                               'The annotations in %s for %s' % (FLAGS.annotations_dir, where))
     else:
-        eval_utils.check_has_ground_truth(
+        check_has_ground_truth(
             [{'labels': r['labels'], 'difficult': r['difficult']} for r in records],
             num_classes, where)
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'eval')
@@ -149,7 +150,7 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
         driver, ssd_model.model_fn,
         ssd_model.make_input_fn(params, is_training=False, file_pattern=pattern),
         params, checkpoint)
-    collection = eval_utils.collect_predictions(
+    collection = collect_predictions(
         predictions, total=num_records, log=log, log_every_secs=FLAGS.log_every_secs)
 
     ground_truth = collection.ground_truth
@@ -158,22 +159,20 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
     detections = collection.detections(num_classes)
     result = voc_metric.evaluate(detections, ground_truth, num_classes,
                                  return_curves=True)
-    summary = eval_utils.summarize(result, ground_truth, collection.num_images, class_names, {
+    summary = summarize(result, ground_truth, collection.num_images, class_names, {
         'checkpoint': checkpoint, 'data_dir': FLAGS.data_dir, 'split': FLAGS.split,
         'ground_truth': FLAGS.annotations_dir or 'tfrecords',
         'post_processing': {k: params[k] for k in ('select_threshold', 'min_size', 'keep_per',
                                                    'nms_threshold', 'nms_topk', 'keep_topk')},
         'evaluated_at': time.strftime('%Y-%m-%d %H:%M:%S')})
-    log(eval_utils.format_table(summary))
+    log(format_table(summary))
 
-    metrics_path = eval_utils.write_metrics_json(
-        os.path.join(output_dir, eval_utils.METRICS_FILE), summary)
-    eval_utils.write_results_files(output_dir, collection, class_names)
-    png = eval_utils.draw_pr_curves(os.path.join(output_dir, eval_utils.PR_CURVES_FILE),
-                                    result['curves'], summary)
+    metrics_path = write_metrics_json(os.path.join(output_dir, METRICS_FILE), summary)
+    write_results_files(output_dir, collection, class_names)
+    png = draw_pr_curves(os.path.join(output_dir, PR_CURVES_FILE), result['curves'], summary)
     log('Wrote %s, %s and %s in %s.' % (os.path.basename(metrics_path),
-                                        eval_utils.RESULTS_PREFIX + '<class>.txt',
-                                        os.path.basename(png), output_dir))
+                                        RESULTS_PREFIX + '<class>.txt', os.path.basename(png),
+                                        output_dir))
     return summary
 
 

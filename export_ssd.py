@@ -35,6 +35,7 @@ import tempfile
 
 from absl import flags
 
+from dataset.helpers import log
 from utility import eval_utils
 
 FLAGS = flags.FLAGS
@@ -50,10 +51,6 @@ flags.DEFINE_string('export_dir', '',
                     'folder in it. Empty: <model_dir>/export.')
 eval_utils.define_inference_flags(flags)
 flags.adopt_module_key_flags(eval_utils)
-
-
-def log(message):
-    print(message, flush=True)
 
 
 def main(_):

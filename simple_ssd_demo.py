@@ -18,6 +18,8 @@ import sys
 
 from absl import flags
 
+from dataset.helpers import log
+from evaluation.detections import prediction_detections
 from utility import eval_utils
 
 FLAGS = flags.FLAGS
@@ -33,10 +35,6 @@ flags.DEFINE_float('score_threshold', 0.5, 'Draw and list detections scoring at 
 flags.DEFINE_integer('batch_size', 1, 'Images per prediction batch.')
 eval_utils.define_inference_flags(flags)
 flags.adopt_module_key_flags(eval_utils)
-
-
-def log(message):
-    print(message, flush=True)
 
 
 def warn(message):
@@ -97,7 +95,7 @@ def main(_):
     with eval_utils.ImageDecoder() as decoder:
         for prediction in predictions:
             path = prediction['filename'].decode('utf-8')
-            boxes, labels, scores = eval_utils.prediction_detections(
+            boxes, labels, scores = prediction_detections(
                 prediction, score_threshold=FLAGS.score_threshold)
             image = decoder.decode(path)
             out = os.path.join(FLAGS.output_dir, output_name(path, used))

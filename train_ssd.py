@@ -19,6 +19,8 @@ import sys
 from absl import app
 from absl import flags
 
+from dataset.helpers import log
+
 FLAGS = flags.FLAGS
 
 # Data and input pipeline.
@@ -129,10 +131,6 @@ flags.DEFINE_boolean('augment', True,
 flags.DEFINE_boolean('bf16', False,
                      'CPU only: bfloat16 convolutions/matmuls via the oneDNN graph rewrite '
                      '(needs AVX512-BF16 or AMX; ignored with a notice elsewhere).')
-
-
-def log(message):
-    print(message, flush=True)
 
 
 def check_flags():

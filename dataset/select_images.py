@@ -17,21 +17,24 @@ import argparse
 import os
 import shutil
 import sys
-import xml.etree.ElementTree as ET
+
+if __package__ in (None, ''):  # run as a script (make fit): make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dataset import voc_xml  # noqa: E402
 
 
 def image_objects(annotation_path):
-    """[(name, width fraction, height fraction, difficult)] of one VOC XML file."""
-    root = ET.parse(annotation_path).getroot()
-    width = float(root.find('size/width').text)
-    height = float(root.find('size/height').text)
+    """[(name, width fraction, height fraction, difficult)] of one VOC XML file (parsed by
+    dataset/voc_xml.py, as the converter does); [] when its <size> is missing."""
+    annotation = voc_xml.parse_annotation(annotation_path)
+    width, height = annotation['width'], annotation['height']
+    if not (width and height):
+        return []
     objects = []
-    for obj in root.findall('object'):
-        box = [float(obj.find('bndbox/' + k).text) for k in ('xmin', 'ymin', 'xmax', 'ymax')]
-        difficult = obj.find('difficult')
-        objects.append((obj.find('name').text, (box[2] - box[0] + 1) / width,
-                        (box[3] - box[1] + 1) / height,
-                        int(difficult.text) if difficult is not None else 0))
+    for obj in annotation['objects']:
+        xmin, ymin, xmax, ymax = obj['bbox_pixels']
+        objects.append((obj['name'], (xmax - xmin + 1) / float(width),
+                        (ymax - ymin + 1) / float(height), int(obj['difficult'])))
     return objects
 
 

@@ -170,6 +170,27 @@ def test_directory_checkpoint_file_wins_over_newer_files(tmp_path):
     assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == first
 
 
+def test_locate_checkpoint_one_rule_set(tmp_path):
+    """Directory without a state file: highest step, then newest file; a prefix's files give
+    the prefix; nothing there gives None (callers word the error)."""
+    for step in (5, 10, 9):
+        write_checkpoint(str(tmp_path / ('model.ckpt-%d' % step)),
+                         {'x': np.zeros([2], np.float32)})
+    os.remove(str(tmp_path / 'checkpoint'))
+    newest = str(tmp_path / 'model.ckpt-10')
+    os.utime(newest + '.index', (1_000_000_000, 1_000_000_000))  # older file, higher step
+    assert checkpoint_utils.locate_checkpoint(str(tmp_path)) == newest
+    for suffix in ('', '.index', '.meta', '.data-00000-of-00001'):
+        assert checkpoint_utils.locate_checkpoint(newest + suffix) == newest
+    assert checkpoint_utils.locate_checkpoint(str(tmp_path / 'model.ckpt-7')) is None
+    assert checkpoint_utils.locate_checkpoint(str(tmp_path / 'empty_dir_missing')) is None
+    (tmp_path / 'empty').mkdir()
+    assert checkpoint_utils.locate_checkpoint(str(tmp_path / 'empty')) is None
+    assert checkpoint_utils.step_in_name(newest) == 10
+    assert checkpoint_utils.step_in_name(str(tmp_path / 'm.ckpt-5-?????-of-00001')) == 5
+    assert checkpoint_utils.step_in_name(str(tmp_path / 'vgg16_reducedfc')) is None
+
+
 def test_v1_checkpoint_restores(tmp_path, backbone_values):
     tensors = {k: v for k, v in backbone_values.items() if 'conv1_1' in k}
     prefix = write_checkpoint(str(tmp_path / 'v1' / 'vgg_16.ckpt'), tensors, version=V1)

@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 
 from dataset import dataset_common as dc
-from dataset import voc_to_tfrecords as conv
+from dataset import voc_xml
 from tests.test_convert_tfrecords import convert, good, image_bytes, read_records, xml_text
 from tests.test_convert_tfrecords import write_split
-from utility import eval_utils
+from evaluation import ground_truth
 
 BOMB = ('<!DOCTYPE annotation [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
         '<annotation><object><name>&b;</name><bndbox><xmin>1</xmin><ymin>1</ymin>'
@@ -30,8 +30,8 @@ def test_doctype_is_refused_in_any_encoding(encoding):
     for declaration in ('', '<?xml version="1.0" encoding="%s"?>' % encoding.upper()):
         data = (declaration + BOMB).encode(encoding)
         assert b'<!DOCTYPE' not in data or encoding == 'utf-8'   # a byte search misses it
-        with pytest.raises(conv.AnnotationError) as info:
-            conv.parse_annotation_bytes(data)
+        with pytest.raises(voc_xml.AnnotationError) as info:
+            voc_xml.parse_annotation_bytes(data)
         assert 'DOCTYPE/ENTITY declarations are not allowed' in str(info.value) or (
             declaration and 'unsupported XML encoding' in str(info.value)), str(info.value)
 
@@ -62,6 +62,29 @@ def test_imagesets_lines_are_whole_ids_even_with_spaces(tmp_path):
     assert sorted(read_records(tmp_path / 'out')) == ['my photo 1.jpg', 'plain.jpg']
     assert manifest['splits']['train']['images'] == 2
     assert manifest['splits']['train']['skipped_images'] == [] and 'WARNING' not in err
+
+
+def test_comma_lists_and_optional_log_have_one_helper():
+    from dataset import helpers
+    from utility import checkpoint_utils, train_utils
+    assert helpers.parse_comma_list(' VOC2007, ,VOC2012 ,') == ['VOC2007', 'VOC2012']
+    assert helpers.parse_comma_list(None) == [] and helpers.parse_comma_list('') == []
+    assert helpers.parse_comma_list(['a ', ' ', 'b']) == ['a', 'b']
+    assert conv_splits('VOC2007, VOC2012') == ['VOC2007', 'VOC2012']
+    assert train_utils.parse_number_list('500, 80000,100000', int) == [500, 80000, 100000]
+    with pytest.raises(ValueError, match='--decay_boundaries must be comma-separated numbers'):
+        train_utils.parse_number_list('500, x', int, '--decay_boundaries')
+    assert checkpoint_utils._parse_scopes('ssd300/multibox_head/, ssd300/conv4_3_scale') == [
+        'ssd300/multibox_head', 'ssd300/conv4_3_scale']
+    got = []
+    helpers.notify(got.append, 'shown')
+    helpers.notify(None, 'dropped')
+    assert got == ['shown']
+
+
+def conv_splits(text):
+    from dataset import voc_to_tfrecords
+    return voc_to_tfrecords.parse_comma_list(text)
 
 
 # ----------------------------------------------------------------------------- shards
@@ -132,7 +155,7 @@ def test_zero_byte_shard_disagrees_with_the_manifest(records_copy):
                                       % (bad, os.path.join(records_copy, 'manifest.json'),
                                          expected))
     # Eval counts what it read against the manifest and says when they differ.
-    records = eval_utils.scan_records(os.path.join(records_copy, 'val-*'))
+    records = ground_truth.scan_records(os.path.join(records_copy, 'val-*'))
     total = dc.read_manifest(records_copy)['splits']['val']['images']
     assert dc.count_against_manifest(records_copy, 'val', len(records)) == (
         total, total - expected)
@@ -178,7 +201,7 @@ def test_corrupt_payload_is_named_when_tf_data_hits_it(records_copy):
     assert list(tf.data.TFRecordDataset(good_shard).as_numpy_iterator()) == before[good_shard]
     # Eval's ground-truth scan names it too.
     with pytest.raises(ValueError) as info:
-        eval_utils.scan_records(os.path.join(records_copy, 'train-*'))
+        ground_truth.scan_records(os.path.join(records_copy, 'train-*'))
     assert str(info.value).startswith('TFRecord shard %s is damaged' % bad)
 
 

@@ -1,4 +1,5 @@
-"""eval_ssd.py and utility/eval_utils.py: collection, VOC tables, JSON, devkit files, curves."""
+"""eval_ssd.py, evaluation/ (ground truth, detections, report, figures) and the checkpoint and
+flag support of utility/eval_utils.py."""
 import json
 import os
 import re
@@ -8,12 +9,17 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from conftest import run_script
 from dataset import dataset_common
 from dataset import voc_to_tfrecords
-from utility import eval_utils
+from evaluation import detections
+from evaluation import figures
+from evaluation import ground_truth
+from evaluation import report
 from evaluation import voc_metric
+from utility import eval_utils
 
 NAMES = list(dataset_common.VOC_LABELS)
 C = len(NAMES)
@@ -58,7 +64,7 @@ def hand_predictions():
 
 def test_hand_computed_ap_table_json_and_results_files(tmp_path):
     logged = []
-    collection = eval_utils.collect_predictions(iter(hand_predictions()), total=2,
+    collection = detections.collect_predictions(iter(hand_predictions()), total=2,
                                                 log=logged.append)
     assert collection.image_ids == ['a', 'b']
     np.testing.assert_allclose(collection.det_boxes[0], [10, 20, 50, 80], atol=1e-4)
@@ -70,8 +76,8 @@ def test_hand_computed_ap_table_json_and_results_files(tmp_path):
     assert result['ap_area'][DOG] == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert np.isnan(result['ap_07'][CAT])
 
-    summary = eval_utils.summarize(result, collection.ground_truth, 2, NAMES)
-    table = eval_utils.format_table(summary)
+    summary = report.summarize(result, collection.ground_truth, 2, NAMES)
+    table = report.format_table(summary)
     assert '2 images, 3 gt objects (1 difficult), 5 detections' in table
     rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[2:-1]}
     assert list(rows) == NAMES[1:] + ['mAP']
@@ -80,7 +86,7 @@ def test_hand_computed_ap_table_json_and_results_files(tmp_path):
     assert rows['mAP'] == ['2', '5', '0.8485', '0.8333']
     assert 'mAP VOC07 11-point: 0.8485   mAP VOC2010+ area: 0.8333' in table
 
-    path = eval_utils.write_metrics_json(str(tmp_path / 'out' / 'metrics.json'), summary)
+    path = report.write_metrics_json(str(tmp_path / 'out' / 'metrics.json'), summary)
     with open(path) as f:
         loaded = json.load(f)
     assert loaded['map_07'] == pytest.approx(0.848485, abs=1e-6)
@@ -90,14 +96,14 @@ def test_hand_computed_ap_table_json_and_results_files(tmp_path):
     assert loaded['num_objects'] == 3 and loaded['num_difficult'] == 1
 
     out = str(tmp_path / 'out')
-    paths = eval_utils.write_results_files(out, collection, NAMES)
+    paths = detections.write_results_files(out, collection, NAMES)
     assert len(paths) == 20 and os.path.basename(paths[0]) == 'comp4_det_test_aeroplane.txt'
     with open(os.path.join(out, 'comp4_det_test_dog.txt')) as f:
         lines = f.read().splitlines()
     assert lines[0] == 'a 0.900000 10.000 20.000 50.000 80.000'
     assert [line.split()[:2] for line in lines] == [
         ['a', '0.900000'], ['b', '0.800000'], ['b', '0.700000'], ['a', '0.300000']]
-    again = voc_metric.evaluate(eval_utils.read_results_files(out, ['a', 'b'], NAMES),
+    again = voc_metric.evaluate(detections.read_results_files(out, ['a', 'b'], NAMES),
                                 collection.ground_truth, C)
     assert again['map_07'] == pytest.approx(result['map_07'], abs=1e-9)
     assert again['map_area'] == pytest.approx(result['map_area'], abs=1e-9)
@@ -107,15 +113,71 @@ def test_hand_computed_ap_table_json_and_results_files(tmp_path):
     np.testing.assert_allclose(curves[DOG][0], [.5, .5, 1, 1])
     np.testing.assert_allclose(curves[DOG][1], [1, .5, 2 / 3, .5])
     assert curves[CAT] is None and curves[0] is None
-    png = eval_utils.draw_pr_curves(os.path.join(out, 'pr.png'), curves, summary)
-    assert cv2.imread(png).shape == (52 + 4 * 200, 5 * 240, 3)
+    png = figures.draw_pr_curves(os.path.join(out, 'pr.png'), curves, summary)
+    _check_pr_png(png)
+
+
+def _check_pr_png(path):
+    """`path` is a non-empty PNG that PIL reads (the file eval_ssd.py writes)."""
+    with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    with Image.open(path) as image:
+        assert image.format == 'PNG'
+        assert image.size[0] > 0 and image.size[1] > 0
+
+
+def test_pr_figure_has_one_panel_per_class_with_ground_truth(tmp_path):
+    import matplotlib
+    collection = detections.collect_predictions(iter(hand_predictions()))
+    result = voc_metric.evaluate(collection.detections(C), collection.ground_truth, C,
+                                 return_curves=True)
+    summary = report.summarize(result, collection.ground_truth, 2, NAMES)
+    figure = figures.pr_figure(result['curves'], summary)
+    try:
+        assert matplotlib.get_backend().lower() == 'agg'  # headless
+        panels = [axes for axes in figure.axes if axes.get_visible()]
+        assert len(panels) == 1  # dog; cat's only gt is difficult: no curve, no panel
+        assert panels[0].get_title() == 'dog: AP07 0.848 / area 0.833'
+        assert panels[0].get_xlabel() == 'recall' and panels[0].get_ylabel() == 'precision'
+        assert panels[0].get_xlim() == (0.0, 1.0) and len(panels[0].get_xticks()) == 5
+        (line,) = panels[0].get_lines()
+        np.testing.assert_allclose(line.get_xdata(), [0, .5, .5, 1, 1])
+        np.testing.assert_allclose(line.get_ydata(), [1, 1, .5, 2 / 3, .5])
+        assert panels[0].get_legend() is not None
+        title = ' '.join(figure._suptitle.get_text().split())  # wrapped to the width
+        assert 'mAP VOC07 11-point 0.848, VOC2010+ area 0.833' in title
+        assert '19 classes without gt not shown' in title
+    finally:
+        from matplotlib import pyplot
+        pyplot.close(figure)
+
+    # Three classes with ground truth: three titled panels, in label order.
+    curves = [None] * C
+    for label in (1, DOG, CAT):
+        curves[label] = (np.array([.5, 1.]), np.array([1., .5]))
+    rows = [{'label': c, 'name': NAMES[c], 'num_gt': 2, 'num_detections': 2,
+             'ap_07': None if curves[c] is None else 0.75,
+             'ap_area': None if curves[c] is None else 0.7} for c in range(1, C)]
+    summary = dict(summary, classes=rows)
+    figure = figures.pr_figure(curves, summary)
+    try:
+        titles = [axes.get_title() for axes in figure.axes if axes.get_visible()]
+        assert titles == ['%s: AP07 0.750 / area 0.700' % NAMES[c]
+                          for c in sorted((1, DOG, CAT))]
+    finally:
+        from matplotlib import pyplot
+        pyplot.close(figure)
+    path = figures.draw_pr_curves(str(tmp_path / 'deep' / figures.PR_CURVES_FILE), curves,
+                                  summary)
+    assert os.path.basename(path) == 'pr_curves.png'
+    _check_pr_png(path)
 
 
 def test_results_file_with_unknown_image_is_refused(tmp_path):
-    with open(eval_utils.results_file(str(tmp_path), 'dog'), 'w') as f:
+    with open(detections.results_file(str(tmp_path), 'dog'), 'w') as f:
         f.write('zzz 0.5 1 1 10 10\n')
     with pytest.raises(ValueError, match='comp4_det_test_dog.txt line 1'):
-        eval_utils.read_results_files(str(tmp_path), ['a'], NAMES)
+        detections.read_results_files(str(tmp_path), ['a'], NAMES)
 
 
 def _records_predictions(pattern):
@@ -142,21 +204,21 @@ def _records_predictions(pattern):
 def test_oracle_ground_truth_as_detections_scores_one(tfrecord_dir, voc_sample_dir, tmp_path):
     pattern = os.path.join(tfrecord_dir, 'train-*')
     predictions = _records_predictions(pattern)
-    collection = eval_utils.collect_predictions(iter(predictions))
-    objects, difficult = eval_utils.count_objects(collection.ground_truth, C)
+    collection = detections.collect_predictions(iter(predictions))
+    objects, difficult = ground_truth.count_objects(collection.ground_truth, C)
     assert (len(predictions), objects, difficult) == (10, 32, 3)  # the sample's train split
     result = voc_metric.evaluate(collection.detections(C), collection.ground_truth, C)
     assert result['map_07'] == 1.0 and result['map_area'] == 1.0
 
     # Through the devkit results files and back.
-    eval_utils.write_results_files(str(tmp_path), collection, NAMES)
+    detections.write_results_files(str(tmp_path), collection, NAMES)
     again = voc_metric.evaluate(
-        eval_utils.read_results_files(str(tmp_path), collection.image_ids, NAMES),
+        detections.read_results_files(str(tmp_path), collection.image_ids, NAMES),
         collection.ground_truth, C)
     assert again['map_07'] == 1.0 and again['map_area'] == 1.0
 
     # The XML annotations hold the same ground truth (matched by image id).
-    xml = eval_utils.ground_truth_from_annotations(
+    xml = ground_truth.ground_truth_from_annotations(
         collection.image_ids, os.path.join(voc_sample_dir, 'Annotations'), NAMES)
     for from_xml, from_records in zip(xml, collection.ground_truth):
         np.testing.assert_array_equal(from_xml['labels'], from_records['labels'])
@@ -167,7 +229,7 @@ def test_oracle_ground_truth_as_detections_scores_one(tfrecord_dir, voc_sample_d
     assert with_xml['map_07'] == 1.0 and with_xml['map_area'] == 1.0
 
     # The pre-scan reads the same ground truth without decoding images.
-    scanned = eval_utils.scan_records(pattern)
+    scanned = ground_truth.scan_records(pattern)
     assert [r['image_id'] for r in scanned] == collection.image_ids
     for record, prediction in zip(scanned, predictions):
         np.testing.assert_array_equal(record['labels'], prediction['gt_labels'])
@@ -178,17 +240,17 @@ def test_oracle_ground_truth_as_detections_scores_one(tfrecord_dir, voc_sample_d
 
 def test_missing_annotation_names_the_file(tmp_path):
     with pytest.raises(ValueError, match=r'No annotation .*2012_000099\.xml for image'):
-        eval_utils.ground_truth_from_annotations(['2012_000099'], str(tmp_path))
+        ground_truth.ground_truth_from_annotations(['2012_000099'], str(tmp_path))
 
 
 def test_split_without_ground_truth_is_refused():
     empty = [{'labels': np.zeros(0, int)}, {'labels': np.array([-1, -1])}]
     with pytest.raises(ValueError, match=r"Split 'val' has no ground-truth boxes \(2 images\)"):
-        eval_utils.check_has_ground_truth(empty, C, "Split 'val'")
+        ground_truth.check_has_ground_truth(empty, C, "Split 'val'")
     only_difficult = [{'labels': np.array([3]), 'difficult': np.array([1])}]
     with pytest.raises(ValueError, match='no ground-truth boxes that are not difficult'):
-        eval_utils.check_has_ground_truth(only_difficult, C, 'x')
-    eval_utils.check_has_ground_truth([{'labels': np.array([3])}], C, 'x')  # fine
+        ground_truth.check_has_ground_truth(only_difficult, C, 'x')
+    ground_truth.check_has_ground_truth([{'labels': np.array([3])}], C, 'x')  # fine
 
 
 def test_find_checkpoint(tmp_path):
@@ -278,21 +340,21 @@ def test_eval_script_table_json_results_and_xml_ground_truth(trained_model_dir, 
         assert printed[2] == ('n/a' if entry['ap_07'] is None else '%.4f' % entry['ap_07'])
 
     # Recompute from the devkit files with the records' ground truth.
-    records = eval_utils.scan_records(os.path.join(tfrecord_dir, 'val-*'))
+    records = ground_truth.scan_records(os.path.join(tfrecord_dir, 'val-*'))
     ids = [r['image_id'] for r in records]
-    ground_truth = [{'boxes_pixels': voc_metric.normalized_to_pixels(r['boxes'], r['height'],
-                                                                     r['width']),
-                     'labels': r['labels'], 'difficult': r['difficult']} for r in records]
-    detections = eval_utils.read_results_files(out, ids, NAMES)
-    assert sum(len(d) for d in detections) == metrics['num_detections'] > 0
-    again = voc_metric.evaluate(detections, ground_truth, C)
+    truth = [{'boxes_pixels': voc_metric.normalized_to_pixels(r['boxes'], r['height'],
+                                                              r['width']),
+              'labels': r['labels'], 'difficult': r['difficult']} for r in records]
+    read_back = detections.read_results_files(out, ids, NAMES)
+    assert sum(len(d) for d in read_back) == metrics['num_detections'] > 0
+    again = voc_metric.evaluate(read_back, truth, C)
     assert again['map_07'] == pytest.approx(metrics['map_07'], abs=1e-9)
     assert again['map_area'] == pytest.approx(metrics['map_area'], abs=1e-9)
     for entry in metrics['classes']:
         assert again['num_detections'][entry['label']] == entry['num_detections']
         if entry['ap_07'] is not None:
             assert again['ap_07'][entry['label']] == pytest.approx(entry['ap_07'], abs=1e-9)
-    assert cv2.imread(os.path.join(out, 'pr_curves.png')) is not None
+    _check_pr_png(os.path.join(out, 'pr_curves.png'))
 
     # XML ground truth and an explicit checkpoint prefix give the same numbers.
     out_xml = str(tmp_path / 'eval_xml')

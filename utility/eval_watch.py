@@ -20,15 +20,17 @@ import time
 
 import tensorflow as tf
 
+from utility import checkpoint_utils
+
 HISTORY_FILE = 'metrics_history.jsonl'
 
 
 def checkpoint_step(prefix):
     """Global step of a checkpoint prefix ('.../model.ckpt-120' -> 120), read from its name
     or, failing that, from its 'global_step' variable; None when neither has it."""
-    tail = prefix.rsplit('-', 1)[-1]
-    if tail.isdigit():
-        return int(tail)
+    step = checkpoint_utils.step_in_name(prefix)
+    if step is not None:
+        return step
     try:
         return int(tf.train.load_checkpoint(prefix).get_tensor('global_step'))
     except (tf.errors.OpError, ValueError):
@@ -50,7 +52,7 @@ def list_checkpoints(model_dir):
 
 
 def history_record(summary, checkpoint, step):
-    """The one-line history entry of an eval summary (eval_utils.summarize)."""
+    """The one-line history entry of an eval summary (evaluation/report.summarize)."""
     classes = [c for c in summary['classes'] if c['ap_07'] is not None]
     return {
         'global_step': int(step),
@@ -129,7 +131,7 @@ def watch_checkpoints(model_dir, evaluate, output_dir, event_dir=None, interval_
 
     Args:
       model_dir: the training directory to poll.
-      evaluate: callable(checkpoint prefix) -> eval summary dict (eval_utils.summarize).
+      evaluate: callable(checkpoint prefix) -> eval summary dict (evaluation/report.summarize).
       output_dir: where metrics_history.jsonl is appended.
       event_dir: TensorBoard folder for the scalars; default <model_dir>/eval.
       interval_secs: polling period.

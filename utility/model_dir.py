@@ -35,6 +35,9 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from dataset.helpers import notify as _log
+from utility import checkpoint_utils
+
 LOCK_NAME = 'train.lock'
 PARAMS_NAME = 'params.json'
 STATE_NAME = 'checkpoint'
@@ -50,11 +53,6 @@ GRAPH_KEYS = ('backbone', 'num_classes', 'train_image_size', 'model_scope', 'anc
 _FLAG_OF = {'backbone': '--backbone', 'num_classes': '--num_classes',
             'train_image_size': '--train_image_size', 'model_scope': '--model_scope'}
 _STALE_EMPTY_LOCK_SECS = 30.0
-
-
-def _log(log, message):
-    if log is not None:
-        log(message)
 
 
 # ----------------------------------------------------------------------------- lock
@@ -284,8 +282,8 @@ def remove_stale_temp(model_dir, log=None):
 
 
 def _step_of(prefix):
-    match = re.search(r'-(\d+)$', prefix)
-    return int(match.group(1)) if match else -1
+    step = checkpoint_utils.step_in_name(prefix)
+    return -1 if step is None else step
 
 
 def _checkpoint_state(model_dir):
@@ -309,14 +307,7 @@ def list_checkpoints(model_dir):
     for index in tf.io.gfile.glob(os.path.join(model_dir, '*.index')):
         prefixes.add(os.path.normpath(index[:-len('.index')]))
 
-    def order(prefix):
-        try:
-            mtime = os.path.getmtime(prefix + '.index')
-        except OSError:
-            mtime = 0.0
-        return _step_of(prefix), mtime
-
-    return sorted(prefixes, key=order, reverse=True)
+    return checkpoint_utils.newest_first(prefixes)
 
 
 def _inspect(prefix, max_abs=None, check_values=False):

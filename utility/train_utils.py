@@ -11,6 +11,8 @@ import time
 
 import tensorflow as tf
 
+from dataset.helpers import parse_comma_list
+
 # Marker put in the error raised when the loss is NaN or infinite, so the entry
 # script can tell that failure from any other and report it in one sentence.
 NON_FINITE_MARKER = 'SSD_NON_FINITE_LOSS_AT_STEP'
@@ -20,7 +22,7 @@ def parse_number_list(text, cast=float, name='value list'):
     """Parses '500, 80000, 100000' into [500, 80000, 100000]; clear error otherwise."""
     if isinstance(text, (list, tuple)):
         return [cast(v) for v in text]
-    items = [t.strip() for t in str(text).split(',') if t.strip()]
+    items = parse_comma_list(text)
     try:
         return [cast(t) for t in items]
     except ValueError:
