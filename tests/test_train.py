@@ -210,6 +210,36 @@ def test_help_explains_every_seed_flag():
 
 
 
+# Flags whose default deliberately differs from the library's: the CLI restores ./model and
+# counts the classes in the data's manifest; the library takes both from its caller.
+CLI_ONLY_DEFAULTS = ('checkpoint_path', 'num_classes')
+
+
+def test_train_flag_defaults_are_the_model_defaults():
+    """train_ssd.py writes its flag defaults out (--help runs without TensorFlow); each one
+    that is also a model param must equal utility/ssd_model.DEFAULT_PARAMS, the one source."""
+    code = (
+        "import json, sys\n"
+        "from absl import flags\n"
+        "import train_ssd\n"
+        "from utility import ssd_model, train_utils\n"
+        "lists = {'decay_boundaries': int, 'lr_decay_factors': float}\n"
+        "out = {}\n"
+        "for name, value in ssd_model.DEFAULT_PARAMS.items():\n"
+        "    if name in flags.FLAGS and name not in %r:\n"
+        "        default = flags.FLAGS[name].default\n"
+        "        if name in lists:\n"
+        "            default = train_utils.parse_number_list(default, lists[name])\n"
+        "        out[name] = [default, value]\n"
+        "json.dump(out, sys.stdout)\n" % (CLI_ONLY_DEFAULTS,))
+    proc = run_script(['-c', code], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pairs = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(pairs) >= 20, sorted(pairs)  # the flags really were compared
+    differ = {name: pair for name, pair in pairs.items() if pair[0] != pair[1]}
+    assert not differ, 'flag default != DEFAULT_PARAMS: %s' % differ
+
+
 def test_cpu_supports_bf16_reads_the_cpuinfo_flags(tmp_path):
     cpuinfo = tmp_path / 'cpuinfo'
     cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n')
