@@ -92,9 +92,11 @@ flags.DEFINE_string('checkpoint_model_scope', None,
                     'Variable scope of the backbone inside the pretrained checkpoint '
                     '(default: the backbone\'s: vgg_16, resnet_v1_50, ...).')
 flags.DEFINE_string('model_scope', 'ssd300', 'Variable scope of the model.')
-flags.DEFINE_enum('backbone', 'vgg16', ['vgg16', 'resnet18', 'resnet34', 'resnet50', 'resnet101'],
-                  'Feature extractor (net/backbones.py); its input convention and checkpoint '
-                  'scope come with it. ResNet weights: see model/README.md.')
+flags.DEFINE_string('backbone', 'vgg16',
+                    'Feature extractor: a name in the net/backbones.py registry (vgg16, the '
+                    'ResNets resnet18/34/50/101, and any you register there); its input '
+                    'convention and checkpoint scope come with it. ResNet weights: see '
+                    'model/README.md.')
 flags.DEFINE_boolean('freeze_batch_norm', False,
                      'ResNets: batch norm uses its moving statistics in training too and '
                      'gamma/beta stay fixed (for fine-tuning with few images per replica).')
@@ -156,6 +158,8 @@ def check_flags():
         if FLAGS[name].value < 0 or (name == 'learning_rate' and FLAGS[name].value == 0):
             raise ValueError('--%s=%g must be %s.' % (
                 name, FLAGS[name].value, 'positive' if name == 'learning_rate' else '>= 0'))
+    from net import backbones
+    backbones.get_backbone(FLAGS.backbone)  # an unknown name: ValueError listing the registry
     if os.path.exists(FLAGS.model_dir) and not os.path.isdir(FLAGS.model_dir):
         raise ValueError('--model_dir=%s is a file, not a directory; pass a directory (it is '
                          'created if missing).' % FLAGS.model_dir)

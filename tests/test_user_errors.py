@@ -30,6 +30,8 @@ def _train_flags(**changes):
     ({'train_image_size': 200}, ['--train_image_size=200 is not supported']),
     ({'learning_rate': -0.01}, ['--learning_rate=-0.01 must be positive']),
     ({'save_checkpoints_secs': -1}, ['--save_checkpoints_secs=-1 must be >= 0']),
+    ({'backbone': 'resnet152'}, ["Unknown backbone 'resnet152'; use one of vgg16, ",
+                                 '(--backbone)']),
 ])
 def test_bad_training_flags_are_one_line_errors_before_any_work(tfrecord_dir, tmp_path, changes,
                                                                 fragments):
