@@ -16,7 +16,6 @@ import tensorflow as tf
 
 from dataset import dataset_common
 from dataset.helpers import notify
-from preprocessing import ssd_preprocessing
 from utility import checkpoint_utils
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
@@ -316,20 +315,15 @@ class ImageDecoder(object):
 def make_image_files_input_fn(params, paths, batch_size=1):
     """PREDICT input_fn over image files (decodable ones; see ImageDecoder).
 
-    Features per batch: 'image' float32 [B, S, S, 3] (preprocess_for_eval, S =
+    Features per batch: 'image' float32 [B, S, S, 3] (ssd_model.decode_for_network, S =
     params['train_image_size']), 'filename' string [B] (the path), 'shape' int32 [B, 3]
     (original height, width, 3). Files come in `paths` order.
     """
+    from utility import ssd_model
     paths = [str(p) for p in paths]
-    out_size = int(params['train_image_size'])
-    order = params['channel_order']
 
     def load(path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        shape = tf.shape(image, out_type=tf.int32)
-        image = ssd_preprocessing.preprocess_for_eval(image, out_size=out_size,
-                                                      channel_order=order,
-                                                      mean_rgb=params.get('mean_rgb'))
+        image, shape = ssd_model.decode_for_network(tf.io.read_file(path), params)
         return {'image': image, 'filename': path, 'shape': shape}
 
     def input_fn():

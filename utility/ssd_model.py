@@ -153,6 +153,22 @@ def preprocess_train(image, boxes, labels, params, seed=None):
     return image, boxes, labels
 
 
+def preprocess_eval(image, params):
+    """uint8 [H, W, 3] RGB image -> the network's float32 [S, S, 3] input: preprocess_for_eval
+    with the params' image size, channel order and mean. Every inference path goes through
+    here: the eval records (make_input_fn), image files (demo) and the SavedModel's bytes."""
+    return ssd_preprocessing.preprocess_for_eval(
+        image, out_size=int(params['train_image_size']), channel_order=params['channel_order'],
+        mean_rgb=params['mean_rgb'])
+
+
+def decode_for_network(data, params):
+    """Encoded JPEG/PNG/BMP/GIF bytes (string scalar) -> (network input [S, S, 3] float32,
+    original shape int32 [3]): tf.io.decode_image (first frame of a GIF), then preprocess_eval."""
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    return preprocess_eval(image, params), tf.shape(image, out_type=tf.int32)
+
+
 def encode_labels(boxes, labels, params, anchors=None):
     """The training labels of one image's (preprocessed) boxes and labels: {'loc_targets'
     [A, 4], 'cls_targets' [A]} (anchor_manipulator.encode_targets with the params' anchors,
@@ -181,9 +197,6 @@ def make_input_fn(params, is_training, file_pattern=None):
         prefix = 'train-*' if is_training else 'val-*'
         file_pattern = os.path.join(params['data_dir'], prefix)
     batch = int(params['batch_size']) // int(params.get('num_replicas', 1))
-    out_size = int(params['train_image_size'])
-    order = params['channel_order']
-    mean = params['mean_rgb']
     anchors = _anchors(params)  # numpy: a constant in each graph the map function is built in
 
     def train_map(parsed):
@@ -193,8 +206,7 @@ def make_input_fn(params, is_training, file_pattern=None):
         return features, encode_labels(boxes, labels, params, anchors)
 
     def eval_map(parsed):
-        image = ssd_preprocessing.preprocess_for_eval(
-            parsed['image'], out_size=out_size, channel_order=order, mean_rgb=mean)
+        image = preprocess_eval(parsed['image'], params)
         return {'image': image, 'filename': parsed['filename'], 'shape': parsed['shape'],
                 'gt_boxes': parsed['boxes'], 'gt_labels': parsed['labels'],
                 'gt_difficult': parsed['difficult']}
@@ -219,18 +231,9 @@ def serving_inputs(params):
       (features {'image' [B, S, S, 3], 'shape' [B, 3]}, receivers {'encoded_image' string [B]}),
       what `drivers.export_saved_model` expects of its `serving_inputs_fn`.
     """
-    out_size = int(params['train_image_size'])
     encoded = tf.compat.v1.placeholder(tf.string, [None], name='encoded_image')
-
-    def prepare(data):
-        image = tf.image.decode_image(data, channels=3, expand_animations=False)
-        shape = tf.shape(image, out_type=tf.int32)
-        image = ssd_preprocessing.preprocess_for_eval(
-            image, out_size=out_size, channel_order=params['channel_order'],
-            mean_rgb=params['mean_rgb'])
-        return image, shape
-
-    images, shapes = tf.map_fn(prepare, encoded, fn_output_signature=(tf.float32, tf.int32))
+    images, shapes = tf.map_fn(lambda data: decode_for_network(data, params), encoded,
+                               fn_output_signature=(tf.float32, tf.int32))
     return {'image': images, 'shape': shapes}, {'encoded_image': encoded}
 
 
