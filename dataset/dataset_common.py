@@ -353,20 +353,6 @@ def read_manifest(data_dir):
 _SPLIT_ALIASES = {'validation': 'val', 'eval': 'val', 'test': 'val'}
 
 
-def num_examples(data_dir, split):
-    """Number of images written for ``split`` ('train' or 'val'; 'validation'
-    and 'eval' mean 'val') according to the manifest in ``data_dir``."""
-    splits = read_manifest(data_dir)['splits']
-    name = split if split in splits else _SPLIT_ALIASES.get(split, split)
-    if name not in splits:
-        raise ValueError('Split %r is not in %s (it has: %s); convert it with the '
-                         'converter\'s --%s_splits flag.'
-                         % (split, os.path.join(data_dir, MANIFEST_NAME),
-                            ', '.join(sorted(splits)) or 'nothing',
-                            'train' if name == 'train' else 'validation'))
-    return int(splits[name]['images'])
-
-
 # ----------------------------------------------------------------------------- shard checks
 #
 # Cheap checks the drivers run before training or evaluation, and the helper that turns a
