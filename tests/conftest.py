@@ -96,3 +96,20 @@ def trained_model_dir(tfrecord_dir, tmp_path_factory):
                        '--max_number_of_steps=2'] + TRAIN_FAST_FLAGS)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return model_dir
+
+
+def write_variables(prefix, tensors):
+    """Saves {name: numpy array} as tf.compat.v1 variables of those names with a Saver (V2, no
+    meta graph), built in its own graph, like any TF1-style checkpoint; returns the prefix."""
+    import tensorflow as tf
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    with tf.Graph().as_default():
+        feeds, variables = {}, []
+        for name, value in tensors.items():
+            placeholder = tf.compat.v1.placeholder(tf.as_dtype(value.dtype), value.shape)
+            variables.append(tf.compat.v1.Variable(placeholder, name=name))
+            feeds[placeholder] = value
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer(), feeds)
+            return saver.save(session, prefix, write_meta_graph=False)

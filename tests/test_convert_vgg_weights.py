@@ -10,6 +10,7 @@ from net import backbones
 from net import ssd_net
 from utility import checkpoint_utils
 from tools import convert_vgg_weights as cvw
+from conftest import write_variables
 
 SEED_EXCLUDES = 'ssd300/multibox_head, ssd300/additional_layers, ssd300/conv4_3_scale'
 CONV_LAYERS = ['conv1/conv1_1', 'conv1/conv1_2', 'conv2/conv2_1', 'conv2/conv2_2',
@@ -38,21 +39,6 @@ def test_reduce_fc_rejects_wrong_shapes():
         cvw.reduce_fc7(np.zeros([1, 1, 4096, 4096], np.float32), np.zeros([1024], np.float32))
 
 
-def _write_v2(prefix, tensors):
-    """Writes {name: array} with a Saver (placeholder-initialized variables, own graph)."""
-    os.makedirs(os.path.dirname(prefix), exist_ok=True)
-    with tf.Graph().as_default():
-        feeds, variables = {}, []
-        for name, value in tensors.items():
-            placeholder = tf.compat.v1.placeholder(tf.as_dtype(value.dtype), value.shape)
-            variables.append(tf.compat.v1.Variable(placeholder, name=name))
-            feeds[placeholder] = value
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session() as session:
-            session.run(tf.compat.v1.global_variables_initializer(), feeds)
-            return saver.save(session, prefix, write_meta_graph=False)
-
-
 @pytest.fixture(scope='module')
 def slim_checkpoint(tmp_path_factory):
     """A TF-slim-layout vgg_16 checkpoint with the FULL shapes (fc6 7x7x512x4096, ~550 MB)."""
@@ -74,7 +60,7 @@ def slim_checkpoint(tmp_path_factory):
     tensors['vgg_16/fc8/biases'] = rng.standard_normal([1000], dtype=np.float32)
     tensors['global_step'] = np.array(1000, np.int64)
     directory = tmp_path_factory.mktemp('slim')
-    prefix = _write_v2(str(directory / 'vgg_16.ckpt'), tensors)
+    prefix = write_variables(str(directory / 'vgg_16.ckpt'), tensors)
     yield prefix, tensors
     for name in os.listdir(str(directory)):  # do not leave 550 MB in pytest's tmp dirs
         os.remove(str(directory / name))
@@ -145,7 +131,7 @@ def test_slim_keep_channel_order_and_errors(slim_checkpoint, tmp_path, capsys):
     # Wrong scope / not a VGG-16.
     with pytest.raises(ValueError, match='has no vgg16/fc6/weights.*--source_scope'):
         cvw.convert_from_slim(source_prefix, str(tmp_path / 'out'), source_scope='vgg16')
-    incomplete = _write_v2(str(tmp_path / 'inc' / 'x.ckpt'),
+    incomplete = write_variables(str(tmp_path / 'inc' / 'x.ckpt'),
                            {'vgg_16/fc6/weights': np.zeros([1, 1, 1, 1], np.float32)})
     with pytest.raises(ValueError, match='lacks vgg_16/conv1/conv1_1/weights'):
         cvw.convert_from_slim(incomplete, str(tmp_path / 'out'))

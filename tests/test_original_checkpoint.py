@@ -23,6 +23,7 @@ from net import anchors as anchor_lib
 from utility import checkpoint_utils
 from tools import convert_original_ssd
 from utility import eval_utils
+from conftest import write_variables
 
 NUM_CLASSES = 21
 K = [4, 6, 6, 6, 4, 4]
@@ -83,23 +84,13 @@ def seeded_values(shapes, seed=0):
 
 
 def write_with_variables(prefix, tensors, global_step=None):
-    """Saves {name: array} as tf.compat.v1 variables of those names (a Saver, in its own graph),
-    like a checkpoint of the original; optionally with a global_step and a Momentum slot."""
-    os.makedirs(os.path.dirname(prefix), exist_ok=True)
-    with tf.Graph().as_default():
-        feeds, variables = {}, []
-        for name, value in tensors.items():
-            placeholder = tf.compat.v1.placeholder(tf.as_dtype(value.dtype), value.shape)
-            variables.append(tf.compat.v1.Variable(placeholder, name=name))
-            feeds[placeholder] = value
-        if global_step is not None:
-            variables.append(tf.compat.v1.Variable(np.int64(global_step), name='global_step'))
-            variables.append(tf.compat.v1.Variable(np.zeros(64, np.float32),
-                                                   name='ssd300/conv1_1/bias/Momentum'))
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session() as session:
-            session.run(tf.compat.v1.global_variables_initializer(), feeds)
-            return saver.save(session, prefix, write_meta_graph=False)
+    """Saves {name: array} like a checkpoint of the original; optionally with a global_step and
+    a Momentum slot, as training writes them."""
+    if global_step is not None:
+        tensors = dict(tensors)
+        tensors['global_step'] = np.int64(global_step)
+        tensors['ssd300/conv1_1/bias/Momentum'] = np.zeros(64, np.float32)
+    return write_variables(prefix, tensors)
 
 
 @pytest.fixture(scope='module')
