@@ -83,6 +83,8 @@ import warnings
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+from dataset.helpers import parse_comma_list  # noqa: E402
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import tensorflow as tf  # noqa: E402
@@ -763,7 +765,7 @@ def bench_backbones(args, context):
     images/s at --backbones_batch_size and the GFLOP/s that makes."""
     result = collections.OrderedDict()
     result['batch_size'] = args.backbones_batch_size
-    for name in [n.strip() for n in args.backbones.split(',') if n.strip()]:
+    for name in parse_comma_list(args.backbones):
         forward_gmac, train_gflop = backbone_train_gflop(name)
         worker = run_worker('train', argparse.Namespace(**dict(vars(args), backbone=name)),
                             data_dir=context.data_dir(), batch_size=args.backbones_batch_size)
@@ -887,7 +889,7 @@ def bench_convert(args, context):
 
 
 def parse_sizes(text):
-    return [int(t) for t in str(text).split(',') if t.strip()]
+    return [int(t) for t in parse_comma_list(text)]
 
 
 # name -> (function, one-line description). Other stages are added here.
@@ -1125,7 +1127,7 @@ def main(argv=None):
         print(json.dumps(WORKERS[args._worker](args)))
         return 0
     stages = _all_stages()
-    names = [n.strip() for n in args.stages.split(',') if n.strip()]
+    names = parse_comma_list(args.stages)
     unknown = [n for n in names if n not in stages]
     if unknown:
         print('ERROR: unknown stage(s) %s; choose from %s.'

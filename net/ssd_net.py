@@ -39,8 +39,6 @@ SSD_LAYER_SCOPES = ('multibox_head', 'additional_layers')
 
 # The extra layers' source maps (heads 2..5).
 EXTRA_SOURCE_LAYERS = ('conv8', 'conv9', 'conv10', 'conv11')
-# Source feature maps of the six multibox heads of VGG-16, in anchor order.
-SOURCE_LAYERS = backbones.BACKBONES['vgg16'].source_layers + EXTRA_SOURCE_LAYERS
 
 
 def source_layers(backbone=backbones.DEFAULT_BACKBONE):

@@ -79,16 +79,21 @@ import numpy as np
 import tensorflow as tf
 
 from net import anchor_manipulator
+from net import anchors as anchor_lib
+from net import backbones
 
 # ---------------------------------------------------------------------------
 # Normalization defaults (VGG-16's; each backbone's own live in net/backbones.py and
 # reach the functions below through params['channel_order'] / params['mean_rgb']).
 # ---------------------------------------------------------------------------
-MEAN_RGB = (123.68, 116.78, 103.94)
-"""Default per-channel mean (the VGG-16 weights'), in R, G, B order (0-255 scale)."""
+MEAN_RGB = backbones.BACKBONES[backbones.DEFAULT_BACKBONE].mean_rgb
+"""Default per-channel mean (the default backbone's, VGG-16), in R, G, B order (0-255 scale)."""
 
-DEFAULT_CHANNEL_ORDER = 'bgr'
+DEFAULT_CHANNEL_ORDER = backbones.BACKBONES[backbones.DEFAULT_BACKBONE].channel_order
 """Default channel order of the network input: the reduced-fc VGG-16 weights expect BGR."""
+
+IMAGE_SIZE = anchor_lib.SSD300_SPEC['image_size']
+"""Default output side: the anchor spec's input size (SSD300: 300)."""
 
 CHANNEL_ORDERS = ('bgr', 'rgb')
 
@@ -234,7 +239,7 @@ def _resize_window(padded, window, out_size, extrapolation_value):
         extrapolation_value=extrapolation_value)[0]
 
 
-def preprocess_for_eval(image, out_size=300, channel_order=DEFAULT_CHANNEL_ORDER,
+def preprocess_for_eval(image, out_size=IMAGE_SIZE, channel_order=DEFAULT_CHANNEL_ORDER,
                         mean_rgb=None):
     """Evaluation preprocessing: resize and mean subtraction only.
 
@@ -480,7 +485,7 @@ def _render(image, window, params, out_size, channel_order, mean_rgb=None):
     return out
 
 
-def preprocess_for_train(image, boxes, labels, out_size=300,
+def preprocess_for_train(image, boxes, labels, out_size=IMAGE_SIZE,
                          channel_order=DEFAULT_CHANNEL_ORDER, seed=None, mean_rgb=None):
     """SSD training augmentation of one image (see the module docstring for the steps).
 

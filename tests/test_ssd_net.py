@@ -83,12 +83,12 @@ def test_variable_names_and_static_shapes(data_format):
     assert loc_preds.shape.as_list() == [2, 8732, 4]
     sizes = [38, 19, 10, 5, 3, 1]
     depths = [512, 1024, 512, 256, 256, 256]
-    for name, size, depth in zip(ssd_net.SOURCE_LAYERS, sizes, depths):
+    for name, size, depth in zip(ssd_net.source_layers(), sizes, depths):
         expected = [2, size, size, depth] if data_format == 'channels_last' else \
             [2, depth, size, size]
         assert end_points[name].shape.as_list() == expected, name
     assert [f.shape.as_list() for f in end_points['feature_maps']] == \
-        [end_points[n].shape.as_list() for n in ssd_net.SOURCE_LAYERS]
+        [end_points[n].shape.as_list() for n in ssd_net.source_layers()]
     # 38*38*4 + 19*19*6 + 10*10*6 + 5*5*6 + 3*3*4 + 1*1*4
     assert sum(s * s * k for s, k in zip(sizes, ANCHORS_PER_LOCATION)) == \
         5776 + 2166 + 600 + 150 + 36 + 4 == 8732
