@@ -1,4 +1,4 @@
-"""Two tiny helpers every layer may use (dataset/ is the bottom of the import tree).
+"""Three small helpers every layer may use (dataset/ is the bottom of the import tree).
 
 * `log(message)`: the entry scripts' progress line (stdout, flushed at once);
 * `notify(log, message)`: calls an optional `log` callable (library functions take `log=None`);
