@@ -20,7 +20,6 @@ from utility import checkpoint_utils
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
-_log = notify  # the one optional-log helper (dataset/helpers.py)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -141,8 +140,8 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
     from net import ssd_net
     data_format = ssd_net.resolve_data_format(values.data_format)
     if values.data_format == 'channels_first' and data_format != values.data_format:
-        _log(log, 'Using data_format=%s instead of %s: no GPU is visible.'
-             % (data_format, values.data_format))
+        notify(log, 'Using data_format=%s instead of %s: no GPU is visible.'
+               % (data_format, values.data_format))
     params = dict(
         num_classes=values.num_classes, train_image_size=values.train_image_size,
         data_format=data_format,
@@ -155,8 +154,8 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
         if key in trained and not (key == 'num_classes' and _flag_given(values, key)):
             params[key] = trained[key]
     if trained.get('backbone'):
-        _log(log, 'Backbone %s (from the params.json beside %s).'
-             % (trained['backbone'], checkpoint))
+        notify(log, 'Backbone %s (from the params.json beside %s).'
+               % (trained['backbone'], checkpoint))
     params.update(overrides)
     return ssd_model.make_params(**params)
 
