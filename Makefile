@@ -11,7 +11,7 @@ PY        := $(VENV)/bin/python
 TESTS       ?= tests
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv bench clean learn learn-heldout
+.PHONY: demo test test-fast venv bench clean learn learn-heldout
 
 # A Python outside the supported range stops here with one line, before pip runs.
 ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),venv)),)
@@ -58,9 +58,13 @@ demo: venv
 	@echo "      the boxes show that the detector learns (it memorized them), not how it generalizes."
 	@echo "      For held-out images, see 'make learn-heldout' (README, 'Does it learn?')."
 
-## test: run the whole test suite
+## test: run the whole test suite (both tiers)
 test: venv
 	$(PY) -m pytest -q $(TESTS) $(PYTEST_ARGS)
+
+## test-fast: the fast tier only (no test marked slow: no training, no entry-script subprocess)
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" $(TESTS) $(PYTEST_ARGS)
 
 ## learn: the overfit check (tests/test_learning.py): train from scratch on 2 fixed images, mAP >= 0.9
 learn: venv

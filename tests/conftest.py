@@ -86,16 +86,130 @@ TRAIN_FAST_FLAGS = ['--checkpoint_path=', '--batch_size=2', '--data_format=chann
 
 
 @pytest.fixture(scope='session')
-def trained_model_dir(tfrecord_dir, tmp_path_factory):
-    """model_dir of a 2-step, batch-2 training run from scratch on the sample records.
-
-    Read-only for tests: copy it before training further in it.
-    """
+def trained_run(tfrecord_dir, tmp_path_factory):
+    """(model_dir, output) of a 2-step, batch-2 training run from scratch on the sample records;
+    output is the run's stdout + stderr, for tests that read its loss lines."""
     model_dir = str(tmp_path_factory.mktemp('trained') / 'model')
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
                        '--max_number_of_steps=2'] + TRAIN_FAST_FLAGS)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return model_dir, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope='session')
+def trained_model_dir(trained_run):
+    """model_dir of `trained_run`. Read-only for tests: copy it before training further in it."""
+    return trained_run[0]
+
+
+@pytest.fixture(scope='session')
+def resnet18_model_dir(tfrecord_dir, tmp_path_factory):
+    """model_dir of a 2-step, batch-2 ResNet-18 run from scratch on the sample records (about a
+    tenth of VGG-16's cost: use it where the backbone is beside the point). Read-only."""
+    model_dir = str(tmp_path_factory.mktemp('resnet18') / 'model')
+    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
+                       '--max_number_of_steps=2', '--backbone=resnet18'] + TRAIN_FAST_FLAGS)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert_finite_losses(proc.stdout + proc.stderr, steps=[1, 2])
     return model_dir
+
+
+# Session fixtures above that start training subprocesses: a test that uses one is slow.
+SLOW_FIXTURES = ('trained_run', 'trained_model_dir', 'resnet18_model_dir')
+
+
+@pytest.fixture(autouse=True)
+def _tier_guard(request, monkeypatch):
+    """Keeps the fast tier fast and honest: a test not marked `slow` may not start a Python
+    subprocess (an entry script, a trainer) nor use a fixture that trains one."""
+    if request.node.get_closest_marker('slow'):
+        return
+    used = [name for name in SLOW_FIXTURES if name in request.fixturenames]
+    assert not used, '%s uses %s: mark it @pytest.mark.slow' % (request.node.nodeid, used)
+    import subprocess
+    original = subprocess.Popen.__init__
+
+    def guarded(self, args, *rest, **kwargs):
+        program = os.path.basename(str(args[0] if isinstance(args, (list, tuple)) else args))
+        if program.startswith('python') or program == os.path.basename(sys.executable):
+            raise AssertionError('%s starts %s: mark it @pytest.mark.slow'
+                                 % (request.node.nodeid, args))
+        original(self, args, *rest, **kwargs)
+    monkeypatch.setattr(subprocess.Popen, '__init__', guarded)
+
+
+# ----------------------------------------------------------------------------- output checks
+
+def assert_one_line_error(proc, *fragments):
+    """The process failed with exactly one `error: ` line holding every fragment, no traceback."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    assert 'Traceback' not in proc.stderr
+
+
+def logged_losses(output):
+    """{global step: total loss} of train_ssd.py's `step N, loss X` lines (nan/inf kept)."""
+    import re
+    return {int(step): float(loss) for step, loss in
+            re.findall(r'step (\d+), loss ([-+0-9.e]+|nan|inf)', output)}
+
+
+def assert_finite_losses(output, steps):
+    """Every global step in `steps` logged a loss, and every logged loss is finite (a run that
+    logged nothing fails here instead of passing an empty all())."""
+    import math
+    losses = logged_losses(output)
+    missing = sorted(set(steps) - set(losses))
+    assert not missing, 'no loss logged for steps %s:\n%s' % (missing, output[-3000:])
+    bad = {step: loss for step, loss in losses.items() if not math.isfinite(loss)}
+    assert not bad, 'non-finite losses %s' % bad
+    return losses
+
+
+def read_detections(output_dir):
+    """{(class file, image id): [(score, xmin, ymin, xmax, ymax), ...]} from eval's comp4
+    results files, each list in file order (score descending)."""
+    rows = {}
+    for name in sorted(os.listdir(output_dir)):
+        if name.startswith('comp4_det_test_'):
+            with open(os.path.join(output_dir, name)) as f:
+                for line in f:
+                    fields = line.split()
+                    rows.setdefault((name, fields[0]), []).append(
+                        tuple(float(v) for v in fields[1:]))
+    return rows
+
+
+def assert_same_detections(first, second, score_tol, box_tol):
+    """The two read_detections() results hold the same detections, whatever the order of tied
+    scores: within each (class, image), every detection of one is paired with a distinct
+    detection of the other of the same class whose score is within `score_tol` and whose box is
+    within `box_tol` pixels. Only detections scoring within `score_tol` of their list's lowest
+    score may stay unpaired (a near-tie at the top-k cut). Returns the number of pairs."""
+    import numpy as np
+    assert first and set(first) == set(second), sorted(set(first) ^ set(second))[:10]
+    paired = 0
+    for key, rows in first.items():
+        a, b = np.array(rows), np.array(second[key])
+        used = np.zeros(len(b), bool)
+        unpaired = []
+        for row in a:
+            fits = ((np.abs(b[:, 0] - row[0]) <= score_tol)
+                    & (np.abs(b[:, 1:] - row[1:]).max(axis=1) <= box_tol) & ~used)
+            if fits.any():
+                candidates = np.flatnonzero(fits)
+                best = candidates[np.argmin(np.abs(b[candidates, 0] - row[0]))]
+                used[best] = True
+                paired += 1
+            else:
+                unpaired.append(row)
+        floor = min(a[:, 0].min(), b[:, 0].min()) + score_tol
+        left = unpaired + list(b[~used])
+        assert all(row[0] <= floor for row in left), (key, left[:3])
+    return paired
 
 
 def write_variables(prefix, tensors):

@@ -331,6 +331,7 @@ def test_empty_checkpoint_path_trains_from_scratch():
     assert report['restored'] == [] and report['not_restored'] == sorted(variables)
 
 
+@pytest.mark.slow
 def test_mirrored_variables_restore_on_every_replica(tmp_path):
     """MirroredStrategy on two logical CPUs: both copies of each variable get the weights."""
     script = textwrap.dedent('''

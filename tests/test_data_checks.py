@@ -13,8 +13,7 @@ import tensorflow as tf
 
 from dataset import dataset_common as dc
 from dataset import voc_xml
-from tests.test_convert_tfrecords import convert, good, image_bytes, read_records, xml_text
-from tests.test_convert_tfrecords import write_split
+from voc_files import convert, good, image_bytes, read_records, write_split, xml_text
 from evaluation import ground_truth
 
 BOMB = ('<!DOCTYPE annotation [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'

@@ -16,6 +16,9 @@ from evaluation import draw
 from utility import drivers
 from utility import eval_utils
 
+# Every test here runs an entry script or a training subprocess (the slow tier).
+pytestmark = pytest.mark.slow
+
 NAMES = list(dataset_common.VOC_LABELS)
 
 

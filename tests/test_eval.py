@@ -21,6 +21,9 @@ from evaluation import report
 from evaluation import voc_metric
 from utility import eval_utils
 
+# Every test here runs an entry script or a training subprocess (the slow tier).
+pytestmark = pytest.mark.slow
+
 NAMES = list(dataset_common.VOC_LABELS)
 C = len(NAMES)
 DOG, CAT = NAMES.index('dog'), NAMES.index('cat')

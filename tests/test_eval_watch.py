@@ -10,6 +10,9 @@ import tensorflow as tf
 from conftest import run_script
 from utility import eval_watch
 
+# Every test here runs an entry script or a training subprocess (the slow tier).
+pytestmark = pytest.mark.slow
+
 
 def _events(event_dir):
     """{(tag, step): value} of every scalar in the events files of `event_dir`."""

@@ -12,6 +12,9 @@ import pytest
 
 from conftest import TRAIN_FAST_FLAGS, run_script
 
+# Every test here runs an entry script or a training subprocess (the slow tier).
+pytestmark = pytest.mark.slow
+
 CLASSES = ('widget', 'gizmo', 'sprocket')  # deliberately not alphabetical
 NAMES = ['none'] + list(CLASSES)
 SPLIT = 'Gadgets'

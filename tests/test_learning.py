@@ -16,7 +16,12 @@ import os
 import re
 import time
 
+import pytest
+
 from conftest import run_script
+
+# Every test here runs an entry script or a training subprocess (the slow tier).
+pytestmark = pytest.mark.slow
 
 NUM_IMAGES = 2           # images 2012_000007 and 2012_000008 of the seed-0 sample
 MIN_OBJECT = 0.15        # every object at least 15% of the image side (4 objects, 4 classes)

@@ -80,6 +80,7 @@ def start_holder(directory):
     return proc
 
 
+@pytest.mark.slow
 def test_second_trainer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path):
     directory = str(tmp_path / 'model')
     lock_path = os.path.join(directory, 'train.lock')

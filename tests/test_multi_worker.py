@@ -19,6 +19,9 @@ import tensorflow as tf
 from conftest import (AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS, run_script,
                       write_initial_checkpoint)
 
+# Every test here runs an entry script or a training subprocess (the slow tier).
+pytestmark = pytest.mark.slow
+
 PROCESS_TIMEOUT = 600
 
 

@@ -399,6 +399,7 @@ from side_by_side_original import DEFAULT_REFERENCE as REFERENCE  # noqa: E402
 
 @pytest.mark.skipif(not os.path.isdir(REFERENCE),
                     reason='the original code is not on this machine (%s)' % REFERENCE)
+@pytest.mark.slow
 def test_same_detections_as_the_original_code_on_its_own_weights(tmp_path, monkeypatch):
     """The original network (run from a temporary copy, in its own process) with seeded weights
     on its demo1.jpg, through its own eval post-processing; then this project's eval path on its

@@ -17,8 +17,11 @@ import sys
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, TRAIN_FAST_FLAGS, run_script
-from test_user_errors import _assert_one_line_error
+from conftest import (REPO_ROOT, TRAIN_FAST_FLAGS, assert_finite_losses, assert_one_line_error,
+                      run_script)
+
+# Every test here runs an entry script or a training subprocess (the slow tier).
+pytestmark = pytest.mark.slow
 
 
 def _train(tfrecord_dir, model_dir, steps, *extra):
@@ -42,7 +45,7 @@ def test_second_trainer_on_the_same_model_dir_is_refused(tfrecord_dir, tmp_path)
             if re.search(r'step \d+, loss', line):
                 break
         second = _train(tfrecord_dir, model_dir, 3)
-        _assert_one_line_error(second, 'Another training', 'pid %d' % first.pid, model_dir)
+        assert_one_line_error(second, 'Another training', 'pid %d' % first.pid, model_dir)
         first.send_signal(signal.SIGTERM)
         rest, _ = first.communicate(timeout=300)
     finally:
@@ -51,15 +54,20 @@ def test_second_trainer_on_the_same_model_dir_is_refused(tfrecord_dir, tmp_path)
     assert first.returncode == 0 and 'Stopped by SIGTERM' in rest, rest[-2000:]
     assert not os.path.exists(os.path.join(model_dir, 'train.lock'))
     # the lock is gone with its holder: the same command now resumes
-    third = _train(tfrecord_dir, model_dir, _step(tf.train.latest_checkpoint(model_dir)) + 1)
-    assert third.returncode == 0, (third.stdout + third.stderr)[-3000:]
+    saved = tf.train.latest_checkpoint(model_dir)
+    third = _train(tfrecord_dir, model_dir, _step(saved) + 1)
+    out = third.stdout + third.stderr
+    assert third.returncode == 0, out[-3000:]
+    assert 'Resuming from %s' % saved in out, out[-3000:]
+    assert_finite_losses(out, steps=[_step(saved) + 1])
+    assert _step(tf.train.latest_checkpoint(model_dir)) == _step(saved) + 1
 
 
 def test_labels_beyond_num_classes_are_caught_before_anything_is_written(tfrecord_dir,
                                                                          tmp_path):
     model_dir = tmp_path / 'model'
     proc = _train(tfrecord_dir, str(model_dir), 2, '--num_classes=5')
-    _assert_one_line_error(proc, '--num_classes 5 only allows labels up to 4',
+    assert_one_line_error(proc, '--num_classes 5 only allows labels up to 4',
                            '--num_classes 21')
     written = sorted(os.listdir(str(model_dir))) if model_dir.exists() else []
     assert not [f for f in written if f.startswith('model.ckpt') or f == 'params.json'], written
@@ -72,7 +80,7 @@ def test_resume_with_other_graph_settings_names_both_values(trained_model_dir, t
     with open(os.path.join(model_dir, 'params.json')) as f:
         before = f.read()
     proc = _train(tfrecord_dir, model_dir, 3, '--model_scope=other')
-    _assert_one_line_error(proc, 'model_scope="ssd300"', 'model_scope="other"', 'params.json')
+    assert_one_line_error(proc, 'model_scope="ssd300"', 'model_scope="other"', 'params.json')
     with open(os.path.join(model_dir, 'params.json')) as f:
         assert f.read() == before  # the identity is not overwritten by the refused run
     assert _step(tf.train.latest_checkpoint(model_dir)) == 2
@@ -92,7 +100,7 @@ def test_truncated_train_shard_is_named(tfrecord_dir, tmp_path):
     with open(shard, 'wb') as f:
         f.write(data[:len(data) // 2])
     proc = _train(data_dir, str(tmp_path / 'model'), 2)
-    _assert_one_line_error(proc, shard, 'truncated', 're-run the converter')
+    assert_one_line_error(proc, shard, 'truncated', 're-run the converter')
 
 
 def test_random_bytes_val_shard_is_named_by_eval(trained_model_dir, tfrecord_dir, tmp_path):
@@ -102,7 +110,7 @@ def test_random_bytes_val_shard_is_named_by_eval(trained_model_dir, tfrecord_dir
         f.write(os.urandom(4096))
     proc = run_script(['eval_ssd.py', '--data_dir=' + data_dir, '--model_dir=' + trained_model_dir,
                        '--output_dir=' + str(tmp_path / 'eval')])
-    _assert_one_line_error(proc, shard)
+    assert_one_line_error(proc, shard)
 
 
 def test_empty_train_shards_are_an_error_not_a_zero_step_success(tfrecord_dir, tmp_path):
@@ -111,7 +119,7 @@ def test_empty_train_shards_are_an_error_not_a_zero_step_success(tfrecord_dir, t
         if name.startswith('train-'):
             open(os.path.join(data_dir, name), 'wb').close()
     proc = _train(data_dir, str(tmp_path / 'model'), 2)
-    _assert_one_line_error(proc, 'train-0000')
+    assert_one_line_error(proc, 'train-0000')
 
 
 def test_zero_byte_val_shard_is_reported_by_eval(trained_model_dir, tfrecord_dir, tmp_path):
@@ -165,4 +173,4 @@ def test_unreadable_params_json_is_a_one_line_error(trained_model_dir, tfrecord_
     with open(os.path.join(model_dir, 'params.json'), 'w') as f:
         f.write(text)
     proc = _train(tfrecord_dir, model_dir, 3)
-    _assert_one_line_error(proc, 'params.json')
+    assert_one_line_error(proc, 'params.json')

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import (AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS, run_script,
-                      write_initial_checkpoint)
+from conftest import (AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS, assert_finite_losses,
+                      run_script, write_initial_checkpoint)
 from utility import train_utils
+
+# Every test here runs an entry script or a training subprocess (the slow tier).
+pytestmark = pytest.mark.slow
 
 
 def _ckpt_step(model_dir):
@@ -21,12 +24,10 @@ def _ckpt_step(model_dir):
     return int(tf.train.load_checkpoint(latest).get_tensor('global_step'))
 
 
-def _loss_lines(output):
-    return [float(m) for m in re.findall(r'step \d+, loss ([-+0-9.e]+|nan|inf)', output)]
-
-
-def test_short_run_writes_checkpoint_params_and_finite_losses(trained_model_dir):
+def test_short_run_writes_checkpoint_params_and_finite_losses(trained_run):
+    trained_model_dir, output = trained_run
     assert _ckpt_step(trained_model_dir) == 2
+    assert_finite_losses(output, steps=[1, 2])
     with open(os.path.join(trained_model_dir, 'params.json')) as f:
         params = json.load(f)
     assert params['batch_size'] == 2 and params['anchor_spec']['feature_shapes'][0] == 38
@@ -46,8 +47,7 @@ def test_second_run_resumes_from_the_checkpoint(trained_model_dir, tfrecord_dir,
     assert 'Resuming from' in out and 'model.ckpt-2' in out and driver + ' driver' in out
     # exactly one more step was run, starting at global step 2
     assert re.search(r'step 3, loss', out) and not re.search(r'step [12], loss', out)
-    losses = _loss_lines(out)
-    assert losses and all(np.isfinite(losses))
+    assert_finite_losses(out, steps=[3])
     assert _ckpt_step(model_dir) == 3
 
 
@@ -60,7 +60,7 @@ def test_two_replicas_on_logical_cpus_train(tfrecord_dir, tmp_path, driver):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert 'MirroredStrategy on 2 logical CPU devices' in out
-    assert all(np.isfinite(_loss_lines(out)))
+    assert_finite_losses(out, steps=[1])
     assert _ckpt_step(model_dir) == 1
 
 
@@ -161,7 +161,7 @@ def test_after_a_nan_stop_the_advised_rerun_trains(tfrecord_dir, tmp_path):
     out = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, out[-3000:]
     assert _ckpt_step(model_dir) == resumed_from + 2
-    assert all(np.isfinite(_loss_lines(out)))
+    assert_finite_losses(out, steps=[resumed_from + 1, resumed_from + 2])
 
 
 def test_learning_rate_schedule_values():
@@ -304,6 +304,15 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(tfrecord_dir, tmp_path, sig
     assert match.group(2) == tf.train.latest_checkpoint(model_dir)
     assert _ckpt_step(model_dir) == step
     assert 'Traceback' not in out
+    # the same command (one step further) resumes from the checkpoint the signal saved
+    rerun = run_script(command[1:3] + ['--model_dir=' + model_dir,
+                                       '--max_number_of_steps=%d' % (step + 1)]
+                       + TRAIN_FAST_FLAGS)
+    again = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, again[-3000:]
+    assert 'Resuming from %s' % match.group(2) in again, again[-3000:]
+    assert_finite_losses(again, steps=[step + 1])
+    assert _ckpt_step(model_dir) == step + 1
 
 
 def test_save_checkpoints_secs_zero_still_writes_the_final_checkpoint(tfrecord_dir, tmp_path):

@@ -4,16 +4,10 @@ import os
 
 import pytest
 
-from conftest import TRAIN_FAST_FLAGS, run_script, write_initial_checkpoint
+from conftest import TRAIN_FAST_FLAGS, assert_one_line_error, run_script, write_initial_checkpoint
 
-
-def _assert_one_line_error(proc, *fragments):
-    assert proc.returncode != 0, proc.stdout[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
-    assert len(errors) == 1, proc.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    assert 'Traceback' not in proc.stderr
+# Every test here runs an entry script or a training subprocess (the slow tier).
+pytestmark = pytest.mark.slow
 
 
 def _train_flags(**changes):
@@ -38,7 +32,7 @@ def test_bad_training_flags_are_one_line_errors_before_any_work(tfrecord_dir, tm
     model_dir = tmp_path / 'model'
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir,
                        '--model_dir=' + str(model_dir)] + _train_flags(**changes))
-    _assert_one_line_error(proc, *fragments)
+    assert_one_line_error(proc, *fragments)
     assert not model_dir.exists()  # nothing written, no 200 MB checkpoint
 
 
@@ -47,7 +41,7 @@ def test_model_dir_that_is_a_file_is_a_one_line_error(tfrecord_dir, tmp_path):
     path.write_text('not a directory')
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + str(path)]
                       + TRAIN_FAST_FLAGS)
-    _assert_one_line_error(proc, '--model_dir=%s is a file' % path)
+    assert_one_line_error(proc, '--model_dir=%s is a file' % path)
     assert path.read_text() == 'not a directory'
 
 
@@ -61,7 +55,7 @@ def test_eval_of_a_checkpoint_with_another_class_count(five_class_checkpoint, tf
     proc = run_script(['eval_ssd.py', '--data_dir=' + tfrecord_dir,
                        '--checkpoint_path=' + five_class_checkpoint,
                        '--output_dir=' + str(tmp_path / 'eval')])
-    _assert_one_line_error(proc, 'was trained with 5 classes', '--num_classes=21',
+    assert_one_line_error(proc, 'was trained with 5 classes', '--num_classes=21',
                            'pass --num_classes=5')
 
 
@@ -76,7 +70,7 @@ def test_export_and_demo_check_the_class_count_too(five_class_checkpoint, voc_sa
     proc = run_script([script, '--checkpoint_path=' + five_class_checkpoint,
                        '--export_dir=' + str(tmp_path / 'e') if script == 'export_ssd.py'
                        else '--output_dir=' + str(tmp_path / 'd')] + flags)
-    _assert_one_line_error(proc, 'was trained with 5 classes')
+    assert_one_line_error(proc, 'was trained with 5 classes')
 
 
 def test_eval_and_demo_batch_size_zero(trained_model_dir, tfrecord_dir, voc_sample_dir,
@@ -84,11 +78,11 @@ def test_eval_and_demo_batch_size_zero(trained_model_dir, tfrecord_dir, voc_samp
     proc = run_script(['eval_ssd.py', '--data_dir=' + tfrecord_dir,
                        '--model_dir=' + trained_model_dir, '--batch_size=0',
                        '--output_dir=' + str(tmp_path / 'eval')])
-    _assert_one_line_error(proc, '--batch_size=0 must be a positive integer')
+    assert_one_line_error(proc, '--batch_size=0 must be a positive integer')
     image = os.path.join(voc_sample_dir, 'JPEGImages', '2012_000011.jpg')
     proc = run_script(['simple_ssd_demo.py', '--checkpoint_path=' + trained_model_dir,
                        '--input=' + image, '--batch_size=0', '--output_dir=' + str(tmp_path)])
-    _assert_one_line_error(proc, '--batch_size=0 must be a positive integer')
+    assert_one_line_error(proc, '--batch_size=0 must be a positive integer')
 
 
 def test_output_paths_that_are_files_fail_before_inference(trained_model_dir, voc_sample_dir,
@@ -98,9 +92,9 @@ def test_output_paths_that_are_files_fail_before_inference(trained_model_dir, vo
     image = os.path.join(voc_sample_dir, 'JPEGImages', '2012_000011.jpg')
     proc = run_script(['simple_ssd_demo.py', '--checkpoint_path=' + trained_model_dir,
                        '--input=' + image, '--output_dir=' + str(taken)])
-    _assert_one_line_error(proc, '--output_dir=%s is a file' % taken)
+    assert_one_line_error(proc, '--output_dir=%s is a file' % taken)
     assert 'Detecting with' not in proc.stdout  # refused before inference ran
     proc = run_script(['export_ssd.py', '--model_dir=' + trained_model_dir,
                        '--export_dir=' + str(taken)])
-    _assert_one_line_error(proc, '--export_dir=%s is a file' % taken)
+    assert_one_line_error(proc, '--export_dir=%s is a file' % taken)
     assert taken.read_text() == 'a file'
