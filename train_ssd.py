@@ -100,6 +100,11 @@ flags.DEFINE_string('backbone', 'vgg16',
 flags.DEFINE_boolean('freeze_batch_norm', False,
                      'ResNets: batch norm uses its moving statistics in training too and '
                      'gamma/beta stay fixed (for fine-tuning with few images per replica).')
+flags.DEFINE_float('batch_norm_decay', 0.997,
+                   'ResNets: decay of the batch-norm moving averages that eval, demo and export '
+                   'use (their initial values fade as decay**step). Keep 0.997 for long runs; '
+                   'fitting a few images in a few hundred steps wants about 0.9. Recorded in '
+                   'params.json.')
 flags.DEFINE_string('checkpoint_exclude_scopes', None,
                     'Comma-separated model scopes never restored from --checkpoint_path '
                     '(default: the layers no ImageNet checkpoint of --backbone has, under '
@@ -158,6 +163,9 @@ def check_flags():
         if FLAGS[name].value < 0 or (name == 'learning_rate' and FLAGS[name].value == 0):
             raise ValueError('--%s=%g must be %s.' % (
                 name, FLAGS[name].value, 'positive' if name == 'learning_rate' else '>= 0'))
+    if not 0 <= FLAGS.batch_norm_decay < 1:
+        raise ValueError('--batch_norm_decay=%g must be in [0, 1) (0.997 for long runs, about '
+                         '0.9 to fit a few images).' % FLAGS.batch_norm_decay)
     from net import backbones
     backbones.get_backbone(FLAGS.backbone)  # an unknown name: ValueError listing the registry
     if os.path.exists(FLAGS.model_dir) and not os.path.isdir(FLAGS.model_dir):
@@ -200,6 +208,7 @@ def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=No
         data_format=data_format,
         model_scope=FLAGS.model_scope,
         backbone=FLAGS.backbone, freeze_batch_norm=FLAGS.freeze_batch_norm,
+        batch_norm_decay=FLAGS.batch_norm_decay,
         data_dir=FLAGS.data_dir,
         batch_size=FLAGS.batch_size,
         num_replicas=num_replicas,

@@ -210,9 +210,9 @@ def vgg16_reduced_fc(inputs, data_format='channels_last'):
 
 
 def vgg16_source_maps(images, is_training=False, data_format='channels_last',
-                      freeze_batch_norm=False):
+                      freeze_batch_norm=False, batch_norm_decay=None):
     """[conv4_3 L2-normalized x conv4_3_scale (stride 8, 512), fc7 (stride 16, 1024)]."""
-    del is_training, freeze_batch_norm  # no dropout, no batch norm
+    del is_training, freeze_batch_norm, batch_norm_decay  # no dropout, no batch norm
     conv4_3, fc7 = vgg16_reduced_fc(images, data_format)
     return [_l2_normalize_scaled(conv4_3, data_format), fc7]
 
@@ -356,11 +356,15 @@ def batch_norm(inputs, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON, is_tr
         return outputs
 
 
-def resnet_arg_scope(is_training, freeze_batch_norm=False, data_format='channels_last'):
+def resnet_arg_scope(is_training, freeze_batch_norm=False, data_format='channels_last',
+                     batch_norm_decay=None):
     """slim.conv2d with batch norm and He initialization, as TF-slim's resnet_arg_scope
-    (weight decay is applied by the SSD loss, not here)."""
+    (weight decay is applied by the SSD loss, not here). batch_norm_decay: the moving
+    averages' decay (None: BATCH_NORM_DECAY)."""
     batch_norm_params = {'is_training': bool(is_training) and not freeze_batch_norm,
-                         'trainable': not freeze_batch_norm, 'data_format': data_format}
+                         'trainable': not freeze_batch_norm, 'data_format': data_format,
+                         'decay': BATCH_NORM_DECAY if batch_norm_decay is None
+                         else float(batch_norm_decay)}
     with slim.arg_scope([slim.conv2d],
                         weights_initializer=slim.variance_scaling_initializer(),
                         activation_fn=tf.nn.relu,
@@ -371,7 +375,7 @@ def resnet_arg_scope(is_training, freeze_batch_norm=False, data_format='channels
 
 
 def resnet_v1_source_maps(images, depth, is_training=False, data_format='channels_last',
-                          freeze_batch_norm=False):
+                          freeze_batch_norm=False, batch_norm_decay=None):
     """ResNet-`depth` v1 up to its stride-16 stage (see the module docstring).
 
     Args:
@@ -379,6 +383,7 @@ def resnet_v1_source_maps(images, depth, is_training=False, data_format='channel
       is_training: batch norm uses batch statistics and adds its moving-average updates to
         UPDATE_OPS (unless freeze_batch_norm).
       freeze_batch_norm: moving statistics in training too; gamma/beta not trainable.
+      batch_norm_decay: decay of the moving averages (None: BATCH_NORM_DECAY, TF-slim's).
     Returns:
       [stride-8 map, stride-16 map] in `data_format`: for 300x300, 38x38 and 19x19 with
       128/256 (resnet18/34) or 512/1024 (resnet50/101) channels.
@@ -389,7 +394,8 @@ def resnet_v1_source_maps(images, depth, is_training=False, data_format='channel
     check_data_format(data_format)
     blocks, sources = resnet_layout(depth)
     outputs = {}
-    with slim.arg_scope(resnet_arg_scope(is_training, freeze_batch_norm, data_format)):
+    with slim.arg_scope(resnet_arg_scope(is_training, freeze_batch_norm, data_format,
+                                         batch_norm_decay)):
         net = conv2d_same(images, 64, 7, 2, 'conv1', data_format)
         net = slim.max_pool2d(net, [3, 3], stride=2, scope='pool1')
         for block, units in blocks:
@@ -409,8 +415,10 @@ def resnet_v1_source_maps(images, depth, is_training=False, data_format='channel
 
 
 def _resnet_builder(depth):
-    def build(images, is_training=False, data_format='channels_last', freeze_batch_norm=False):
-        return resnet_v1_source_maps(images, depth, is_training, data_format, freeze_batch_norm)
+    def build(images, is_training=False, data_format='channels_last', freeze_batch_norm=False,
+              batch_norm_decay=None):
+        return resnet_v1_source_maps(images, depth, is_training, data_format, freeze_batch_norm,
+                                     batch_norm_decay)
     build.__name__ = 'resnet%d_source_maps' % depth
     build.__doc__ = 'ResNet-%d v1 source maps; see resnet_v1_source_maps.' % depth
     return build
@@ -420,7 +428,8 @@ def _resnet_builder(depth):
 
 Backbone = collections.namedtuple('Backbone', [
     'name',                    # registry key, the --backbone value
-    'build',                   # (images, is_training, data_format, freeze_batch_norm) -> 2 maps
+    'build',                   # (images, is_training, data_format, freeze_batch_norm,
+                               #  batch_norm_decay) -> 2 maps
     'source_layers',           # end_points names of the two maps
     'source_strides',          # (8, 16)
     'source_depths',           # channels of the two maps

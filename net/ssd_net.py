@@ -180,7 +180,7 @@ def multibox_head(feature_maps, num_classes, anchors_per_location, data_format='
 
 def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
            data_format='channels_last', scope=MODEL_SCOPE, backbone=backbones.DEFAULT_BACKBONE,
-           freeze_batch_norm=False):
+           freeze_batch_norm=False, batch_norm_decay=None):
     """Builds SSD300 (a backbone + extra layers + multibox heads).
 
     Args:
@@ -198,6 +198,8 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
       backbone: a net/backbones.py name: 'vgg16', 'resnet18', 'resnet34', 'resnet50',
         'resnet101'.
       freeze_batch_norm: ResNets: moving statistics in training too, gamma/beta frozen.
+      batch_norm_decay: ResNets: decay of the batch-norm moving averages (None: the
+        backbone's default, backbones.BATCH_NORM_DECAY).
     Returns:
       cls_logits: float32 [B, 8732, num_classes], unnormalized class scores.
       loc_preds: float32 [B, 8732, 4], encoded box offsets; anchor order (layer, y, x, anchor
@@ -231,7 +233,8 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
             if data_format == 'channels_first':
                 net = tf.transpose(net, [0, 3, 1, 2], name='to_nchw')
             sources = spec.build(net, is_training=is_training, data_format=data_format,
-                                 freeze_batch_norm=freeze_batch_norm)
+                                 freeze_batch_norm=freeze_batch_norm,
+                                 batch_norm_decay=batch_norm_decay)
             extras = extra_layers(sources[-1], data_format)
             feature_maps = list(sources) + extras
             cls_logits, loc_preds = multibox_head(feature_maps, num_classes,

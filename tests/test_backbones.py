@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 import tf_slim as slim
 
-from conftest import REPO_ROOT, TRAIN_FAST_FLAGS, assert_finite_losses, run_script
+from conftest import (REPO_ROOT, TRAIN_FAST_FLAGS, assert_finite_losses, run_script,
+                      write_variables)
 from net import backbones, ssd_net
 from preprocessing import ssd_preprocessing
 from net import anchors as anchor_lib
@@ -301,6 +302,59 @@ def test_frozen_batch_norm_uses_moving_statistics_and_trains_no_bn_variable():
         outputs['infer']).max()
 
 
+def test_batch_norm_decay_reaches_every_resnet_batch_norm():
+    """params' batch_norm_decay sets the moving averages' decay of the whole network: after one
+    update from zero, moving_mean = (1 - decay) x batch mean, so two decays give that ratio."""
+    image = np.random.RandomState(5).uniform(-100., 100., (1, 300, 300, 3)).astype(np.float32)
+    moving = {}
+    for decay in (0.5, 0.997):
+        with tf.Graph().as_default():
+            tf.compat.v1.set_random_seed(3)
+            images = tf.compat.v1.placeholder(tf.float32, [1, 300, 300, 3])
+            ssd_net.ssd300(images, 21, [4, 6, 6, 6, 4, 4], is_training=True,
+                           backbone='resnet18', batch_norm_decay=decay)
+            updates = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+            names = ['ssd300/conv1/BatchNorm/moving_mean',
+                     'ssd300/block3/unit_2/basic_v1/conv2/BatchNorm/moving_mean']
+            variables = {v.op.name: v for v in tf.compat.v1.global_variables()}
+            with tf.compat.v1.Session() as session:
+                session.run(tf.compat.v1.global_variables_initializer())
+                session.run(updates, {images: image})
+                moving[decay] = session.run([variables[n] for n in names])
+    for fast, slow in zip(moving[0.5], moving[0.997]):
+        big = np.abs(slow) > 1e-3 * np.abs(slow).max()
+        np.testing.assert_allclose(fast[big] / slow[big], 0.5 / 0.003, rtol=1e-2)
+
+
+def test_young_batch_norm_statistics_are_warned_about(tmp_path):
+    from utility import eval_utils
+    bn = 'ssd300/conv1/BatchNorm/moving_mean'
+    prefix = write_variables(str(tmp_path / 'resnet' / 'model.ckpt-150'), {
+        bn: np.zeros(64, np.float32), 'global_step': np.array(150, np.int64)})
+    warning = eval_utils.young_batch_norm_warning(prefix, {})
+    assert warning.startswith('warning: %s is at global step 150' % prefix), warning
+    assert 'decay 0.997' in warning and 'hold 64% of their initial values' in warning
+    assert '--batch_norm_decay=0.9' in warning and 'train past step 334' in warning
+    # 0.9 ** 150: nothing left; frozen statistics are the restored ones
+    assert eval_utils.young_batch_norm_warning(prefix, {'batch_norm_decay': 0.9}) is None
+    assert eval_utils.young_batch_norm_warning(prefix, {'freeze_batch_norm': True}) is None
+    old = write_variables(str(tmp_path / 'old' / 'model.ckpt-400'), {
+        bn: np.zeros(64, np.float32), 'global_step': np.array(400, np.int64)})
+    assert eval_utils.young_batch_norm_warning(old, {}) is None
+    vgg = write_variables(str(tmp_path / 'vgg' / 'model.ckpt-3'), {
+        'ssd300/conv1/conv1_1/weights': np.zeros((3, 3, 3, 64), np.float32),
+        'global_step': np.array(3, np.int64)})
+    assert eval_utils.young_batch_norm_warning(vgg, {}) is None  # no batch norm
+    # eval, demo and export get it through inference_params
+    values = types.SimpleNamespace(
+        data_format='channels_last', num_classes=21, train_image_size=300,
+        model_scope='ssd300', select_threshold=0.01, min_size=0.03, nms_threshold=0.45,
+        nms_topk=200, keep_topk=400, keep_per='image')
+    logged = []
+    eval_utils.inference_params(values, log=logged.append, checkpoint=prefix)
+    assert logged == [warning]
+
+
 # ----------------------------------------------------------------------------- input convention
 
 
@@ -377,8 +431,8 @@ def test_inference_params_read_the_backbone_from_params_json(tmp_path):
 def _train(tfrecord_dir, model_dir, backbone, steps=2):
     start = time.time()
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
-                       '--max_number_of_steps=%d' % steps, '--backbone=' + backbone]
-                      + TRAIN_FAST_FLAGS, timeout=1800)
+                       '--max_number_of_steps=%d' % steps] + TRAIN_FAST_FLAGS
+                      + ['--backbone=' + backbone], timeout=1800)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert_finite_losses(out, steps=range(1, steps + 1))

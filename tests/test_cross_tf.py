@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import (TRAIN_FAST_FLAGS, assert_finite_losses, assert_same_detections,
-                      read_detections, run_script)
+from conftest import (FAST_BACKBONE_WEIGHT, TRAIN_FAST_FLAGS, assert_finite_losses,
+                      assert_same_detections, read_detections, run_script)
 
 OTHER = os.environ.get('SSD_OTHER_PYTHON', '')
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
@@ -47,7 +47,7 @@ def test_checkpoint_resumes_and_evaluates_alike_across_tensorflow_lines(
         reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
         assert int(reader.get_tensor('global_step')) == steps
         weights[steps] = {name: reader.get_tensor(name) for name in
-                          ('ssd300/conv1/conv1_1/weights', 'ssd300/multibox_head/cls_0/weights')}
+                          (FAST_BACKBONE_WEIGHT, 'ssd300/multibox_head/cls_0/weights')}
     assert 'Resuming from' in out and 'model.ckpt-2' in out
     assert_finite_losses(out, steps=[3])
     # the other line restored the weights and took one small step from them (a fresh

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TRAIN_FAST_FLAGS, assert_same_detections, read_detections, run_script
+from conftest import (FAST_BACKBONE_WEIGHT, TRAIN_FAST_FLAGS, assert_same_detections,
+                      read_detections, run_script)
 from utility import drivers
 
 # Every test here runs an entry script or a training subprocess (the slow tier).
@@ -61,7 +62,7 @@ def test_session_checkpoint_resumes_under_the_estimator(tfrecord_dir, tmp_path):
     first = run_script(['train_ssd.py', '--max_number_of_steps=1', '--driver=session'] + common)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     weights_1 = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir)).get_tensor(
-        'ssd300/conv1/conv1_1/weights')
+        FAST_BACKBONE_WEIGHT)
     second = run_script(['train_ssd.py', '--max_number_of_steps=2', '--driver=estimator']
                         + common)
     out = second.stdout + second.stderr
@@ -69,7 +70,7 @@ def test_session_checkpoint_resumes_under_the_estimator(tfrecord_dir, tmp_path):
     assert 'Resuming from' in out and 'model.ckpt-1' in out and 'estimator driver' in out
     assert _global_step(model_dir) == 2
     weights_2 = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir)).get_tensor(
-        'ssd300/conv1/conv1_1/weights')
+        FAST_BACKBONE_WEIGHT)
     # one more small step from the restored weights, not a fresh initialization
     change = np.abs(weights_2 - weights_1).max()
     assert 0 < change < 0.1 * np.abs(weights_1).max()

@@ -157,7 +157,46 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
         notify(log, 'Backbone %s (from the params.json beside %s).'
                % (trained['backbone'], checkpoint))
     params.update(overrides)
+    warning = checkpoint and young_batch_norm_warning(checkpoint, trained)
+    if warning:
+        notify(log, warning)
     return ssd_model.make_params(**params)
+
+
+def young_batch_norm_warning(checkpoint, trained):
+    """A warning (str) when `checkpoint`'s batch-norm moving averages still hold much of their
+    initial values, else None.
+
+    Each moving average keeps decay**step of its initial value (mean 0, variance 1), so below
+    step 1 / (1 - decay) (333 at the default 0.997) more than a third of it is still the
+    initial value, and inference, which normalizes with the moving statistics, sees features
+    unlike the ones training saw: a model that fits its images can then detect nothing.
+
+    Args:
+      checkpoint: the checkpoint prefix about to run.
+      trained: its params.json (model_dir_params); 'batch_norm_decay' defaults to the
+        backbones' BATCH_NORM_DECAY, 'freeze_batch_norm' (statistics never updated: they are
+        the restored ones) to False.
+    """
+    from net import backbones
+    if trained.get('freeze_batch_norm'):
+        return None
+    try:
+        reader = tf.train.load_checkpoint(checkpoint)
+    except (tf.errors.OpError, ValueError):
+        return None  # no such checkpoint: the restore that follows says so
+    names = reader.get_variable_to_shape_map()
+    if not any(name.endswith('/moving_mean') for name in names) or 'global_step' not in names:
+        return None
+    decay = float(trained.get('batch_norm_decay', backbones.BATCH_NORM_DECAY))
+    step = int(reader.get_tensor('global_step'))
+    if decay <= 0 or step >= 1.0 / (1.0 - decay):
+        return None
+    return ('warning: %s is at global step %d and its batch-norm moving averages (decay %g) '
+            'still hold %.0f%% of their initial values, so its detections can be far worse '
+            'than its training loss suggests; train past step %d, or fit short runs with '
+            'train_ssd.py --batch_norm_decay=0.9.'
+            % (checkpoint, step, decay, 100 * decay ** step, int(1.0 / (1.0 - decay)) + 1))
 
 
 def check_positive(value, flag):

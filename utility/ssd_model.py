@@ -48,6 +48,9 @@ DEFAULT_PARAMS = {
     'channel_order': None,         # VGG-16: 'bgr'; ResNets: 'rgb'
     'mean_rgb': None,              # subtracted on the 0-255 scale, (R, G, B)
     'freeze_batch_norm': False,    # ResNets: moving statistics in training too
+    # ResNets: decay of the batch-norm moving averages. Their initial values fade as
+    # decay**step: 0.997 needs ~1000 steps; a short fit (a few images) wants ~0.9.
+    'batch_norm_decay': backbones.BATCH_NORM_DECAY,
     # data
     'data_dir': './dataset/tfrecords',
     'batch_size': 16,              # global batch over all replicas
@@ -281,7 +284,8 @@ def model_fn(features, labels, mode, params):
         anchors_per_location=anchor_lib.anchors_per_location(spec),
         is_training=is_training, data_format=params['data_format'],
         scope=params['model_scope'], backbone=params['backbone'],
-        freeze_batch_norm=params['freeze_batch_norm'])
+        freeze_batch_norm=params['freeze_batch_norm'],
+        batch_norm_decay=params['batch_norm_decay'])
 
     if mode == ModeKeys.PREDICT:
         detections = postprocess(cls_logits, loc_preds, params, anchors)
