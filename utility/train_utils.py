@@ -52,7 +52,7 @@ def learning_rate_schedule(global_step, base_lr, decay_boundaries, lr_decay_fact
     lr = tf.compat.v1.train.piecewise_constant(
         tf.cast(global_step, tf.int64), boundaries, values)
     return tf.maximum(tf.cast(lr, tf.float32), tf.constant(end_learning_rate, tf.float32),
-                      name='learning_rate')
+                      name='learning_rate_value')  # the summary's tag is 'learning_rate'
 
 
 def assert_finite_loss(loss, global_step):
