@@ -13,6 +13,7 @@ On a machine without GPUs, --num_cpu_replicas=N runs the same MirroredStrategy p
 logical CPU devices. With TF_CONFIG naming several workers, every worker runs this same
 command and they train together (MultiWorkerMirroredStrategy; README, "Several machines").
 """
+import errno
 import os
 import sys
 
@@ -331,7 +332,14 @@ def train(setup):
                 tf_random_seed=FLAGS.tf_random_seed, hooks=[stop], cluster=setup['cluster'])
     except tf.errors.DataLossError as err:
         raise dataset_common.explain_data_loss(setup['train_files'], err) or err
+    except OSError as err:  # a Python-side write (the checkpoint state file, params.json)
+        if err.errno != errno.ENOSPC or not _report_full_disk(
+                setup, '%s; %s' % (err.filename, model_dir.NO_SPACE)):
+            raise
+        return 1
     except tf.errors.OpError as err:
+        if _report_full_disk(setup, err.message):
+            return 1
         if setup['cluster'] is not None and cluster_lib.is_peer_failure(err):
             print('error: %s' % cluster_lib.describe_lost_worker(
                 setup['cluster'], err.message, FLAGS.collective_timeout_secs),
@@ -359,6 +367,17 @@ def train(setup):
                          % (FLAGS.data_dir, FLAGS.train_epochs, FLAGS.batch_size))
     log('Training finished; latest checkpoint: %s' % latest)
     return 0
+
+
+def _report_full_disk(setup, error_text):
+    """Prints the one-line error of a save that hit ENOSPC on the chief; False otherwise."""
+    from utility import model_dir
+    if setup['cluster'] is not None and not setup['cluster'].is_chief:
+        return False
+    message = model_dir.describe_full_disk(FLAGS.model_dir, error_text)
+    if message:
+        print('error: %s' % message, file=sys.stderr, flush=True)
+    return bool(message)
 
 
 def main(_):
