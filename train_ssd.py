@@ -13,6 +13,7 @@ On a machine without GPUs, --num_cpu_replicas=N runs the same MirroredStrategy p
 logical CPU devices. With TF_CONFIG naming several workers, every worker runs this same
 command and they train together (MultiWorkerMirroredStrategy; README, "Several machines").
 """
+import contextlib
 import errno
 import os
 import sys
@@ -319,8 +320,14 @@ def train(setup):
         % (FLAGS.max_number_of_steps, FLAGS.batch_size, setup['num_replicas'],
            setup['driver']))
     stop = train_utils.StopOnSignalHook()
+    hooks = [stop]
+    if setup['cluster'] is not None:  # start-up ends: on a signal, or at the timeout
+        hooks.append(train_utils.StartupWatchdog(setup['cluster'],
+                                                 FLAGS.collective_timeout_secs, log=log))
     try:
-        with stop:
+        with contextlib.ExitStack() as installed:
+            for hook in hooks:
+                installed.enter_context(hook)
             latest = drivers.train(
                 setup['driver'], ssd_model.model_fn,
                 ssd_model.make_input_fn(params, is_training=True), params, FLAGS.model_dir,
@@ -329,7 +336,7 @@ def train(setup):
                 save_checkpoints_secs=FLAGS.save_checkpoints_secs,
                 save_summary_steps=FLAGS.save_summary_steps,
                 keep_checkpoint_max=FLAGS.keep_checkpoint_max,
-                tf_random_seed=FLAGS.tf_random_seed, hooks=[stop], cluster=setup['cluster'])
+                tf_random_seed=FLAGS.tf_random_seed, hooks=hooks, cluster=setup['cluster'])
     except tf.errors.DataLossError as err:
         raise dataset_common.explain_data_loss(setup['train_files'], err) or err
     except OSError as err:  # a Python-side write (the checkpoint state file, params.json)
@@ -340,6 +347,8 @@ def train(setup):
     except tf.errors.OpError as err:
         if _report_full_disk(setup, err.message):
             return 1
+        if setup['cluster'] is not None and cluster_lib.is_bind_failure(err):
+            raise ValueError(cluster_lib.describe_bind_failure(setup['cluster'])) from None
         if setup['cluster'] is not None and cluster_lib.is_peer_failure(err):
             print('error: %s' % cluster_lib.describe_lost_worker(
                 setup['cluster'], err.message, FLAGS.collective_timeout_secs),
@@ -381,7 +390,6 @@ def _report_full_disk(setup, error_text):
 
 
 def main(_):
-    import contextlib
     from utility import cluster as cluster_lib, model_dir, train_utils
 
     train_utils.quiet_tensorflow_logs()
@@ -399,6 +407,9 @@ def main(_):
     except ValueError as err:
         print('error: %s' % err, file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save
+        print('Interrupted before training started; nothing was trained.', flush=True)
+        return 130
 
 
 def checkpoint_step(prefix):

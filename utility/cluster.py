@@ -10,13 +10,15 @@ A `chief` job of one task may come first ("cluster": {"chief": [...], "worker": 
 then worker 0 of the training and the `worker` tasks are workers 1, 2, ... Without a chief job,
 worker 0 is the chief. The chief writes checkpoints, summaries and params.json.
 
-This module only parses and describes; it imports no TensorFlow and reads no flags. TensorFlow's
+This module only parses and describes (and probes the peers' ports, `unreachable_peers`); it
+imports no TensorFlow and reads no flags. TensorFlow's
 own parser accepts many broken configurations and fails later (or hangs); `parse_tf_config`
 refuses them first, in one line that names the problem and the fix.
 """
 import collections
 import json
 import re
+import socket
 
 # The jobs MultiWorkerMirroredStrategy trains on. 'ps' belongs to ParameterServerStrategy and
 # 'evaluator' to tf.estimator.train_and_evaluate's side evaluation: neither is used here.
@@ -55,6 +57,21 @@ class Cluster(collections.namedtuple(
             for index, address in enumerate(self.spec.get(job, [])):
                 out.append((len(out), job, index, address))
         return out
+
+    def unreachable_peers(self, timeout_secs=3.0):
+        """Descriptions (`describe_task`) of the other workers whose address refuses a TCP
+        connection now: not started, stopped, or the address is wrong."""
+        lost = []
+        for _, job, index, address in self.tasks():
+            if (job, index) == (self.task_type, self.task_index):
+                continue
+            host, port = address.rsplit(':', 1)
+            try:
+                socket.create_connection((host.strip('[]'), int(port)),
+                                         timeout=timeout_secs).close()
+            except OSError:
+                lost.append(self.describe_task(job, index))
+        return lost
 
     def describe_task(self, task_type, task_index):
         """'worker 1 (/job:worker/task:1 at host2:2222)'."""
@@ -212,6 +229,41 @@ def describe_lost_worker(cluster, error_text, timeout_secs):
             'checkpoint.' % (cluster.describe_task(cluster.task_type, cluster.task_index),
                              ' and '.join(lost_workers(cluster, error_text)), timeout_secs,
                              reason))
+
+
+def is_bind_failure(error):
+    """True when a TensorFlow error says this worker's gRPC server could not listen."""
+    return 'Could not start gRPC server' in str(getattr(error, 'message', error))
+
+
+def describe_bind_failure(cluster):
+    """One line for a worker whose server could not listen on its TF_CONFIG address."""
+    return ('%s could not listen on %s: the port is taken by another program (or the host is '
+            'not this machine\'s address); stop that program or give this worker another free '
+            'port in TF_CONFIG on every machine, then run the same command again.'
+            % (cluster.describe_task(cluster.task_type, cluster.task_index), cluster.address))
+
+
+def describe_startup_timeout(cluster, timeout_secs, not_answering):
+    """One line for a worker that gave up waiting for the others at start-up.
+
+    Args:
+      not_answering: `Cluster.unreachable_peers()`; empty when every port answers (then the
+        cluster still did not form: another program on a port, or differing TF_CONFIGs).
+    """
+    others = [cluster.describe_task(job, index) for _, job, index, _ in cluster.tasks()
+              if (job, index) != (cluster.task_type, cluster.task_index)]
+    waited = (' and '.join(not_answering) + (' (nothing answers at that address)'
+                                              if len(not_answering) == 1 else
+                                              ' (nothing answers at those addresses)')
+              if not_answering else
+              ' and '.join(others) + ' (their ports answer, but not as workers of this '
+              'cluster: another program on a port, or a different TF_CONFIG there?)')
+    return ('%s waited %g s (--collective_timeout_secs) for %s to start training; start the '
+            'same command there with its own TF_CONFIG task (check the address and that the '
+            'port is free), then run this one again.'
+            % (cluster.describe_task(cluster.task_type, cluster.task_index), timeout_secs,
+               waited))
 
 
 def _first_line(text, limit=200):

@@ -234,21 +234,6 @@ def _build_train_graph(model_fn, input_fn, params, strategy):
         return spec, [_IteratorInitializerHook(iterator.initialize())]
 
 
-def _unreachable_tasks(cluster, timeout_secs=3.0):
-    """['/job:worker/task:1 at host:port', ...]: the other workers that refuse a connection."""
-    import socket
-    lost = []
-    for _, job, index, address in cluster.tasks():
-        if (job, index) == (cluster.task_type, cluster.task_index):
-            continue
-        host, port = address.rsplit(':', 1)
-        try:
-            socket.create_connection((host.strip('[]'), int(port)), timeout=timeout_secs).close()
-        except OSError:
-            lost.append('/job:%s/task:%d at %s' % (job, index, address))
-    return lost
-
-
 class _NoSessionRecoveryHook(tf.compat.v1.train.SessionRunHook):
     """Multi-worker: the training session is created once, never recreated.
 
@@ -265,7 +250,7 @@ class _NoSessionRecoveryHook(tf.compat.v1.train.SessionRunHook):
     def after_create_session(self, session, coord):
         self._created += 1
         if self._created > 1:
-            lost = _unreachable_tasks(self._cluster)
+            lost = self._cluster.unreachable_peers()
             raise tf.errors.CancelledError(
                 None, None, 'A step failed on a connection error between workers; a multi-worker '
                 'session is not recreated. Not answering: %s.'
