@@ -116,7 +116,7 @@ flags.DEFINE_boolean('multi_gpu', True,
 flags.DEFINE_integer('num_cpu_replicas', 0,
                      'Without GPUs: split the CPU into N logical devices and train one '
                      'MirroredStrategy replica on each (N >= 2; used to test the multi-replica '
-                     'path).')
+                     'path; 0 = off).')
 flags.DEFINE_enum('driver', 'auto', ['auto', 'estimator', 'session'],
                   'What runs the training loop: tf.estimator (TensorFlow <= 2.15) or a plain '
                   'MonitoredTrainingSession (any TensorFlow 2.x); auto = the Estimator where '
@@ -150,6 +150,10 @@ def check_flags():
     if FLAGS.save_checkpoints_secs < 0:
         raise ValueError('--save_checkpoints_secs=%d must be >= 0 (0: only when training '
                          'starts and ends).' % FLAGS.save_checkpoints_secs)
+    if FLAGS.num_cpu_replicas < 0 or FLAGS.num_cpu_replicas == 1:
+        raise ValueError('--num_cpu_replicas=%d: use N >= 2 logical CPU devices (one replica '
+                         'on each), or 0 (the default) to train on one device.'
+                         % FLAGS.num_cpu_replicas)
     if FLAGS.num_classes is not None and FLAGS.num_classes < 2:
         raise ValueError('--num_classes=%d must count the background and at least one class '
                          '(VOC: 21).' % FLAGS.num_classes)
