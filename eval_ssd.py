@@ -93,6 +93,7 @@ def main(_):
     eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
     checkpoint = (None if FLAGS.watch
                   else eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir))
+    dataset_common.check_conversion_complete(FLAGS.data_dir)
     pattern = os.path.join(FLAGS.data_dir, FLAGS.split + '-*')
     records = scan_records(pattern)
     mismatch = dataset_common.count_mismatch_message(FLAGS.data_dir, FLAGS.split, len(records))
