@@ -606,17 +606,25 @@ def convert_dataset(dataset_directory, output_directory, train_splits, validatio
     reporter.info('Saving results to %s' % output_directory)
     # Marks the folder incomplete until every split is written: a run killed between the
     # splits leaves it, and training and eval refuse the folder (check_conversion_complete).
+    # A split that fails cleanly (ConversionError) writes nothing: the marker then goes too,
+    # unless an earlier split of this run, or an earlier killed run, changed the folder.
     os.makedirs(output_directory, exist_ok=True)
     marker = os.path.join(output_directory, INCOMPLETE_NAME)
+    was_incomplete = os.path.exists(marker)
     with open(marker, 'w', encoding='utf-8') as f:
         json.dump({'started': time.strftime('%Y-%m-%d %H:%M:%S'), 'pid': os.getpid(),
                    'splits': [name for name, _, _, _ in jobs]}, f)
     manifest = None
-    for name, splits, list_name, shards in jobs:
-        summary = convert_split(dataset_directory, splits, list_name, name, output_directory,
-                                shards, num_threads, skip_unknown_classes, list_fallback,
-                                reporter, labels, label_file)
-        manifest = update_manifest(output_directory, name, summary, reporter, labels)
+    try:
+        for name, splits, list_name, shards in jobs:
+            summary = convert_split(dataset_directory, splits, list_name, name,
+                                    output_directory, shards, num_threads, skip_unknown_classes,
+                                    list_fallback, reporter, labels, label_file)
+            manifest = update_manifest(output_directory, name, summary, reporter, labels)
+    except ConversionError:
+        if manifest is None and not was_incomplete:
+            os.remove(marker)
+        raise
     os.remove(marker)
     return manifest
 
