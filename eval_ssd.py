@@ -33,7 +33,10 @@ import time
 
 from absl import flags
 
+from dataset import helpers
 from dataset.helpers import log
+helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
+
 from evaluation.detections import RESULTS_PREFIX, collect_predictions, write_results_files
 from evaluation.figures import PR_CURVES_FILE, draw_pr_curves
 from evaluation.ground_truth import (check_has_ground_truth, ground_truth_from_annotations,

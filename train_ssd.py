@@ -21,7 +21,10 @@ import sys
 from absl import app
 from absl import flags
 
+from dataset import helpers
 from dataset.helpers import log
+
+helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
 
 FLAGS = flags.FLAGS
 
@@ -132,6 +135,7 @@ flags.DEFINE_boolean('augment', True,
                      'Photometric distortion, zoom-out, IoU crop and flip while training; '
                      '--noaugment trains on the eval preprocessing (resize only), e.g. to '
                      'overfit a few fixed images.')
+flags.DEFINE_boolean(helpers.VERBOSE_FLAG, False, helpers.VERBOSE_HELP)
 flags.DEFINE_boolean('bf16', False,
                      'CPU only: bfloat16 convolutions/matmuls via the oneDNN graph rewrite '
                      '(needs AVX512-BF16 or AMX; ignored with a notice elsewhere).')
@@ -396,7 +400,7 @@ def _report_full_disk(setup, error_text):
 def main(_):
     from utility import cluster as cluster_lib, model_dir, train_utils
 
-    train_utils.quiet_tensorflow_logs()
+    train_utils.quiet_tensorflow_logs(verbose=FLAGS.verbose)
     try:
         check_flags()
         cluster = cluster_lib.from_environment(os.environ)

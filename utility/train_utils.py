@@ -393,16 +393,30 @@ def setup_multi_worker(cluster, batch_size=None, num_cpu_threads=0, gpu_memory_f
     return strategy, num_replicas, config
 
 
-def quiet_tensorflow_logs():
+# TensorFlow's own INFO lines that stay without --verbose: when checkpoints are written and read.
+_KEPT_TF_INFO = ('Saving checkpoints for', 'Restoring parameters from')
+
+
+def quiet_tensorflow_logs(verbose=False):
     """Entry scripts only: INFO progress logs without TF's per-call deprecation notices and
-    MirroredStrategy's per-variable 'Reduce to ...' lines, which drown the progress lines."""
+    MirroredStrategy's per-variable 'Reduce to ...' lines, which drown the progress lines.
+
+    Unless `verbose`, TensorFlow's own INFO lines go too (the Estimator's RunConfig dict,
+    session set-up, collective all-reduce plans), but for `_KEPT_TF_INFO`; the project's
+    INFO lines (progress, restore lists) and every warning stay.
+    """
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
 
     class _DropNoise(logging.Filter):
         def filter(self, record):
             msg = record.getMessage()
-            return not (msg.startswith('Reduce to ') or 'is deprecated' in msg
-                        or 'Instructions for updating' in msg)
+            if msg.startswith('Reduce to ') or 'is deprecated' in msg or (
+                    'Instructions for updating' in msg):
+                return False
+            if verbose or record.levelno != logging.INFO:
+                return True
+            return ('site-packages' not in record.pathname
+                    and 'dist-packages' not in record.pathname) or msg.startswith(_KEPT_TF_INFO)
 
     tf.get_logger().addFilter(_DropNoise())
 
