@@ -250,7 +250,7 @@ class _NoSessionRecoveryHook(tf.compat.v1.train.SessionRunHook):
     def after_create_session(self, session, coord):
         self._created += 1
         if self._created > 1:
-            lost = self._cluster.unreachable_peers()
+            lost = self._cluster.silent_peers()
             raise tf.errors.CancelledError(
                 None, None, 'A step failed on a connection error between workers; a multi-worker '
                 'session is not recreated. Not answering: %s.'
@@ -262,7 +262,15 @@ def _worker_scratch_dir(model_dir, cluster):
     return os.path.join(model_dir, 'tmp_%s_%d' % (cluster.task_type, cluster.task_index))
 
 
-def _multi_worker_session(scaffold, hooks, model_dir, cluster, session_config,
+def _start_server(cluster, session_config):
+    """This worker's gRPC server, started before the graph is built so that the other workers
+    reach it while this one still builds (a taken port fails here, at once)."""
+    return tf.distribute.Server(
+        tf.train.ClusterSpec(cluster.spec), job_name=cluster.task_type,
+        task_index=cluster.task_index, protocol='grpc', config=session_config, start=True)
+
+
+def _multi_worker_session(server, scaffold, hooks, model_dir, cluster, session_config,
                           save_checkpoints_secs, save_summary_steps):
     """A MonitoredSession on this worker's server for MultiWorkerMirroredStrategy.
 
@@ -273,9 +281,6 @@ def _multi_worker_session(scaffold, hooks, model_dir, cluster, session_config,
     checkpoints into `model_dir/tmp_<task>_<i>` (the same variables: a way to check them),
     never into the chief's files.
     """
-    server = tf.distribute.Server(
-        tf.train.ClusterSpec(cluster.spec), job_name=cluster.task_type,
-        task_index=cluster.task_index, protocol='grpc', config=session_config, start=True)
     save_dir = model_dir if cluster.is_chief else _worker_scratch_dir(model_dir, cluster)
     all_hooks = list(hooks) + [_NoSessionRecoveryHook(cluster)]
     all_hooks.append(tf.compat.v1.train.CheckpointSaverHook(
@@ -293,6 +298,7 @@ def _multi_worker_session(scaffold, hooks, model_dir, cluster, session_config,
 def _train_session(model_fn, input_fn, params, model_dir, max_steps, strategy, session_config,
                    save_checkpoints_secs, save_summary_steps, keep_checkpoint_max,
                    tf_random_seed, hooks, cluster=None):
+    server = _start_server(cluster, session_config) if cluster is not None else None
     with tf.Graph().as_default():
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
@@ -309,7 +315,7 @@ def _train_session(model_fn, input_fn, params, model_dir, max_steps, strategy, s
                          + list(spec.training_hooks or []) + list(hooks))
             if cluster is not None:
                 session = _multi_worker_session(
-                    scaffold, all_hooks, model_dir, cluster, session_config,
+                    server, scaffold, all_hooks, model_dir, cluster, session_config,
                     save_checkpoints_secs, save_summary_steps)
             else:
                 session = tf.compat.v1.train.MonitoredTrainingSession(

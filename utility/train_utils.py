@@ -170,9 +170,11 @@ class StartupWatchdog(tf.compat.v1.train.SessionRunHook):
     * when a signal arrives (SIGTERM, Ctrl-C; seen through `signal.set_wakeup_fd`, which
       works while the main thread is blocked in C++): exit status 0, as a stop by a signal
       during training;
-    * when `timeout_secs` pass between the graph's completion (`begin`) and the session's
-      creation: `utility.cluster.describe_startup_timeout`, naming the workers whose address
-      does not answer, exit status 1. 0 or None: no timeout.
+    * when, after the graph's completion (`begin`) and before the session's creation, some
+      other worker has not answered as a TensorFlow worker (`Cluster.silent_peers`) for
+      `timeout_secs` in a row: `utility.cluster.describe_startup_timeout` naming them, exit
+      status 1. A peer whose server answers is waited for (it may still build its graph).
+      0 or None: no timeout.
 
     After the session is created (`after_create_session`: every worker joined) it stands
     down; signals are then `StopOnSignalHook`'s, timeouts the collective ops'.
@@ -234,6 +236,7 @@ class StartupWatchdog(tf.compat.v1.train.SessionRunHook):
         import select
         import sys
         read_fd = self._pipe[0]
+        silent, silent_since, probed_at = [], None, 0.0
         while not self._done.is_set():
             try:
                 ready = select.select([read_fd], [], [], 0.5)[0]
@@ -249,11 +252,15 @@ class StartupWatchdog(tf.compat.v1.train.SessionRunHook):
                                                                 self._cluster.task_index)))
                 status, stream = 0, sys.stdout
             elif (self._timeout > 0 and self._armed_at is not None
-                  and time.time() - self._armed_at >= self._timeout):
-                from utility import cluster as cluster_lib
-                message = 'error: ' + cluster_lib.describe_startup_timeout(
-                    self._cluster, self._timeout, self._cluster.unreachable_peers())
-                status, stream = 1, sys.stderr
+                  and time.time() - probed_at >= 1.0):
+                probed_at = time.time()
+                silent = self._cluster.silent_peers()
+                silent_since = (None if not silent else silent_since or probed_at)
+                if silent and probed_at - silent_since >= self._timeout:
+                    from utility import cluster as cluster_lib
+                    message = 'error: ' + cluster_lib.describe_startup_timeout(
+                        self._cluster, self._timeout, silent)
+                    status, stream = 1, sys.stderr
             if message is None:
                 continue
             with self._lock:
