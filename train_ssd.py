@@ -24,8 +24,6 @@ from absl import flags
 from dataset import helpers
 from dataset.helpers import log
 
-helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
-
 FLAGS = flags.FLAGS
 
 # Data and input pipeline.
@@ -427,6 +425,7 @@ def checkpoint_step(prefix):
 
 
 def run():
+    helpers.quiet_logs()  # before TensorFlow is imported (main imports it); --verbose keeps them
     app.run(lambda argv: sys.exit(main(argv)))
 
 
