@@ -33,7 +33,10 @@ import time
 
 from absl import flags
 
+from dataset import helpers
 from dataset.helpers import log
+helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
+
 from evaluation.detections import RESULTS_PREFIX, collect_predictions, write_results_files
 from evaluation.figures import PR_CURVES_FILE, draw_pr_curves
 from evaluation.ground_truth import (check_has_ground_truth, ground_truth_from_annotations,
@@ -93,6 +96,7 @@ def main(_):
     eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
     checkpoint = (None if FLAGS.watch
                   else eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir))
+    dataset_common.check_conversion_complete(FLAGS.data_dir)
     pattern = os.path.join(FLAGS.data_dir, FLAGS.split + '-*')
     records = scan_records(pattern)
     mismatch = dataset_common.count_mismatch_message(FLAGS.data_dir, FLAGS.split, len(records))

@@ -35,7 +35,10 @@ import tempfile
 
 from absl import flags
 
+from dataset import helpers
 from dataset.helpers import log
+helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
+
 from utility import eval_utils
 
 FLAGS = flags.FLAGS

@@ -13,12 +13,15 @@ On a machine without GPUs, --num_cpu_replicas=N runs the same MirroredStrategy p
 logical CPU devices. With TF_CONFIG naming several workers, every worker runs this same
 command and they train together (MultiWorkerMirroredStrategy; README, "Several machines").
 """
+import contextlib
+import errno
 import os
 import sys
 
 from absl import app
 from absl import flags
 
+from dataset import helpers
 from dataset.helpers import log
 
 FLAGS = flags.FLAGS
@@ -119,7 +122,7 @@ flags.DEFINE_boolean('multi_gpu', True,
 flags.DEFINE_integer('num_cpu_replicas', 0,
                      'Without GPUs: split the CPU into N logical devices and train one '
                      'MirroredStrategy replica on each (N >= 2; used to test the multi-replica '
-                     'path).')
+                     'path; 0 = off).')
 flags.DEFINE_enum('driver', 'auto', ['auto', 'estimator', 'session'],
                   'What runs the training loop: tf.estimator (TensorFlow <= 2.15) or a plain '
                   'MonitoredTrainingSession (any TensorFlow 2.x); auto = the Estimator where '
@@ -135,6 +138,7 @@ flags.DEFINE_boolean('augment', True,
                      'Photometric distortion, zoom-out, IoU crop and flip while training; '
                      '--noaugment trains on the eval preprocessing (resize only), e.g. to '
                      'overfit a few fixed images.')
+flags.DEFINE_boolean(helpers.VERBOSE_FLAG, False, helpers.VERBOSE_HELP)
 flags.DEFINE_boolean('bf16', False,
                      'CPU only: bfloat16 convolutions/matmuls via the oneDNN graph rewrite '
                      '(needs AVX512-BF16 or AMX; ignored with a notice elsewhere).')
@@ -153,6 +157,10 @@ def check_flags():
     if FLAGS.save_checkpoints_secs < 0:
         raise ValueError('--save_checkpoints_secs=%d must be >= 0 (0: only when training '
                          'starts and ends).' % FLAGS.save_checkpoints_secs)
+    if FLAGS.num_cpu_replicas < 0 or FLAGS.num_cpu_replicas == 1:
+        raise ValueError('--num_cpu_replicas=%d: use N >= 2 logical CPU devices (one replica '
+                         'on each), or 0 (the default) to train on one device.'
+                         % FLAGS.num_cpu_replicas)
     if FLAGS.num_classes is not None and FLAGS.num_classes < 2:
         raise ValueError('--num_classes=%d must count the background and at least one class '
                          '(VOC: 21).' % FLAGS.num_classes)
@@ -327,8 +335,14 @@ def train(setup):
         % (FLAGS.max_number_of_steps, FLAGS.batch_size, setup['num_replicas'],
            setup['driver']))
     stop = train_utils.StopOnSignalHook()
+    hooks = [stop]
+    if setup['cluster'] is not None:  # start-up ends: on a signal, or at the timeout
+        hooks.append(train_utils.StartupWatchdog(setup['cluster'],
+                                                 FLAGS.collective_timeout_secs, log=log))
     try:
-        with stop:
+        with contextlib.ExitStack() as installed:
+            for hook in hooks:
+                installed.enter_context(hook)
             latest = drivers.train(
                 setup['driver'], ssd_model.model_fn,
                 ssd_model.make_input_fn(params, is_training=True), params, FLAGS.model_dir,
@@ -337,10 +351,19 @@ def train(setup):
                 save_checkpoints_secs=FLAGS.save_checkpoints_secs,
                 save_summary_steps=FLAGS.save_summary_steps,
                 keep_checkpoint_max=FLAGS.keep_checkpoint_max,
-                tf_random_seed=FLAGS.tf_random_seed, hooks=[stop], cluster=setup['cluster'])
+                tf_random_seed=FLAGS.tf_random_seed, hooks=hooks, cluster=setup['cluster'])
     except tf.errors.DataLossError as err:
         raise dataset_common.explain_data_loss(setup['train_files'], err) or err
+    except OSError as err:  # a Python-side write (the checkpoint state file, params.json)
+        if err.errno != errno.ENOSPC or not _report_full_disk(
+                setup, '%s; %s' % (err.filename, model_dir.NO_SPACE)):
+            raise
+        return 1
     except tf.errors.OpError as err:
+        if _report_full_disk(setup, err.message):
+            return 1
+        if setup['cluster'] is not None and cluster_lib.is_bind_failure(err):
+            raise ValueError(cluster_lib.describe_bind_failure(setup['cluster'])) from None
         if setup['cluster'] is not None and cluster_lib.is_peer_failure(err):
             print('error: %s' % cluster_lib.describe_lost_worker(
                 setup['cluster'], err.message, FLAGS.collective_timeout_secs),
@@ -370,11 +393,21 @@ def train(setup):
     return 0
 
 
+def _report_full_disk(setup, error_text):
+    """Prints the one-line error of a save that hit ENOSPC on the chief; False otherwise."""
+    from utility import model_dir
+    if setup['cluster'] is not None and not setup['cluster'].is_chief:
+        return False
+    message = model_dir.describe_full_disk(FLAGS.model_dir, error_text)
+    if message:
+        print('error: %s' % message, file=sys.stderr, flush=True)
+    return bool(message)
+
+
 def main(_):
-    import contextlib
     from utility import cluster as cluster_lib, model_dir, train_utils
 
-    train_utils.quiet_tensorflow_logs()
+    train_utils.quiet_tensorflow_logs(verbose=FLAGS.verbose)
     try:
         check_flags()
         cluster = cluster_lib.from_environment(os.environ)
@@ -389,6 +422,9 @@ def main(_):
     except ValueError as err:
         print('error: %s' % err, file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing to save
+        print('Interrupted before training started; nothing was trained.', flush=True)
+        return 130
 
 
 def checkpoint_step(prefix):
@@ -398,6 +434,7 @@ def checkpoint_step(prefix):
 
 
 def run():
+    helpers.quiet_logs()  # before TensorFlow is imported (main imports it); --verbose keeps them
     app.run(lambda argv: sys.exit(main(argv)))
 
 

@@ -37,6 +37,9 @@ LABEL_IDS = {name: index for index, name in enumerate(VOC_LABELS)}
 NUM_CLASSES = len(VOC_LABELS)  # 21, background included
 
 MANIFEST_NAME = 'manifest.json'
+# Present in a converter's output folder while a conversion runs; removed when every split is
+# written. Still there: the conversion was killed and the splits may come from two runs.
+INCOMPLETE_NAME = 'conversion.incomplete'
 
 
 class LabelMapError(ValueError):
@@ -524,10 +527,28 @@ def _describe_files(files):
     return '%s ... %s' % (files[0], os.path.basename(files[-1]))
 
 
+def check_conversion_complete(data_dir):
+    """Raises ValueError (one line) when a conversion into `data_dir` started and never
+    finished (`INCOMPLETE_NAME` is there): its splits may mix old and new shards."""
+    path = os.path.join(data_dir, INCOMPLETE_NAME)
+    if not tf.io.gfile.exists(path):
+        return
+    try:
+        with tf.io.gfile.GFile(path, 'r') as f:
+            started = json.loads(f.read()).get('started', 'an unknown time')
+    except (ValueError, AttributeError, tf.errors.OpError):
+        started = 'an unknown time'
+    raise ValueError('%s is incomplete: the conversion started at %s did not finish (%s is '
+                     'still there), so its splits may come from different runs; %s, and let it '
+                     'finish.' % (data_dir, started, path, CONVERTER_FIX))
+
+
 def check_shards(data_dir, split):
     """Lists and validates the shards of `split` ('train' or 'val') in `data_dir`.
 
-    Checks every shard's record headers and first record (`validate_shards`), and, when
+    Checks that no conversion into `data_dir` was left unfinished
+    (`check_conversion_complete`), every shard's record headers and first record
+    (`validate_shards`), and, when
     `data_dir` has a manifest.json that records this split's shards, that each shard holds
     the number of records the manifest lists.
 
@@ -537,6 +558,7 @@ def check_shards(data_dir, split):
       ValueError: one line naming the problem, the file and the fix (see
         `list_shards` and `validate_shards`).
     """
+    check_conversion_complete(data_dir)
     name = _SPLIT_ALIASES.get(split, split)
     files = list_shards(os.path.join(data_dir, name + '-*'))
     entry = _manifest_split(data_dir, name)

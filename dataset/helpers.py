@@ -1,9 +1,34 @@
-"""Three small helpers every layer may use (dataset/ is the bottom of the import tree).
+"""Four small helpers every layer may use (dataset/ is the bottom of the import tree).
 
 * `log(message)`: the entry scripts' progress line (stdout, flushed at once);
 * `notify(log, message)`: calls an optional `log` callable (library functions take `log=None`);
-* `parse_comma_list(text)`: the one parser of comma-separated flag values.
+* `parse_comma_list(text)`: the one parser of comma-separated flag values;
+* `quiet_logs(argv)`: the entry scripts' terminal without TensorFlow's native log lines and
+  UserWarnings, unless `--verbose` is given.
 """
+import os
+import sys
+import warnings
+
+VERBOSE_FLAG = 'verbose'
+VERBOSE_HELP = ('Also show TensorFlow\'s own log lines (its native INFO/WARNING lines, '
+                'UserWarnings, the Estimator\'s RunConfig and session set-up); by default the '
+                'terminal keeps progress, results, and warnings about your data.')
+
+
+def quiet_logs(argv=None):
+    """Entry scripts call this first, BEFORE TensorFlow is imported (its native logging reads
+    TF_CPP_MIN_LOG_LEVEL once): unless `argv` has --verbose, hides TensorFlow's native INFO and
+    WARNING lines (errors stay; a TF_CPP_MIN_LOG_LEVEL the user set wins) and the UserWarnings
+    raised inside TensorFlow and Keras. Returns True when it quieted them."""
+    argv = sys.argv if argv is None else argv
+    if any(a in ('--' + VERBOSE_FLAG, '--%s=true' % VERBOSE_FLAG, '--%s=1' % VERBOSE_FLAG)
+           for a in (str(x).lower() for x in argv[1:])):
+        return False
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    warnings.filterwarnings('ignore', category=UserWarning,
+                            module=r'(tensorflow|keras|tf_keras)(\.|$)')
+    return True
 
 
 def log(message):

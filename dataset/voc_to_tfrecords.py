@@ -40,7 +40,8 @@ from concurrent import futures
 import tensorflow as tf
 from PIL import Image
 
-from dataset.dataset_common import MANIFEST_NAME, VOC_LABELS, LabelMapError, read_label_map
+from dataset.dataset_common import (INCOMPLETE_NAME, MANIFEST_NAME, VOC_LABELS, LabelMapError,
+                                    read_label_map)
 from dataset.helpers import parse_comma_list
 from dataset.voc_xml import AnnotationError, parse_annotation
 
@@ -556,6 +557,10 @@ def convert_dataset(dataset_directory, output_directory, train_splits, validatio
     """Converts the train and validation splits; an empty split list skips that
     split (so train and val can be converted in separate runs).
 
+    While it runs, ``<output_directory>/conversion.incomplete`` marks the folder unfinished
+    (removed once every split and the manifest are written), so a run killed between the
+    splits does not pass for a complete one.
+
     Args:
       train_splits / validation_splits: lists of split folder names (or
         comma-separated strings) under ``dataset_directory``.
@@ -599,12 +604,28 @@ def convert_dataset(dataset_directory, output_directory, train_splits, validatio
         for split in splits:
             read_image_ids(_split_dir(dataset_directory, split), list_name, list_fallback, quiet)
     reporter.info('Saving results to %s' % output_directory)
+    # Marks the folder incomplete until every split is written: a run killed between the
+    # splits leaves it, and training and eval refuse the folder (check_conversion_complete).
+    # A split that fails cleanly (ConversionError) writes nothing: the marker then goes too,
+    # unless an earlier split of this run, or an earlier killed run, changed the folder.
+    os.makedirs(output_directory, exist_ok=True)
+    marker = os.path.join(output_directory, INCOMPLETE_NAME)
+    was_incomplete = os.path.exists(marker)
+    with open(marker, 'w', encoding='utf-8') as f:
+        json.dump({'started': time.strftime('%Y-%m-%d %H:%M:%S'), 'pid': os.getpid(),
+                   'splits': [name for name, _, _, _ in jobs]}, f)
     manifest = None
-    for name, splits, list_name, shards in jobs:
-        summary = convert_split(dataset_directory, splits, list_name, name, output_directory,
-                                shards, num_threads, skip_unknown_classes, list_fallback,
-                                reporter, labels, label_file)
-        manifest = update_manifest(output_directory, name, summary, reporter, labels)
+    try:
+        for name, splits, list_name, shards in jobs:
+            summary = convert_split(dataset_directory, splits, list_name, name,
+                                    output_directory, shards, num_threads, skip_unknown_classes,
+                                    list_fallback, reporter, labels, label_file)
+            manifest = update_manifest(output_directory, name, summary, reporter, labels)
+    except ConversionError:
+        if manifest is None and not was_incomplete:
+            os.remove(marker)
+        raise
+    os.remove(marker)
     return manifest
 
 

@@ -137,3 +137,31 @@ def test_workers_read_disjoint_parts_that_cover_the_data(tfrecord_dir, num_shard
     assert parts == [_names(reader(i, num_shards)) for i in range(num_shards)]  # deterministic
     with pytest.raises(ValueError, match='shard_index 2 is not in 0..1'):
         dc.build_dataset(pattern, None, 1, True, num_shards=2, shard_index=2)
+
+
+def test_silent_peers_tells_a_missing_worker_from_another_program_and_a_live_one():
+    """Start-up waits on a peer only while it does not answer as a TensorFlow worker."""
+    import socket
+    sockets = [socket.socket() for _ in range(3)]
+    for s in sockets:
+        s.bind(('127.0.0.1', 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    other_program = sockets[1]
+    other_program.listen(1)                    # listens, never speaks HTTP/2
+    sockets[0].close()
+    sockets[2].close()                         # nothing at ports[2]
+    live = tf.distribute.Server(tf.train.ClusterSpec({'worker': ['127.0.0.1:%d' % ports[0]]}),
+                                job_name='worker', task_index=0, start=True)
+    config = json.dumps({'cluster': {'worker': ['127.0.0.1:%d' % p for p in
+                                                [ports[0], ports[1], ports[2], 1]]},
+                         'task': {'type': 'worker', 'index': 3}})
+    try:
+        silent = cluster_lib.parse_tf_config(config).silent_peers(timeout_secs=1.0)
+    finally:
+        other_program.close()
+        del live
+    assert silent == [
+        'worker 1 (/job:worker/task:1 at 127.0.0.1:%d) (something answers there, but not a '
+        'TensorFlow worker: another program on that port?)' % ports[1],
+        'worker 2 (/job:worker/task:2 at 127.0.0.1:%d) (nothing answers at that address)'
+        % ports[2]]

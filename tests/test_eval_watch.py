@@ -117,3 +117,130 @@ def test_eval_ssd_watch_picks_up_a_real_checkpoint(trained_model_dir, tfrecord_d
     per_class = {tag for tag, step in events if tag.startswith('AP_VOC07/') and step == 2}
     assert per_class == {'AP_VOC07/' + c['name'] for c in metrics['classes']
                          if c['ap_07'] is not None}
+
+
+def _restore(prefix):
+    """What eval does first with a checkpoint: a Saver restores its variables."""
+    with tf.Graph().as_default():
+        weights = tf.compat.v1.get_variable('w', [3], tf.float32)
+        with tf.compat.v1.Session() as session:
+            tf.compat.v1.train.Saver([weights]).restore(session, prefix)
+            return float(session.run(weights).sum())
+
+
+def _delete_checkpoint(prefix):
+    for path in glob.glob(prefix + '.*'):
+        os.remove(path)
+
+
+def test_watch_skips_a_checkpoint_deleted_during_its_evaluation(tmp_path):
+    """--keep_checkpoint_max rotation: the trainer writes step 30 and deletes steps 10 and 20
+    while the watcher restores step 10; the watcher says so and evaluates step 30."""
+    import numpy as np
+    from conftest import write_variables
+    model_dir = str(tmp_path / 'model')
+    for step in (10, 20):
+        write_variables(os.path.join(model_dir, 'model.ckpt-%d' % step),
+                        {'w': np.full(3, step, np.float32)})
+    lines, evaluated = [], []
+
+    def evaluate(prefix):
+        if prefix.endswith('-10'):   # the trainer rotates while eval builds its graph
+            write_variables(os.path.join(model_dir, 'model.ckpt-30'),
+                            {'w': np.full(3, 30, np.float32)})
+            _delete_checkpoint(os.path.join(model_dir, 'model.ckpt-10'))
+            _delete_checkpoint(os.path.join(model_dir, 'model.ckpt-20'))
+        evaluated.append(_restore(prefix))
+        return _summary(0.5)
+
+    clock = _Clock()
+    records = eval_watch.watch_checkpoints(
+        model_dir, evaluate, str(tmp_path / 'out'), interval_secs=10, timeout_secs=15,
+        log=lines.append, sleep=clock.sleep, clock=clock)
+    assert [r['global_step'] for r in records] == [30]
+    assert evaluated == [90.0]
+    notice = [line for line in lines if 'model.ckpt-10 was deleted while' in line]
+    assert len(notice) == 1 and notice[0].endswith('going on with %s.' % os.path.join(
+        model_dir, 'model.ckpt-30')), lines
+
+
+def test_watch_still_fails_on_a_damaged_checkpoint_that_exists(tmp_path):
+    """Only a vanished checkpoint is skipped: an unreadable one that is still there is an
+    error the user must see."""
+    model_dir = str(tmp_path / 'model')
+    prefix = _fake_checkpoint(model_dir, 5)          # an empty .index: not a checkpoint
+    open(prefix + '.data-00000-of-00001', 'w').close()
+    clock = _Clock()
+    with pytest.raises((ValueError, tf.errors.OpError)):
+        eval_watch.watch_checkpoints(
+            model_dir, lambda p: _summary(_restore(p)), str(tmp_path / 'out'),
+            interval_secs=10, timeout_secs=15, log=lambda _: None, sleep=clock.sleep,
+            clock=clock)
+
+
+@pytest.mark.slow
+def test_eval_ssd_watch_survives_a_trainer_that_deletes_checkpoints(
+        trained_model_dir, tfrecord_dir, tmp_path):
+    """A fake trainer keeps one checkpoint (--keep_checkpoint_max 1), writing a new one every
+    0.3 s: the watcher restores checkpoints that are gone by then, says so, keeps watching,
+    and evaluates the last one."""
+    import subprocess
+    import sys
+    import threading
+    import time
+    from conftest import REPO_ROOT
+    model_dir = str(tmp_path / 'model')
+    shutil.copytree(trained_model_dir, model_dir)
+    source = os.path.join(model_dir, 'source')
+    os.makedirs(source)
+    for path in glob.glob(os.path.join(model_dir, 'model.ckpt-2.*')):
+        shutil.copy(path, source)
+    for path in glob.glob(os.path.join(model_dir, 'model.ckpt-*')):
+        os.remove(path)
+
+    def write(step):  # data first, the .index last, as TensorFlow does
+        files = sorted(glob.glob(os.path.join(source, '*')), key=lambda p: p.endswith('.index'))
+        for path in files:
+            shutil.copy(path, os.path.join(model_dir, os.path.basename(path).replace(
+                'model.ckpt-2', 'model.ckpt-%d' % step)))
+
+    stop = threading.Event()
+
+    def trainer():
+        step = 3
+        write(step)
+        while not stop.wait(0.3):
+            write(step + 1)
+            _delete_checkpoint(os.path.join(model_dir, 'model.ckpt-%d' % step))
+            step += 1
+        write(1000)
+        _delete_checkpoint(os.path.join(model_dir, 'model.ckpt-%d' % step))
+
+    log_path = str(tmp_path / 'watch.log')
+    thread = threading.Thread(target=trainer)
+    thread.start()
+    with open(log_path, 'w') as out:
+        proc = subprocess.Popen(
+            [sys.executable, 'eval_ssd.py', '--watch', '--model_dir=' + model_dir,
+             '--data_dir=' + tfrecord_dir, '--output_dir=' + str(tmp_path / 'out'),
+             '--data_format=channels_last', '--watch_interval_secs=0.5',
+             '--watch_timeout_secs=60', '--watch_max_step=1000', '--batch_size=2',
+             '--num_readers=2'], cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+    try:
+        deadline = time.time() + 240
+        while (time.time() < deadline and proc.poll() is None
+               and 'was deleted while it was being evaluated' not in open(log_path).read()):
+            time.sleep(0.5)
+        stop.set()
+        thread.join()
+        proc.wait(timeout=240)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    out = open(log_path).read()
+    assert proc.returncode == 0, out[-4000:]
+    assert 'was deleted while it was being evaluated' in out, out[-4000:]
+    history = eval_watch.read_history(str(tmp_path / 'out' / eval_watch.HISTORY_FILE))
+    assert history and history[-1]['global_step'] == 1000, out[-4000:]

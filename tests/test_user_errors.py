@@ -24,6 +24,10 @@ def _train_flags(**changes):
     ({'train_image_size': 200}, ['--train_image_size=200 is not supported']),
     ({'learning_rate': -0.01}, ['--learning_rate=-0.01 must be positive']),
     ({'save_checkpoints_secs': -1}, ['--save_checkpoints_secs=-1 must be >= 0']),
+    ({'num_cpu_replicas': -1, 'max_number_of_steps': 1},
+     ['--num_cpu_replicas=-1: use N >= 2 logical CPU devices', 'or 0 (the default)']),
+    ({'num_cpu_replicas': 1, 'max_number_of_steps': 1},
+     ['--num_cpu_replicas=1: use N >= 2 logical CPU devices']),
     ({'backbone': 'resnet152'}, ["Unknown backbone 'resnet152'; use one of vgg16, ",
                                  '(--backbone)']),
 ])

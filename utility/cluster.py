@@ -10,13 +10,15 @@ A `chief` job of one task may come first ("cluster": {"chief": [...], "worker": 
 then worker 0 of the training and the `worker` tasks are workers 1, 2, ... Without a chief job,
 worker 0 is the chief. The chief writes checkpoints, summaries and params.json.
 
-This module only parses and describes; it imports no TensorFlow and reads no flags. TensorFlow's
+This module only parses and describes (and probes the peers' ports, `silent_peers`); it
+imports no TensorFlow and reads no flags. TensorFlow's
 own parser accepts many broken configurations and fails later (or hangs); `parse_tf_config`
 refuses them first, in one line that names the problem and the fix.
 """
 import collections
 import json
 import re
+import socket
 
 # The jobs MultiWorkerMirroredStrategy trains on. 'ps' belongs to ParameterServerStrategy and
 # 'evaluator' to tf.estimator.train_and_evaluate's side evaluation: neither is used here.
@@ -55,6 +57,21 @@ class Cluster(collections.namedtuple(
             for index, address in enumerate(self.spec.get(job, [])):
                 out.append((len(out), job, index, address))
         return out
+
+    def silent_peers(self, timeout_secs=2.0):
+        """The other workers that do not answer as a TensorFlow worker now, each as
+        'worker 1 (/job:worker/task:1 at host:port) (why)': nothing listens at the address
+        (not started, stopped, wrong address), or something listens but does not speak
+        gRPC's HTTP/2 (another program holds the port). A worker whose server runs answers,
+        even while it still builds its graph."""
+        silent = []
+        for _, job, index, address in self.tasks():
+            if (job, index) == (self.task_type, self.task_index):
+                continue
+            why = _probe(address, timeout_secs)
+            if why:
+                silent.append('%s (%s)' % (self.describe_task(job, index), why))
+        return silent
 
     def describe_task(self, task_type, task_index):
         """'worker 1 (/job:worker/task:1 at host2:2222)'."""
@@ -212,6 +229,62 @@ def describe_lost_worker(cluster, error_text, timeout_secs):
             'checkpoint.' % (cluster.describe_task(cluster.task_type, cluster.task_index),
                              ' and '.join(lost_workers(cluster, error_text)), timeout_secs,
                              reason))
+
+
+# An HTTP/2 client's connection preface and an empty SETTINGS frame; a gRPC server answers
+# with its own SETTINGS frame (frame type 4 in the 4th byte of the 9-byte frame header).
+_HTTP2_HELLO = b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' + b'\x00\x00\x00\x04\x00\x00\x00\x00\x00'
+
+
+def _probe(address, timeout_secs):
+    """None when a gRPC server answers at 'host:port', else why not (a few words)."""
+    host, port = address.rsplit(':', 1)
+    try:
+        connection = socket.create_connection((host.strip('[]'), int(port)),
+                                              timeout=timeout_secs)
+    except OSError:
+        return 'nothing answers at that address'
+    try:
+        connection.sendall(_HTTP2_HELLO)
+        header = b''
+        while len(header) < 9:
+            chunk = connection.recv(9 - len(header))
+            if not chunk:
+                break
+            header += chunk
+    except OSError:
+        header = b''
+    finally:
+        connection.close()
+    if len(header) == 9 and header[3] == 4:
+        return None
+    return 'something answers there, but not a TensorFlow worker: another program on that port?'
+
+
+def is_bind_failure(error):
+    """True when a TensorFlow error says this worker's gRPC server could not listen."""
+    return 'Could not start gRPC server' in str(getattr(error, 'message', error))
+
+
+def describe_bind_failure(cluster):
+    """One line for a worker whose server could not listen on its TF_CONFIG address."""
+    return ('%s could not listen on %s: the port is taken by another program (or the host is '
+            'not this machine\'s address); stop that program or give this worker another free '
+            'port in TF_CONFIG on every machine, then run the same command again.'
+            % (cluster.describe_task(cluster.task_type, cluster.task_index), cluster.address))
+
+
+def describe_startup_timeout(cluster, timeout_secs, silent):
+    """One line for a worker that gave up waiting for the others at start-up.
+
+    Args:
+      silent: `Cluster.silent_peers()`, the workers it waited for, each with why.
+    """
+    return ('%s waited %g s (--collective_timeout_secs) for %s to start training; start the '
+            'same command there with its own TF_CONFIG task (check the address and that the '
+            'port is free), then run this one again.'
+            % (cluster.describe_task(cluster.task_type, cluster.task_index), timeout_secs,
+               ' and '.join(silent)))
 
 
 def _first_line(text, limit=200):

@@ -234,21 +234,6 @@ def _build_train_graph(model_fn, input_fn, params, strategy):
         return spec, [_IteratorInitializerHook(iterator.initialize())]
 
 
-def _unreachable_tasks(cluster, timeout_secs=3.0):
-    """['/job:worker/task:1 at host:port', ...]: the other workers that refuse a connection."""
-    import socket
-    lost = []
-    for _, job, index, address in cluster.tasks():
-        if (job, index) == (cluster.task_type, cluster.task_index):
-            continue
-        host, port = address.rsplit(':', 1)
-        try:
-            socket.create_connection((host.strip('[]'), int(port)), timeout=timeout_secs).close()
-        except OSError:
-            lost.append('/job:%s/task:%d at %s' % (job, index, address))
-    return lost
-
-
 class _NoSessionRecoveryHook(tf.compat.v1.train.SessionRunHook):
     """Multi-worker: the training session is created once, never recreated.
 
@@ -265,7 +250,7 @@ class _NoSessionRecoveryHook(tf.compat.v1.train.SessionRunHook):
     def after_create_session(self, session, coord):
         self._created += 1
         if self._created > 1:
-            lost = _unreachable_tasks(self._cluster)
+            lost = self._cluster.silent_peers()
             raise tf.errors.CancelledError(
                 None, None, 'A step failed on a connection error between workers; a multi-worker '
                 'session is not recreated. Not answering: %s.'
@@ -277,7 +262,15 @@ def _worker_scratch_dir(model_dir, cluster):
     return os.path.join(model_dir, 'tmp_%s_%d' % (cluster.task_type, cluster.task_index))
 
 
-def _multi_worker_session(scaffold, hooks, model_dir, cluster, session_config,
+def _start_server(cluster, session_config):
+    """This worker's gRPC server, started before the graph is built so that the other workers
+    reach it while this one still builds (a taken port fails here, at once)."""
+    return tf.distribute.Server(
+        tf.train.ClusterSpec(cluster.spec), job_name=cluster.task_type,
+        task_index=cluster.task_index, protocol='grpc', config=session_config, start=True)
+
+
+def _multi_worker_session(server, scaffold, hooks, model_dir, cluster, session_config,
                           save_checkpoints_secs, save_summary_steps):
     """A MonitoredSession on this worker's server for MultiWorkerMirroredStrategy.
 
@@ -288,9 +281,6 @@ def _multi_worker_session(scaffold, hooks, model_dir, cluster, session_config,
     checkpoints into `model_dir/tmp_<task>_<i>` (the same variables: a way to check them),
     never into the chief's files.
     """
-    server = tf.distribute.Server(
-        tf.train.ClusterSpec(cluster.spec), job_name=cluster.task_type,
-        task_index=cluster.task_index, protocol='grpc', config=session_config, start=True)
     save_dir = model_dir if cluster.is_chief else _worker_scratch_dir(model_dir, cluster)
     all_hooks = list(hooks) + [_NoSessionRecoveryHook(cluster)]
     all_hooks.append(tf.compat.v1.train.CheckpointSaverHook(
@@ -308,6 +298,7 @@ def _multi_worker_session(scaffold, hooks, model_dir, cluster, session_config,
 def _train_session(model_fn, input_fn, params, model_dir, max_steps, strategy, session_config,
                    save_checkpoints_secs, save_summary_steps, keep_checkpoint_max,
                    tf_random_seed, hooks, cluster=None):
+    server = _start_server(cluster, session_config) if cluster is not None else None
     with tf.Graph().as_default():
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
@@ -324,7 +315,7 @@ def _train_session(model_fn, input_fn, params, model_dir, max_steps, strategy, s
                          + list(spec.training_hooks or []) + list(hooks))
             if cluster is not None:
                 session = _multi_worker_session(
-                    scaffold, all_hooks, model_dir, cluster, session_config,
+                    server, scaffold, all_hooks, model_dir, cluster, session_config,
                     save_checkpoints_secs, save_summary_steps)
             else:
                 session = tf.compat.v1.train.MonitoredTrainingSession(

@@ -11,6 +11,8 @@ checkpoint in step order, and after each one
   (`ScalarWriter`): 'mAP/VOC07', 'mAP/VOC2010', 'AP_VOC07/<class>', 'AP_VOC2010/<class>', so
   that TensorBoard on <model_dir> shows train and eval curves side by side.
 
+A checkpoint that the trainer deletes (its --keep_checkpoint_max rotation) between the listing
+and the restore is skipped with a notice; the watch goes on with the newest checkpoint there is.
 It stops when a checkpoint at or past `max_step` has been evaluated, or when no new
 checkpoint appeared for `timeout_secs`.
 """
@@ -158,12 +160,21 @@ def _watch(model_dir, evaluate, history_path, event_dir, writer, interval_secs, 
            ' or at global step %d' % max_step if max_step else ''))
     while True:
         pending = [(s, p) for s, p in list_checkpoints(model_dir) if s not in done]
+        vanished = False
         for step, prefix in pending:
             done.add(step)
             if not tf.io.gfile.exists(prefix + '.index'):
                 log('Checkpoint %s was deleted before it could be evaluated; skipped.' % prefix)
                 continue
-            summary = evaluate(prefix)
+            summary = _evaluate_unless_deleted(evaluate, prefix)
+            if summary is None:
+                newest = list_checkpoints(model_dir)
+                done.update(s for s, _ in newest[:-1])
+                log('Checkpoint %s was deleted while it was being evaluated (the trainer keeps '
+                    'only its --keep_checkpoint_max newest); skipped, going on with %s.'
+                    % (prefix, newest[-1][1] if newest else 'the next one written'))
+                vanished = True
+                break
             record = history_record(summary, prefix, step)
             append_history(history_path, record)
             writer.write(step, scalar_values(record))
@@ -176,8 +187,21 @@ def _watch(model_dir, evaluate, history_path, event_dir, writer, interval_secs, 
                 return records
         if pending:
             last_new = clock()
+        if vanished:
+            continue
         if clock() - last_new >= timeout_secs:
             log('No new checkpoint in %s for %gs: watch finished after %d evaluation(s).'
                 % (model_dir, timeout_secs, len(records)))
             return records
         sleep(interval_secs)
+
+
+def _evaluate_unless_deleted(evaluate, prefix):
+    """`evaluate(prefix)`, or None when it failed because the checkpoint's files were deleted
+    meanwhile (a trainer's --keep_checkpoint_max rotation); any other failure propagates."""
+    try:
+        return evaluate(prefix)
+    except (ValueError, tf.errors.OpError):
+        if tf.io.gfile.exists(prefix + '.index') and tf.io.gfile.glob(prefix + '.data-*'):
+            raise
+        return None

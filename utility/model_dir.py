@@ -12,6 +12,8 @@ line naming the cause, the file and the fix, or in a notice passed to `log`.
 * `checkpoint_is_finite(prefix)`, `roll_back_to_finite(model_dir, nan_step=...)`: after a
   NaN stop, makes the newest checkpoint with finite (and sane) weights the one training
   resumes from.
+* `describe_full_disk(model_dir, error)`: a save that hit ENOSPC, in one line naming the
+  checkpoint, the folder, the free space and the intact checkpoint to resume from.
 * `check_params_identity(model_dir, params)`: compares the settings that shape the graph
   with `<model_dir>/params.json` before a run reuses a checkpoint.
 
@@ -492,6 +494,51 @@ def roll_back_to_finite(model_dir, log=None, nan_step=None, max_abs=DIVERGED_ABS
 
 
 # ----------------------------------------------------------------------------- identity
+
+
+NO_SPACE = 'No space left on device'
+_NO_SPACE_PATH = re.compile(r'(\S+?);? ' + NO_SPACE)
+
+
+def describe_full_disk(model_dir, error_text, log=None):
+    """One line for a checkpoint save that ran out of disk space, or None for other errors.
+
+    Removes the save's `model.ckpt-N_temp` leftovers (`remove_stale_temp`: the space they
+    took is free again), then names the checkpoint that failed, `model_dir`, the space free
+    there now and the newest intact checkpoint (`newest_readable_checkpoint`, nothing
+    renamed), from which the same command resumes. Call it on the chief, still holding
+    `ModelDirLock`.
+
+    Args:
+      error_text: the failed save's error message (TensorFlow's names the file being written
+        and says 'No space left on device').
+    """
+    text = str(error_text or '')
+    if NO_SPACE not in text:
+        return None
+    match = _NO_SPACE_PATH.search(text)
+    where = match.group(1) if match else ''
+    temp = re.search(r'([^/\\\s]+?-\d+)_temp', where)
+    what = ('checkpoint %s' % temp.group(1) if temp
+            else 'a checkpoint' if 'SaveV2' in text or not where
+            else os.path.basename(where))
+    remove_stale_temp(model_dir, log)
+    try:
+        free = '%.1f MB free there now' % (shutil.disk_usage(model_dir).free / 1e6)
+    except OSError:
+        free = 'free space unknown'
+    try:
+        intact = newest_readable_checkpoint(model_dir, log, repair=False)
+    except ValueError:
+        intact = None
+    resume = ('%s (global step %d) is intact and the same command resumes from it'
+              % (os.path.basename(intact), _step_of(intact)) if intact
+              else 'no checkpoint was saved before, so the same command starts again from '
+                   'the beginning')
+    return ('No space left on device while saving %s in %s (%s); %s: free some space there '
+            '(or lower --keep_checkpoint_max, or pass a --model_dir on a larger disk with a '
+            'copy of this folder), then run the same command again.'
+            % (what, model_dir, free, resume))
 
 
 def load_params(model_dir):

@@ -301,7 +301,10 @@ def model_fn(features, labels, mode, params):
         negative_ratio=params['negative_ratio'])
     l2_loss = loss_lib.l2_regularization(
         tf.compat.v1.trainable_variables(), params['weight_decay'])
-    total_loss = tf.add_n([parts['cls_loss'], parts['loc_loss'], l2_loss], name='total_loss')
+    # Not named 'total_loss': a summary takes its tag from a graph-unique name, and an op of
+    # the same name would turn the TensorBoard tag into 'total_loss_1'.
+    total_loss = tf.add_n([parts['cls_loss'], parts['loc_loss'], l2_loss],
+                          name='total_loss_value')
 
     if mode == ModeKeys.EVAL:
         metrics = {

@@ -52,7 +52,7 @@ def learning_rate_schedule(global_step, base_lr, decay_boundaries, lr_decay_fact
     lr = tf.compat.v1.train.piecewise_constant(
         tf.cast(global_step, tf.int64), boundaries, values)
     return tf.maximum(tf.cast(lr, tf.float32), tf.constant(end_learning_rate, tf.float32),
-                      name='learning_rate')
+                      name='learning_rate_value')  # the summary's tag is 'learning_rate'
 
 
 def assert_finite_loss(loss, global_step):
@@ -157,6 +157,119 @@ class StopOnSignalHook(tf.compat.v1.train.SessionRunHook):
     def after_run(self, run_context, run_values):
         if self.received is not None:
             run_context.request_stop()
+
+
+class StartupWatchdog(tf.compat.v1.train.SessionRunHook):
+    """Multi-worker start-up that always ends: a timeout and signals while workers gather.
+
+    Until the training session exists, a worker may wait on its peers inside TensorFlow's C++
+    runtime (gRPC retries), where Python runs no signal handler and no timeout. While
+    installed (`with watchdog:`, from the main thread), a watcher thread ends the process
+    (`os._exit`, nothing is trained or saved yet) with one line on stderr:
+
+    * when a signal arrives (SIGTERM, Ctrl-C; seen through `signal.set_wakeup_fd`, which
+      works while the main thread is blocked in C++): exit status 0, as a stop by a signal
+      during training;
+    * when, after the graph's completion (`begin`) and before the session's creation, some
+      other worker has not answered as a TensorFlow worker (`Cluster.silent_peers`) for
+      `timeout_secs` in a row: `utility.cluster.describe_startup_timeout` naming them, exit
+      status 1. A peer whose server answers is waited for (it may still build its graph).
+      0 or None: no timeout.
+
+    After the session is created (`after_create_session`: every worker joined) it stands
+    down; signals are then `StopOnSignalHook`'s, timeouts the collective ops'.
+    """
+
+    def __init__(self, cluster, timeout_secs, log=print, stream=None, exit_fn=os._exit):
+        import threading
+        self._cluster = cluster
+        self._log = log
+        self._timeout = float(timeout_secs or 0)
+        self._stream = stream
+        self._exit = exit_fn
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._armed_at = None
+        self._pipe = None
+        self._previous_fd = None
+        self._thread = None
+
+    def __enter__(self):
+        import threading
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        self._pipe = (read_fd, write_fd)
+        self._previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._watch, name='startup-watchdog',
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stand_down()
+        return False
+
+    def begin(self):
+        self._armed_at = time.time()
+        others = self._cluster.num_workers - 1
+        self._log('Waiting for the other %d worker(s) to join%s (Ctrl-C or SIGTERM stops).'
+                  % (others, ' (at most %g s, --collective_timeout_secs)' % self._timeout
+                     if self._timeout > 0 else ''))
+
+    def after_create_session(self, session, coord):
+        self._stand_down()
+
+    def _stand_down(self):
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._done.set()
+        import threading
+        if self._pipe is not None and threading.current_thread() is threading.main_thread():
+            signal.set_wakeup_fd(self._previous_fd if self._previous_fd is not None else -1)
+            self._thread.join(timeout=5)
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
+
+    def _watch(self):
+        import select
+        import sys
+        read_fd = self._pipe[0]
+        silent, silent_since, probed_at = [], None, 0.0
+        while not self._done.is_set():
+            try:
+                ready = select.select([read_fd], [], [], 0.5)[0]
+                data = os.read(read_fd, 64) if ready else b''
+            except OSError:  # the pipe was closed: stood down
+                return
+            message = status = None
+            if data:
+                name = signal.Signals(data[-1]).name
+                message = ('%s received while %s was starting (before its first step): '
+                           'stopped; nothing was trained, nothing to save.'
+                           % (name, self._cluster.describe_task(self._cluster.task_type,
+                                                                self._cluster.task_index)))
+                status, stream = 0, sys.stdout
+            elif (self._timeout > 0 and self._armed_at is not None
+                  and time.time() - probed_at >= 1.0):
+                probed_at = time.time()
+                silent = self._cluster.silent_peers()
+                silent_since = (None if not silent else silent_since or probed_at)
+                if silent and probed_at - silent_since >= self._timeout:
+                    from utility import cluster as cluster_lib
+                    message = 'error: ' + cluster_lib.describe_startup_timeout(
+                        self._cluster, self._timeout, silent)
+                    status, stream = 1, sys.stderr
+            if message is None:
+                continue
+            with self._lock:
+                if self._done.is_set():
+                    return
+                print(message, file=self._stream or stream, flush=True)
+                sys.stdout.flush()
+                self._exit(status)
+                return
 
 
 def _format_value(value):
@@ -287,16 +400,30 @@ def setup_multi_worker(cluster, batch_size=None, num_cpu_threads=0, gpu_memory_f
     return strategy, num_replicas, config
 
 
-def quiet_tensorflow_logs():
+# TensorFlow's own INFO lines that stay without --verbose: when checkpoints are written and read.
+_KEPT_TF_INFO = ('Saving checkpoints for', 'Restoring parameters from')
+
+
+def quiet_tensorflow_logs(verbose=False):
     """Entry scripts only: INFO progress logs without TF's per-call deprecation notices and
-    MirroredStrategy's per-variable 'Reduce to ...' lines, which drown the progress lines."""
+    MirroredStrategy's per-variable 'Reduce to ...' lines, which drown the progress lines.
+
+    Unless `verbose`, TensorFlow's own INFO lines go too (the Estimator's RunConfig dict,
+    session set-up, collective all-reduce plans), but for `_KEPT_TF_INFO`; the project's
+    INFO lines (progress, restore lists) and every warning stay.
+    """
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
 
     class _DropNoise(logging.Filter):
         def filter(self, record):
             msg = record.getMessage()
-            return not (msg.startswith('Reduce to ') or 'is deprecated' in msg
-                        or 'Instructions for updating' in msg)
+            if msg.startswith('Reduce to ') or 'is deprecated' in msg or (
+                    'Instructions for updating' in msg):
+                return False
+            if verbose or record.levelno != logging.INFO:
+                return True
+            return ('site-packages' not in record.pathname
+                    and 'dist-packages' not in record.pathname) or msg.startswith(_KEPT_TF_INFO)
 
     tf.get_logger().addFilter(_DropNoise())
 
