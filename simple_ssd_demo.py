@@ -8,7 +8,10 @@ post-processing of utility/ssd_model.py; detections with a score >= --score_thre
 with their class names (those training recorded in the checkpoint's params.json; the VOC
 names for a checkpoint without them) and scores, one output image per input, written to --output_dir as
 <name>_ssd.jpg. A line per image lists its detections: class, score and the VOC pixel box
-[xmin, ymin, xmax, ymax] (1-based). Unreadable images are reported and skipped.
+[xmin, ymin, xmax, ymax] (1-based). Unreadable images are reported and skipped. Photos with
+an EXIF orientation (phones) are turned upright first, as a photo viewer shows them; boxes
+refer to the upright image. Class names in any script are drawn with a font that has them
+(a warning says when none is installed).
 
 Exit status: 0 when at least one image was processed, 2 for configuration problems (no
 checkpoint, no readable image).
@@ -100,14 +103,16 @@ def main(_):
             image = decoder.decode(path)
             out = os.path.join(FLAGS.output_dir, output_name(path, used))
             draw.write_image(out, draw.draw_detections(image, boxes, labels, scores,
-                                                       class_names))
+                                                       class_names, warn=warn))
             # detections come sorted by score; list the best few on the line
             found = ', '.join('%s %.2f [%.0f %.0f %.0f %.0f]' % ((class_names[l], s) + tuple(b))
                               for b, l, s in list(zip(boxes, labels, scores))[:MAX_LISTED])
             if len(labels) > MAX_LISTED:
                 found += ', ... (%d more)' % (len(labels) - MAX_LISTED)
-            log('%s: %d detection(s)%s -> %s' % (path, len(labels),
-                                                  ': ' + found if found else '', out))
+            turned = eval_utils.exif_orientation(path)
+            log('%s%s: %d detection(s)%s -> %s' % (
+                path, ' (turned upright: EXIF orientation %d)' % turned if turned != 1 else '',
+                len(labels), ': ' + found if found else '', out))
     return 0
 
 

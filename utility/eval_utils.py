@@ -270,22 +270,40 @@ def _op_error_reason(err):
     return lines[-1].rstrip('.') if lines else type(err).__name__
 
 
+def exif_orientation(path):
+    """The EXIF orientation tag (1..8) of the image file at `path`, 1 when it has none or
+    cannot be read (PNG, BMP, GIF, a JPEG without EXIF): what phones write instead of
+    turning the pixels of a photo taken on its side."""
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            value = image.getexif().get(0x0112, 1)
+    except Exception:  # pylint: disable=broad-except  (not an image PIL reads: decoded later)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 class ImageDecoder(object):
-    """Decodes image files with tf.io.decode_image, as the demo's input_fn and the SavedModel do.
+    """Decodes image files with tf.io.decode_image, as the demo's input_fn does, turned upright
+    by their EXIF orientation (`exif_orientation`, ssd_model.apply_exif_orientation).
 
     Runs in a private graph and session (works whether or not eager execution is on). Use as
     a context manager or call close().
     """
 
     def __init__(self):
+        from utility import ssd_model
         self._graph = tf.Graph()
         with self._graph.as_default():
             self._data = tf.compat.v1.placeholder(tf.string, [])
-            self._image = tf.io.decode_image(self._data, channels=3, expand_animations=False)
+            self._orientation = tf.compat.v1.placeholder_with_default(1, [])
+            self._image = ssd_model.apply_exif_orientation(
+                tf.io.decode_image(self._data, channels=3, expand_animations=False),
+                self._orientation)
         self._sess = tf.compat.v1.Session(graph=self._graph)
 
     def decode(self, path):
-        """uint8 [H, W, 3] RGB of the file at `path`.
+        """uint8 [H, W, 3] RGB of the file at `path`, upright (its EXIF orientation applied).
 
         Raises:
           ValueError: the file cannot be read or is not a JPEG/PNG/BMP/GIF image.
@@ -296,7 +314,8 @@ class ImageDecoder(object):
         except OSError as err:
             raise ValueError('cannot read the file (%s)' % err.strerror) from None
         try:
-            return self._sess.run(self._image, {self._data: data})
+            return self._sess.run(self._image, {self._data: data,
+                                                self._orientation: exif_orientation(path)})
         except tf.errors.OpError as err:
             raise ValueError('not a decodable JPEG/PNG/BMP/GIF image (%s)'
                              % _op_error_reason(err)) from None
@@ -315,18 +334,21 @@ def make_image_files_input_fn(params, paths, batch_size=1):
     """PREDICT input_fn over image files (decodable ones; see ImageDecoder).
 
     Features per batch: 'image' float32 [B, S, S, 3] (ssd_model.decode_for_network, S =
-    params['train_image_size']), 'filename' string [B] (the path), 'shape' int32 [B, 3]
-    (original height, width, 3). Files come in `paths` order.
+    params['train_image_size'], turned upright by the file's EXIF orientation), 'filename'
+    string [B] (the path), 'shape' int32 [B, 3] (height, width, 3 of the upright image).
+    Files come in `paths` order.
     """
     from utility import ssd_model
     paths = [str(p) for p in paths]
+    orientations = [exif_orientation(p) for p in paths]
 
-    def load(path):
-        image, shape = ssd_model.decode_for_network(tf.io.read_file(path), params)
+    def load(path, orientation):
+        image, shape = ssd_model.decode_for_network(tf.io.read_file(path), params, orientation)
         return {'image': image, 'filename': path, 'shape': shape}
 
     def input_fn():
-        dataset = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+        dataset = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
+                                                      tf.constant(orientations, tf.int32)))
         return dataset.map(load).batch(int(batch_size)).prefetch(1)
 
     return input_fn
