@@ -5,9 +5,12 @@ tested). The evaluation itself (ground truth, detections, report, figures) is in
   located by checkpoint_utils.locate_checkpoint);
 * what the three scripts share: flags (`define_inference_flags`, `inference_params`,
   `check_num_classes`; predictions run through `utility/drivers.predict`), input checks
-  (`check_positive`, `check_directory_target`, `check_checkpoint_classes`) and the runner that
-  turns configuration errors into one line and exit status 2 (`run_entry_point`);
-* image files for the demo: `list_image_files`, `ImageDecoder`, `make_image_files_input_fn`.
+  (`check_positive`, `check_directory_target`, `check_checkpoint_classes`,
+  `checkpoint_identity`: the checkpoint's variables against the params.json beside it) and
+  the runner that turns configuration errors into one line and exit status 2
+  (`run_entry_point`);
+* image files for the demo: `list_image_files`, `exif_orientation`, `ImageDecoder`,
+  `make_image_files_input_fn` (photos turned upright by their EXIF orientation).
 """
 import os
 import sys
@@ -114,6 +117,25 @@ def model_dir_params(checkpoint_prefix):
     return model_dir.load_params(os.path.dirname(str(checkpoint_prefix))) or {}
 
 
+def checkpoint_identity(checkpoint, trained=None):
+    """The model `checkpoint` holds, from its variables (checkpoint_utils.
+    ssd_checkpoint_identity), checked against the params.json beside it (`trained`, its
+    contents: model_dir.check_stored_params). None for no checkpoint or one without heads.
+
+    Raises:
+      ValueError: that params.json lacks the identity keys or disagrees with the checkpoint
+        (one line naming both and `tools.rebuild_params`).
+    """
+    from utility import model_dir
+    if not checkpoint:
+        return None
+    identity = checkpoint_utils.ssd_checkpoint_identity(checkpoint)
+    folder = os.path.dirname(str(checkpoint))
+    stored = model_dir.load_params(folder)
+    model_dir.check_stored_params(folder, stored, identity, checkpoint)
+    return identity
+
+
 def _flag_given(values, name):
     """True when flag `name` was given on the command line (absl FlagValues), else False."""
     try:
@@ -150,12 +172,22 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
         nms_topk=values.nms_topk, keep_topk=values.keep_topk,
         keep_per=getattr(values, 'keep_per', ssd_model.DEFAULT_PARAMS['keep_per']))
     trained = model_dir_params(checkpoint)
+    identity = checkpoint_identity(checkpoint, trained)
     for key in MODEL_IDENTITY_KEYS:
         if key in trained and not (key == 'num_classes' and _flag_given(values, key)):
             params[key] = trained[key]
     if trained.get('backbone'):
         notify(log, 'Backbone %s (from the params.json beside %s).'
                % (trained['backbone'], checkpoint))
+    elif identity and identity['backbone']:
+        # No params.json (or an older one without the key): the checkpoint's own variables.
+        params['backbone'] = identity['backbone']
+        notify(log, 'Backbone %s (read from the variables of %s).'
+               % (identity['backbone'], checkpoint))
+    if identity and 'num_classes' not in trained and not _flag_given(values, 'num_classes'):
+        params['num_classes'] = identity['num_classes']
+    if identity and 'model_scope' not in trained and not _flag_given(values, 'model_scope'):
+        params['model_scope'] = identity['model_scope']
     params.update(overrides)
     return ssd_model.make_params(**params)
 
