@@ -83,7 +83,10 @@ def main(_):
 
     driver = drivers.resolve_driver(FLAGS.driver)
     # Class names from the params.json training wrote beside the checkpoint (VOC without).
-    class_names, source = eval_utils.checkpoint_class_names(checkpoint)
+    identity = eval_utils.checkpoint_identity(checkpoint)
+    class_names, source = eval_utils.checkpoint_class_names(
+        checkpoint, None if FLAGS['num_classes'].present or identity is None
+        else identity['num_classes'], log=log)
     params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint,
                                          batch_size=FLAGS.batch_size, class_names=class_names)
     eval_utils.check_num_classes(params['num_classes'], class_names, source)

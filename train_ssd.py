@@ -192,7 +192,7 @@ def data_classes():
 
 def fine_tune_settings(checkpoint):
     """Restore settings for a --checkpoint_path that holds a whole SSD (this project's or the
-    original SSD.TensorFlow's), or {} for a backbone checkpoint.
+    original SSD.TensorFlow's), or None for a backbone checkpoint.
 
     A whole SSD of the same backbone restores every variable whose name and shape match
     (checkpoint_utils.build_restore_fn: its class heads are left out, and listed, when
@@ -343,8 +343,9 @@ def prepare(cluster):
     if is_chief:
         model_dir.check_params_identity(FLAGS.model_dir, params,
                                         defaults=ssd_model.DEFAULT_PARAMS, checkpoint=latest)
-        if model_dir.load_params(FLAGS.model_dir) is None and not latest:
-            new_params_file = os.path.join(FLAGS.model_dir, model_dir.PARAMS_NAME)
+        path = os.path.join(FLAGS.model_dir, model_dir.PARAMS_NAME)
+        if not latest and not os.path.exists(path):
+            new_params_file = path
         log('Params written to %s' % ssd_model.save_params(params, FLAGS.model_dir))
     return {'driver': driver, 'params': params, 'strategy': strategy,
             'session_config': session_config, 'num_replicas': num_replicas,

@@ -223,7 +223,7 @@ def test_params_json_that_disagrees_with_the_checkpoint_is_refused(model, tmp_pa
         json.dump(dict(params, backbone='vgg16'), f)
     checkpoint = eval_utils.find_checkpoint('', model_dir)
     with pytest.raises(ValueError) as info:
-        eval_utils.checkpoint_identity(checkpoint, params)
+        eval_utils.checkpoint_identity(checkpoint)
     message = str(info.value)
     assert 'says backbone="vgg16" but checkpoint' in message and 'a resnet18 SSD' in message
     assert 'tools.rebuild_params --model_dir %s' % model_dir in message and '\n' not in message
@@ -288,3 +288,27 @@ def test_a_run_refused_at_restore_leaves_no_params_json(tfrecord_dir, tmp_path):
                       + RESNET + TRAIN_FAST_FLAGS + ['--checkpoint_path=' + foreign])
     _one_line_error(proc, 'No model variable of scope')
     assert not (model_dir / 'params.json').exists(), os.listdir(str(model_dir))
+
+
+@pytest.mark.slow
+def test_demo_without_params_json_runs_the_checkpoints_model_on_a_phone_photo(model, tmp_path):
+    """No params.json: the demo reads backbone and class count from the checkpoint (numbering
+    the unnamed classes), and turns an EXIF-rotated photo upright (issue 24, items 3 and 6)."""
+    import cv2
+    from PIL import Image
+    model_dir = _copy(model, tmp_path)
+    os.remove(os.path.join(model_dir, 'params.json'))
+    photo = str(tmp_path / 'phone.jpg')
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 48 wide x 32 high, shown 32 wide x 48 high
+    Image.fromarray(np.full((32, 48, 3), 128, np.uint8)).save(photo, exif=exif.tobytes())
+    out = tmp_path / 'drawn'
+    proc = run_script(['simple_ssd_demo.py', '--checkpoint_path=' + model_dir,
+                       '--input=' + photo, '--output_dir=' + str(out), '--score_threshold=0.0',
+                       '--data_format=channels_last'])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert 'Backbone resnet18 (read from the variables of' in output
+    assert 'No class names are recorded beside' in output and 'tools.rebuild_params' in output
+    assert '%s (turned upright: EXIF orientation 6)' % photo in output
+    assert cv2.imread(str(out / 'phone_ssd.jpg')).shape == (48, 32, 3)

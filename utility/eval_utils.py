@@ -117,10 +117,10 @@ def model_dir_params(checkpoint_prefix):
     return model_dir.load_params(os.path.dirname(str(checkpoint_prefix))) or {}
 
 
-def checkpoint_identity(checkpoint, trained=None):
+def checkpoint_identity(checkpoint):
     """The model `checkpoint` holds, from its variables (checkpoint_utils.
-    ssd_checkpoint_identity), checked against the params.json beside it (`trained`, its
-    contents: model_dir.check_stored_params). None for no checkpoint or one without heads.
+    ssd_checkpoint_identity), checked against the params.json beside it
+    (model_dir.check_stored_params). None for no checkpoint or one without heads.
 
     Raises:
       ValueError: that params.json lacks the identity keys or disagrees with the checkpoint
@@ -129,7 +129,9 @@ def checkpoint_identity(checkpoint, trained=None):
     from utility import model_dir
     if not checkpoint:
         return None
-    identity = checkpoint_utils.ssd_checkpoint_identity(checkpoint)
+    # A checkpoint that is not there: nothing to read; the restore names it.
+    located = checkpoint_utils.locate_checkpoint(checkpoint)
+    identity = checkpoint_utils.ssd_checkpoint_identity(located) if located else None
     folder = os.path.dirname(str(checkpoint))
     stored = model_dir.load_params(folder)
     model_dir.check_stored_params(folder, stored, identity, checkpoint)
@@ -172,7 +174,7 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
         nms_topk=values.nms_topk, keep_topk=values.keep_topk,
         keep_per=getattr(values, 'keep_per', ssd_model.DEFAULT_PARAMS['keep_per']))
     trained = model_dir_params(checkpoint)
-    identity = checkpoint_identity(checkpoint, trained)
+    identity = checkpoint_identity(checkpoint)
     for key in MODEL_IDENTITY_KEYS:
         if key in trained and not (key == 'num_classes' and _flag_given(values, key)):
             params[key] = trained[key]
@@ -239,14 +241,26 @@ def check_num_classes(num_classes, class_names, source=None):
                          % (num_classes, len(class_names), source, len(class_names)))
 
 
-def checkpoint_class_names(checkpoint):
+def checkpoint_class_names(checkpoint, num_classes=None, log=None):
     """(class names, source) of the model a checkpoint holds: the 'class_names' train_ssd.py
     wrote to the params.json beside it, or the VOC labels (source None) for a checkpoint
-    without them (the original SSD.TensorFlow's, or one trained before they were recorded)."""
+    without them (the original SSD.TensorFlow's, or one trained before they were recorded).
+
+    With `num_classes` (the model's, e.g. read from the checkpoint) other than VOC's and no
+    names recorded, the names are 'class_1', 'class_2', ... (source: a phrase saying so) and
+    `log` is told how to record the real ones (tools.rebuild_params --data_dir)."""
     names = model_dir_params(checkpoint).get('class_names')
     if isinstance(names, list) and len(names) >= 2:
         return [str(n) for n in names], os.path.join(os.path.dirname(str(checkpoint)),
                                                      'params.json')
+    if num_classes is not None and num_classes != len(dataset_common.VOC_LABELS):
+        folder = os.path.dirname(str(checkpoint))
+        notify(log, 'No class names are recorded beside %s (its %d classes are not VOC\'s); '
+                    'numbering them. Record them with `python3 -m tools.rebuild_params '
+                    '--model_dir %s --data_dir <its records>`.' % (checkpoint, num_classes,
+                                                                  folder))
+        return ([dataset_common.VOC_LABELS[0]] + ['class_%d' % k for k in range(1, num_classes)],
+                'the numbered names of %s' % checkpoint)
     return list(dataset_common.VOC_LABELS), None
 
 

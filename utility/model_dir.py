@@ -579,9 +579,11 @@ def check_stored_params(model_dir, stored, identity=None, checkpoint=None, defau
     difference = identity_difference(stored, identity, defaults)
     if difference:
         key, mine, theirs = difference
-        raise ValueError('%s says %s=%s but checkpoint %s holds %s (%s=%s); rebuild %s from the '
+        says = ('says' if key not in GRAPH_KEYS or key in stored
+                else 'has no %s, read as the default,' % key)
+        raise ValueError('%s %s %s=%s but checkpoint %s holds %s (%s=%s); rebuild %s from the '
                          'checkpoint with `%s`.'
-                         % (path, key, json.dumps(mine), checkpoint,
+                         % (path, says, key, json.dumps(mine), checkpoint,
                             checkpoint_utils.describe_identity(identity), key,
                             json.dumps(theirs), PARAMS_NAME, fix))
 
