@@ -6,7 +6,8 @@ Runs the one model_fn and post-processing of utility/ssd_model.py (under tf.esti
 session: --driver) over the --split shards of --data_dir with the latest checkpoint in
 --model_dir (or --checkpoint_path), and scores the detections with the Pascal VOC metric (evaluation/voc_metric.py) against the
 ground truth stored in the records, difficult flags included, and the class names the
-converter recorded in <data_dir>/manifest.json (--labels; the VOC names by default) (or, with --annotations_dir,
+converter recorded in <data_dir>/manifest.json (--labels; without a manifest, the names the
+records carry; the VOC names by default) (or, with --annotations_dir,
 against the VOC XML files matched by image id). Prints a table of AP per class and mAP under
 both the VOC2007 11-point and the VOC2010+ area metric, and writes to --output_dir:
 
@@ -83,20 +84,21 @@ def main(_):
     from dataset import dataset_common
     from utility import eval_watch
 
-    # The class names of the records evaluated: the converter's manifest (VOC without one).
-    recorded = dataset_common.labels_from_manifest(FLAGS.data_dir)
-    class_names = list(recorded or dataset_common.VOC_LABELS)
-    source = (os.path.join(FLAGS.data_dir, dataset_common.MANIFEST_NAME)
-              if recorded else None)
-    num_classes = FLAGS.num_classes if FLAGS['num_classes'].present else len(class_names)
-    eval_utils.check_num_classes(num_classes, class_names, source)
-    if recorded:
-        log('%d classes (background included) from %s: %s'
-            % (num_classes, source, ', '.join(class_names[1:])))
     eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
     checkpoint = (None if FLAGS.watch
                   else eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir))
     dataset_common.check_conversion_complete(FLAGS.data_dir)
+    # The class names of the records evaluated: the converter's manifest; without one, the
+    # names the records carry (those the model recorded, or VOC's, when they agree).
+    trained = eval_utils.checkpoint_class_names(checkpoint) if checkpoint else (None, None)
+    recorded, source = dataset_common.class_names_of(FLAGS.data_dir, FLAGS.split,
+                                                     known=trained, log=log)
+    class_names = list(recorded)
+    num_classes = FLAGS.num_classes if FLAGS['num_classes'].present else len(class_names)
+    eval_utils.check_num_classes(num_classes, class_names, source)
+    if source:
+        log('%d classes (background included) from %s: %s'
+            % (num_classes, source, ', '.join(class_names[1:])))
     pattern = os.path.join(FLAGS.data_dir, FLAGS.split + '-*')
     records = scan_records(pattern)
     mismatch = dataset_common.count_mismatch_message(FLAGS.data_dir, FLAGS.split, len(records))

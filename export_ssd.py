@@ -11,7 +11,10 @@ subtraction happen inside the graph, the post-processing flags below are baked i
 Serving signature 'serving_default' (also under the key 'predict'; both drivers write the same):
 
   inputs:
-    encoded_image   string [batch]           JPEG, PNG, BMP or GIF file bytes, any size
+    encoded_image   string [batch]           JPEG, PNG, BMP or GIF file bytes, any size,
+                                             decoded as stored: the graph ignores the EXIF
+                                             orientation of phone photos, so send upright
+                                             images (see `upright_jpeg_bytes` below)
   outputs (K = --nms_topk, or nms_topk x (num_classes - 1) with --keep_per=class; entries
   from num_detections[b] on are padding):
     boxes           float32 [batch, K, 4]    [ymin, xmin, ymax, xmax] normalized to [0, 1];
@@ -27,6 +30,17 @@ Loading it back (TF2):
 
     model = tf.saved_model.load(path)
     out = model.signatures['serving_default'](encoded_image=tf.constant([jpeg_bytes]))
+
+A phone photo stores its pixels sideways with an EXIF orientation tag; turn it upright before
+sending it (what `simple_ssd_demo.py` does for its inputs):
+
+    import io
+    from PIL import Image, ImageOps
+    def upright_jpeg_bytes(path):
+        image = ImageOps.exif_transpose(Image.open(path)).convert('RGB')
+        buffer = io.BytesIO()
+        image.save(buffer, 'JPEG', quality=95)
+        return buffer.getvalue()
 
 Exit status: 0 on success (the export path is printed last), 2 when no checkpoint is found.
 """
@@ -63,7 +77,10 @@ def main(_):
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
     driver = drivers.resolve_driver(FLAGS.driver)
     # Class names from the params.json training wrote beside the checkpoint (VOC without).
-    class_names, source = eval_utils.checkpoint_class_names(checkpoint)
+    identity = eval_utils.checkpoint_identity(checkpoint)
+    class_names, source = eval_utils.checkpoint_class_names(
+        checkpoint, None if FLAGS['num_classes'].present or identity is None
+        else identity['num_classes'], log=log)
     params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint, batch_size=1,
                                          class_names=class_names)
     eval_utils.check_num_classes(params['num_classes'], class_names, source)
@@ -78,6 +95,8 @@ def main(_):
         path = drivers.export_saved_model(
             driver, ssd_model.model_fn, lambda: ssd_model.serving_inputs(params), params,
             checkpoint, export_base, assets_extra={'labels.txt': labels_path})
+    log('Note: the SavedModel decodes encoded_image as stored and ignores EXIF orientation; '
+        'turn phone photos upright before sending them (export_ssd.py docstring, README).')
     log('SavedModel written to %s' % path)
     return 0
 

@@ -8,7 +8,10 @@ post-processing of utility/ssd_model.py; detections with a score >= --score_thre
 with their class names (those training recorded in the checkpoint's params.json; the VOC
 names for a checkpoint without them) and scores, one output image per input, written to --output_dir as
 <name>_ssd.jpg. A line per image lists its detections: class, score and the VOC pixel box
-[xmin, ymin, xmax, ymax] (1-based). Unreadable images are reported and skipped.
+[xmin, ymin, xmax, ymax] (1-based). Unreadable images are reported and skipped. Photos with
+an EXIF orientation (phones) are turned upright first, as a photo viewer shows them; boxes
+refer to the upright image. Class names in any script are drawn with a font that has them
+(a warning says when none is installed).
 
 Exit status: 0 when at least one image was processed, 2 for configuration problems (no
 checkpoint, no readable image).
@@ -83,7 +86,10 @@ def main(_):
 
     driver = drivers.resolve_driver(FLAGS.driver)
     # Class names from the params.json training wrote beside the checkpoint (VOC without).
-    class_names, source = eval_utils.checkpoint_class_names(checkpoint)
+    identity = eval_utils.checkpoint_identity(checkpoint)
+    class_names, source = eval_utils.checkpoint_class_names(
+        checkpoint, None if FLAGS['num_classes'].present or identity is None
+        else identity['num_classes'], log=log)
     params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint,
                                          batch_size=FLAGS.batch_size, class_names=class_names)
     eval_utils.check_num_classes(params['num_classes'], class_names, source)
@@ -103,14 +109,16 @@ def main(_):
             image = decoder.decode(path)
             out = os.path.join(FLAGS.output_dir, output_name(path, used))
             draw.write_image(out, draw.draw_detections(image, boxes, labels, scores,
-                                                       class_names))
+                                                       class_names, warn=warn))
             # detections come sorted by score; list the best few on the line
             found = ', '.join('%s %.2f [%.0f %.0f %.0f %.0f]' % ((class_names[l], s) + tuple(b))
                               for b, l, s in list(zip(boxes, labels, scores))[:MAX_LISTED])
             if len(labels) > MAX_LISTED:
                 found += ', ... (%d more)' % (len(labels) - MAX_LISTED)
-            log('%s: %d detection(s)%s -> %s' % (path, len(labels),
-                                                  ': ' + found if found else '', out))
+            turned = eval_utils.exif_orientation(path)
+            log('%s%s: %d detection(s)%s -> %s' % (
+                path, ' (turned upright: EXIF orientation %d)' % turned if turned != 1 else '',
+                len(labels), ': ' + found if found else '', out))
     return 0
 
 

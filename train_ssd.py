@@ -184,29 +184,64 @@ def check_flags():
 def data_classes():
     """(class names, num_classes) for training on --data_dir.
 
-    The names are the ones the converter recorded in <data_dir>/manifest.json (the VOC names
-    for records without them); num_classes is their count (background included) unless
-    --num_classes is given, which must then agree.
+    The names are the ones the converter recorded in <data_dir>/manifest.json; without a
+    manifest, those the training records carry (image/object/bbox/label_text), the VOC
+    names for records that carry none (dataset_common.class_names_of); num_classes is their
+    count (background included) unless --num_classes is given, which must then agree.
     Raises:
-      ValueError: one line naming both numbers and the manifest.
+      ValueError: one line naming both numbers and the manifest (or the records).
     """
     from dataset import dataset_common
-    recorded = dataset_common.labels_from_manifest(FLAGS.data_dir)
-    names = list(recorded or dataset_common.VOC_LABELS)
+    recorded, source = dataset_common.class_names_of(FLAGS.data_dir, 'train', log=log)
+    names = list(recorded)
+    if source and source != os.path.join(FLAGS.data_dir, dataset_common.MANIFEST_NAME):
+        log('%d classes (background included) from %s: %s.'
+            % (len(names), source, ', '.join(names[1:])))
     if FLAGS.num_classes is None:
         return names, len(names)
-    if recorded is not None and FLAGS.num_classes != len(names):
+    if source is not None and FLAGS.num_classes != len(names):
         raise ValueError('--num_classes=%d disagrees with the %d classes (background included) '
                          'that %s names; drop --num_classes or pass --num_classes=%d.'
-                         % (FLAGS.num_classes, len(names),
-                            os.path.join(FLAGS.data_dir, dataset_common.MANIFEST_NAME),
-                            len(names)))
+                         % (FLAGS.num_classes, len(names), source, len(names)))
     return (names if len(names) == FLAGS.num_classes else None), FLAGS.num_classes
 
 
+def fine_tune_settings(checkpoint):
+    """Restore settings for a --checkpoint_path that holds a whole SSD (this project's or the
+    original SSD.TensorFlow's), or None for a backbone checkpoint.
+
+    A whole SSD of the same backbone restores every variable whose name and shape match
+    (checkpoint_utils.build_restore_fn: its class heads are left out, and listed, when
+    the class count differs): the checkpoint's model scope and no excluded scope, unless
+    --checkpoint_model_scope / --checkpoint_exclude_scopes are given.
+    Raises:
+      ValueError: the SSD's backbone is not --backbone (one line naming both and the fix).
+    """
+    from utility import checkpoint_utils
+    identity = checkpoint_utils.ssd_checkpoint_identity(checkpoint)
+    if identity is None:
+        return None
+    if identity['backbone'] is not None and identity['backbone'] != FLAGS.backbone:
+        raise ValueError('--checkpoint_path %s holds %s, but this run has --backbone %s; pass '
+                         '--backbone %s to fine-tune from it, or a %s backbone checkpoint.'
+                         % (checkpoint, checkpoint_utils.describe_identity(identity),
+                            FLAGS.backbone, identity['backbone'], FLAGS.backbone))
+    settings = {}
+    if not FLAGS['checkpoint_model_scope'].present:  # (original layouts map their own scope)
+        settings['checkpoint_model_scope'] = identity['model_scope']
+    if not FLAGS['checkpoint_exclude_scopes'].present:
+        settings['checkpoint_exclude_scopes'] = ''
+    log('Fine-tuning from %s, %s: restoring every variable whose name and shape match.'
+        % (checkpoint, checkpoint_utils.describe_identity(identity)))
+    return settings
+
+
 def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=None,
-                 class_names=None, num_classes=None):
-    """Turns the parsed flags into the model params (the only place flags are read)."""
+                 class_names=None, num_classes=None, checkpoint_model_scope=None,
+                 checkpoint_exclude_scopes=None):
+    """Turns the parsed flags into the model params (the only place flags are read);
+    `checkpoint_model_scope` / `checkpoint_exclude_scopes` override those flags
+    (fine_tune_settings)."""
     from utility import ssd_model
     from utility import train_utils
     return ssd_model.make_params(
@@ -242,8 +277,11 @@ def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=No
         bf16=FLAGS.bf16,
         log_every_n_steps=FLAGS.log_every_n_steps,
         checkpoint_path=checkpoint_path,
-        checkpoint_model_scope=FLAGS.checkpoint_model_scope,
-        checkpoint_exclude_scopes=FLAGS.checkpoint_exclude_scopes,
+        checkpoint_model_scope=(FLAGS.checkpoint_model_scope if checkpoint_model_scope is None
+                                else checkpoint_model_scope),
+        checkpoint_exclude_scopes=(FLAGS.checkpoint_exclude_scopes
+                                   if checkpoint_exclude_scopes is None
+                                   else checkpoint_exclude_scopes),
         ignore_missing_vars=FLAGS.ignore_missing_vars)
 
 
@@ -303,24 +341,44 @@ def prepare(cluster):
     # Other workers of a cluster resume from the chief's checkpoint and leave its folder alone.
     latest = model_dir.newest_readable_checkpoint(FLAGS.model_dir, log, repair=is_chief)
     checkpoint_path = FLAGS.checkpoint_path or None
+    restore = {}
     if latest:
         log('Resuming from %s (found in --model_dir); --checkpoint_path is not used.' % latest)
         checkpoint_path = None
     elif checkpoint_path:
         checkpoint_path = checkpoint_utils.resolve_checkpoint(checkpoint_path)
-        log('Initializing the backbone from %s.' % checkpoint_path)
+        restore = fine_tune_settings(checkpoint_path)
+        if restore is None:
+            log('Initializing the backbone from %s.' % checkpoint_path)
+            restore = {}
     else:
         log('No --checkpoint_path: training from scratch (random initialization).')
 
     params = build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster,
-                          class_names=class_names, num_classes=num_classes)
+                          class_names=class_names, num_classes=num_classes, **restore)
+    new_params_file = None
     if is_chief:
         model_dir.check_params_identity(FLAGS.model_dir, params,
-                                        defaults=ssd_model.DEFAULT_PARAMS)
+                                        defaults=ssd_model.DEFAULT_PARAMS, checkpoint=latest)
+        path = os.path.join(FLAGS.model_dir, model_dir.PARAMS_NAME)
+        if not latest and not os.path.exists(path):
+            new_params_file = path
         log('Params written to %s' % ssd_model.save_params(params, FLAGS.model_dir))
     return {'driver': driver, 'params': params, 'strategy': strategy,
             'session_config': session_config, 'num_replicas': num_replicas,
-            'train_files': train_files, 'cluster': cluster}
+            'train_files': train_files, 'cluster': cluster,
+            'new_params_file': new_params_file}
+
+
+def forget_new_params(setup):
+    """Removes the params.json this run wrote into a model directory that had none, when the
+    run ends before its first checkpoint (e.g. refused at restore): nothing is left that
+    claims a model was trained there."""
+    from utility import model_dir
+    path = setup.get('new_params_file')
+    if path and not model_dir.has_checkpoint(FLAGS.model_dir) and os.path.exists(path):
+        os.remove(path)
+        log('Removed %s: no checkpoint was written.' % path)
 
 
 def train(setup):
@@ -352,6 +410,9 @@ def train(setup):
                 save_summary_steps=FLAGS.save_summary_steps,
                 keep_checkpoint_max=FLAGS.keep_checkpoint_max,
                 tf_random_seed=FLAGS.tf_random_seed, hooks=hooks, cluster=setup['cluster'])
+    except ValueError:
+        forget_new_params(setup)
+        raise
     except tf.errors.DataLossError as err:
         raise dataset_common.explain_data_loss(setup['train_files'], err) or err
     except OSError as err:  # a Python-side write (the checkpoint state file, params.json)

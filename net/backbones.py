@@ -489,3 +489,44 @@ def source_map_sizes(name, image_size):
             size, stride = (size + 1) // 2, stride // 2
         sizes.append(size)
     return sizes
+
+
+def layer_scopes(name):
+    """The layer scopes (relative to the model scope) whose variables backbone `name` has,
+    computed without building the graph: VGG-16 'conv1/conv1_1' ... 'fc7', a ResNet 'conv1'
+    and 'block{b}/unit_{u}/{basic_v1,bottleneck_v1}'. None for a backbone registered without
+    a known layout (it is then never recognised from a checkpoint)."""
+    get_backbone(name)
+    if name == 'vgg16':
+        return tuple(weights.rsplit('/', 1)[0].split('/', 1)[1]
+                     for weights, _ in VGG_REDUCED_FC_SHAPES if weights.endswith('/weights'))
+    if name.startswith('resnet') and name[len('resnet'):].isdigit():
+        blocks, _ = resnet_layout(int(name[len('resnet'):]))
+        return ('conv1',) + tuple(
+            '%s/unit_%d/%s' % (block, k + 1, 'basic_v1' if bottleneck is None else 'bottleneck_v1')
+            for block, units in blocks for k, (_, bottleneck, _) in enumerate(units))
+    return None
+
+
+def identify_backbone(names, ignore_scopes=()):
+    """The registered backbone whose layers are exactly those of the variable `names`.
+
+    Args:
+      names: variable names relative to the model scope ('block1/unit_1/basic_v1/conv1/
+        weights', 'fc7/biases', ...), e.g. a checkpoint's.
+      ignore_scopes: scopes whose variables are not the backbone's (SSD's extra layers and
+        heads, VGG-16's conv4_3 scale).
+    Returns:
+      The registry name, or None when no registered layout, or more than one, fits.
+    """
+    names = [n for n in names if not any(n == s or n.startswith(s + '/') for s in ignore_scopes)]
+    found = []
+    for name in BACKBONES:
+        scopes = layer_scopes(name)
+        if not scopes or not names:
+            continue
+        under = lambda n: any(n.startswith(s + '/') for s in scopes)  # noqa: E731
+        if all(under(n) for n in names) and all(
+                any(n.startswith(s + '/') for n in names) for s in scopes):
+            found.append(name)
+    return found[0] if len(found) == 1 else None

@@ -317,5 +317,6 @@ def test_params_check_needs_a_checkpoint_and_a_readable_file(tmp_path):
     with open(os.path.join(broken, 'params.json'), 'w') as f:
         f.write('{"num_classes": 2')
     with pytest.raises(ValueError, match=r'params.json is unreadable \(.*\); restore it from '
-                                         r'a backup, or delete it'):
+                                         r'a backup, or rebuild it from the checkpoint with '
+                                         r'`python3 -m tools.rebuild_params --model_dir '):
         md.check_params_identity(broken, {'num_classes': 5})

@@ -256,9 +256,11 @@ def build_restore_fn(checkpoint_path, model_scope='ssd300', checkpoint_model_sco
       checkpoint_path is empty). report: dict with 'checkpoint' (prefix or None), 'restored'
       (model variable names restored), 'name_map' ({model name: checkpoint name}),
       'excluded', 'missing' (absent from the checkpoint) and 'not_restored' (excluded +
-      missing, sorted).
+      missing, sorted); 'reshaped': the heads of a whole-SSD checkpoint left out because
+      their shape differs (another class count) are in 'not_restored' too.
     Raises:
-      ValueError: unreadable checkpoint, a shape mismatch (names the variable and both shapes),
+      ValueError: unreadable checkpoint, a shape mismatch outside the multibox heads of a
+        whole-SSD checkpoint (names the variable and both shapes),
         a missing variable without ignore_missing_vars, or nothing to restore.
     """
     scopes = _parse_scopes(exclude_scopes)
@@ -268,7 +270,7 @@ def build_restore_fn(checkpoint_path, model_scope='ssd300', checkpoint_model_sco
         tf.compat.v1.logging.info('No checkpoint_path: all %d model variables keep their '
                                   'initial values (training from scratch).', len(variables))
         return None, {'checkpoint': None, 'restored': [], 'name_map': {}, 'excluded': [],
-                      'missing': sorted(names), 'not_restored': sorted(names)}
+                      'missing': sorted(names), 'reshaped': [], 'not_restored': sorted(names)}
     if not variables:
         raise ValueError('No model variables under scope %r to restore into; build the network '
                          'before calling build_restore_fn, or fix model_scope.' % model_scope)
@@ -282,7 +284,11 @@ def build_restore_fn(checkpoint_path, model_scope='ssd300', checkpoint_model_sco
                                   '%r); mapping its names.', prefix, layout, original_scope)
         checkpoint_model_scope = original_scope
 
+    # A whole SSD (its heads are in the checkpoint): a head of another shape (another class
+    # count or anchors per cell) keeps its initial values and is listed, not an error.
+    full_ssd = any('/multibox_head/' in name for name in checkpoint_shapes)
     name_map, to_restore, excluded, missing, mismatches = {}, [], [], [], []
+    reshaped = {}
     for name, variable in zip(names, variables):
         if any(_in_scope(name, scope) for scope in scopes):
             excluded.append(name)
@@ -298,6 +304,9 @@ def build_restore_fn(checkpoint_path, model_scope='ssd300', checkpoint_model_sco
         checkpoint_name = found[0]
         model_shape = variable.get_shape().as_list()
         if list(checkpoint_shapes[checkpoint_name]) != model_shape:
+            if full_ssd and _in_scope(name, _join(model_scope, 'multibox_head')):
+                reshaped[name] = (model_shape, list(checkpoint_shapes[checkpoint_name]))
+                continue
             mismatches.append('%s %s vs checkpoint %s %s' % (
                 name, model_shape, checkpoint_name, list(checkpoint_shapes[checkpoint_name])))
             continue
@@ -332,18 +341,23 @@ def build_restore_fn(checkpoint_path, model_scope='ssd300', checkpoint_model_sco
                                        allow_empty=False, name='restore_pretrained_%d' % index)
               for index in sorted(per_copy)]
 
-    not_restored = sorted(excluded + missing)
+    not_restored = sorted(excluded + missing + list(reshaped))
     restored = sorted(name_map)
+
+    def why(name):
+        if name in reshaped:
+            return '%s (shape %s, checkpoint %s)' % ((name,) + tuple(reshaped[name]))
+        return ('%s (excluded)' if name in excluded else '%s (missing)') % name
+
     tf.compat.v1.logging.info('Restoring %d of %d model variables from %s.',
                               len(restored), len(variables), prefix)
     if not_restored:
         tf.compat.v1.logging.info('%d model variables are NOT restored (keep their initial '
-                                  'values):\n  %s', len(not_restored), '\n  '.join(
-                                      ('%s (excluded)' if n in excluded else '%s (missing)') % n
-                                      for n in not_restored))
+                                  'values):\n  %s', len(not_restored),
+                                  '\n  '.join(why(n) for n in not_restored))
     report = {'checkpoint': prefix, 'restored': restored, 'name_map': name_map,
               'excluded': sorted(excluded), 'missing': sorted(missing),
-              'not_restored': not_restored}
+              'reshaped': sorted(reshaped), 'not_restored': not_restored}
 
     def init_fn(scaffold, session):
         del scaffold
@@ -352,6 +366,76 @@ def build_restore_fn(checkpoint_path, model_scope='ssd300', checkpoint_model_sco
         tf.compat.v1.logging.info('Restored %d variables from %s.', len(restored), prefix)
 
     return init_fn, report
+
+
+# ----------------------------------------------------------------------------- identity
+
+# '<model scope>/multibox_head/{loc,cls}_<i>/biases': the heads whose shapes give the class
+# count and the anchors per cell.
+_HEAD_BIAS = re.compile(r'^(?P<scope>.+)/multibox_head/(?P<kind>loc|cls)_(?P<index>\d+)/biases$')
+
+
+def ssd_checkpoint_identity(checkpoint):
+    """What a full SSD checkpoint says about the model it holds, read from its variable
+    names and shapes (nothing else: no params.json).
+
+    Args:
+      checkpoint: a checkpoint prefix (or directory / file: `resolve_checkpoint`'s rules),
+        or its {variable name: shape} map. An original SSD.TensorFlow checkpoint is read
+        through its name map (`original_name_map`).
+    Returns:
+      None when it holds no multibox heads (a backbone checkpoint, or not an SSD); else a dict:
+      'model_scope' (the scope above multibox_head, e.g. 'ssd300'), 'backbone' (the
+      net/backbones.py name whose layers are exactly the checkpoint's, None when no
+      registered layout fits), 'num_classes' (background included: channels of the class
+      head of the first source map / its anchors per cell) and 'anchors_per_location' (list,
+      one per head: loc biases / 4).
+    Raises:
+      ValueError: the heads disagree with each other (a damaged or foreign checkpoint).
+    """
+    from net import backbones
+    from net import ssd_net
+    if isinstance(checkpoint, dict):
+        shapes = checkpoint
+    else:
+        prefix = resolve_checkpoint(checkpoint)
+        shapes = tf.compat.v1.train.NewCheckpointReader(prefix).get_variable_to_shape_map()
+    layout, _, name_map = original_name_map(shapes)
+    if layout is not None:
+        shapes = {project: shapes[original] for project, original in name_map.items()}
+    heads = {}
+    for name, shape in shapes.items():
+        match = _HEAD_BIAS.match(name)
+        if match and len(shape) == 1:
+            heads.setdefault(match.group('scope'), {})[
+                (match.group('kind'), int(match.group('index')))] = int(shape[0])
+    if not heads:
+        return None
+    scope = sorted(heads, key=lambda s: (-len(heads[s]), s))[0]
+    sizes = heads[scope]
+    count = max(index for _, index in sizes) + 1
+    anchors = [sizes.get(('loc', i), 0) // 4 for i in range(count)]
+    classes = {sizes[('cls', i)] // anchors[i] for i in range(count)
+               if ('cls', i) in sizes and anchors[i]}
+    if 0 in anchors or len(classes) != 1:
+        raise ValueError('The multibox heads under %s/multibox_head in %s do not fit together '
+                         '(loc/cls heads %s); the checkpoint is damaged or not an SSD300 of this '
+                         'project: pass another checkpoint.'
+                         % (scope, checkpoint if not isinstance(checkpoint, dict) else 'the '
+                            'checkpoint', sorted(sizes)))
+    relative = [n[len(scope) + 1:] for n in shapes if n.startswith(scope + '/')]
+    backbone = backbones.identify_backbone(
+        relative, ignore_scopes=ssd_net.SSD_LAYER_SCOPES + tuple(
+            s for b in backbones.BACKBONES for s in backbones.get_backbone(b).added_scopes))
+    return {'model_scope': scope, 'backbone': backbone, 'num_classes': classes.pop(),
+            'anchors_per_location': anchors}
+
+
+def describe_identity(identity):
+    """'a resnet18 SSD (scope ssd300) with 3 classes (background included)'."""
+    return 'a %s SSD (scope %s) with %d classes (background included)' % (
+        identity.get('backbone') or 'unrecognised-backbone', identity['model_scope'],
+        identity['num_classes'])
 
 
 # ----------------------------------------------------------------------------- original layout

@@ -5,9 +5,12 @@ tested). The evaluation itself (ground truth, detections, report, figures) is in
   located by checkpoint_utils.locate_checkpoint);
 * what the three scripts share: flags (`define_inference_flags`, `inference_params`,
   `check_num_classes`; predictions run through `utility/drivers.predict`), input checks
-  (`check_positive`, `check_directory_target`, `check_checkpoint_classes`) and the runner that
-  turns configuration errors into one line and exit status 2 (`run_entry_point`);
-* image files for the demo: `list_image_files`, `ImageDecoder`, `make_image_files_input_fn`.
+  (`check_positive`, `check_directory_target`, `check_checkpoint_classes`,
+  `checkpoint_identity`: the checkpoint's variables against the params.json beside it) and
+  the runner that turns configuration errors into one line and exit status 2
+  (`run_entry_point`);
+* image files for the demo: `list_image_files`, `exif_orientation`, `ImageDecoder`,
+  `make_image_files_input_fn` (photos turned upright by their EXIF orientation).
 """
 import os
 import sys
@@ -115,6 +118,27 @@ def model_dir_params(checkpoint_prefix):
     return model_dir.load_params(os.path.dirname(str(checkpoint_prefix))) or {}
 
 
+def checkpoint_identity(checkpoint):
+    """The model `checkpoint` holds, from its variables (checkpoint_utils.
+    ssd_checkpoint_identity), checked against the params.json beside it
+    (model_dir.check_stored_params). None for no checkpoint or one without heads.
+
+    Raises:
+      ValueError: that params.json lacks the identity keys or disagrees with the checkpoint
+        (one line naming both and `tools.rebuild_params`).
+    """
+    from utility import model_dir
+    if not checkpoint:
+        return None
+    # A checkpoint that is not there: nothing to read; the restore names it.
+    located = checkpoint_utils.locate_checkpoint(checkpoint)
+    identity = checkpoint_utils.ssd_checkpoint_identity(located) if located else None
+    folder = os.path.dirname(str(checkpoint))
+    stored = model_dir.load_params(folder)
+    model_dir.check_stored_params(folder, stored, identity, checkpoint)
+    return identity
+
+
 def _flag_given(values, name):
     """True when flag `name` was given on the command line (absl FlagValues), else False."""
     try:
@@ -151,12 +175,22 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
         nms_topk=values.nms_topk, keep_topk=values.keep_topk,
         keep_per=getattr(values, 'keep_per', ssd_model.DEFAULT_PARAMS['keep_per']))
     trained = model_dir_params(checkpoint)
+    identity = checkpoint_identity(checkpoint)
     for key in MODEL_IDENTITY_KEYS:
         if key in trained and not (key == 'num_classes' and _flag_given(values, key)):
             params[key] = trained[key]
     if trained.get('backbone'):
         notify(log, 'Backbone %s (from the params.json beside %s).'
                % (trained['backbone'], checkpoint))
+    elif identity and identity['backbone']:
+        # No params.json (or an older one without the key): the checkpoint's own variables.
+        params['backbone'] = identity['backbone']
+        notify(log, 'Backbone %s (read from the variables of %s).'
+               % (identity['backbone'], checkpoint))
+    if identity and 'num_classes' not in trained and not _flag_given(values, 'num_classes'):
+        params['num_classes'] = identity['num_classes']
+    if identity and 'model_scope' not in trained and not _flag_given(values, 'model_scope'):
+        params['model_scope'] = identity['model_scope']
     params.update(overrides)
     warning = checkpoint and young_batch_norm_warning(checkpoint, trained)
     if warning:
@@ -247,14 +281,26 @@ def check_num_classes(num_classes, class_names, source=None):
                          % (num_classes, len(class_names), source, len(class_names)))
 
 
-def checkpoint_class_names(checkpoint):
+def checkpoint_class_names(checkpoint, num_classes=None, log=None):
     """(class names, source) of the model a checkpoint holds: the 'class_names' train_ssd.py
     wrote to the params.json beside it, or the VOC labels (source None) for a checkpoint
-    without them (the original SSD.TensorFlow's, or one trained before they were recorded)."""
+    without them (the original SSD.TensorFlow's, or one trained before they were recorded).
+
+    With `num_classes` (the model's, e.g. read from the checkpoint) other than VOC's and no
+    names recorded, the names are 'class_1', 'class_2', ... (source: a phrase saying so) and
+    `log` is told how to record the real ones (tools.rebuild_params --data_dir)."""
     names = model_dir_params(checkpoint).get('class_names')
     if isinstance(names, list) and len(names) >= 2:
         return [str(n) for n in names], os.path.join(os.path.dirname(str(checkpoint)),
                                                      'params.json')
+    if num_classes is not None and num_classes != len(dataset_common.VOC_LABELS):
+        folder = os.path.dirname(str(checkpoint))
+        notify(log, 'No class names are recorded beside %s (its %d classes are not VOC\'s); '
+                    'numbering them. Record them with `python3 -m tools.rebuild_params '
+                    '--model_dir %s --data_dir <its records>`.' % (checkpoint, num_classes,
+                                                                  folder))
+        return ([dataset_common.VOC_LABELS[0]] + ['class_%d' % k for k in range(1, num_classes)],
+                'the numbered names of %s' % checkpoint)
     return list(dataset_common.VOC_LABELS), None
 
 
@@ -310,22 +356,40 @@ def _op_error_reason(err):
     return lines[-1].rstrip('.') if lines else type(err).__name__
 
 
+def exif_orientation(path):
+    """The EXIF orientation tag (1..8) of the image file at `path`, 1 when it has none or
+    cannot be read (PNG, BMP, GIF, a JPEG without EXIF): what phones write instead of
+    turning the pixels of a photo taken on its side."""
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            value = image.getexif().get(0x0112, 1)
+    except Exception:  # pylint: disable=broad-except  (not an image PIL reads: decoded later)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 class ImageDecoder(object):
-    """Decodes image files with tf.io.decode_image, as the demo's input_fn and the SavedModel do.
+    """Decodes image files with tf.io.decode_image, as the demo's input_fn does, turned upright
+    by their EXIF orientation (`exif_orientation`, ssd_model.apply_exif_orientation).
 
     Runs in a private graph and session (works whether or not eager execution is on). Use as
     a context manager or call close().
     """
 
     def __init__(self):
+        from utility import ssd_model
         self._graph = tf.Graph()
         with self._graph.as_default():
             self._data = tf.compat.v1.placeholder(tf.string, [])
-            self._image = tf.io.decode_image(self._data, channels=3, expand_animations=False)
+            self._orientation = tf.compat.v1.placeholder_with_default(1, [])
+            self._image = ssd_model.apply_exif_orientation(
+                tf.io.decode_image(self._data, channels=3, expand_animations=False),
+                self._orientation)
         self._sess = tf.compat.v1.Session(graph=self._graph)
 
     def decode(self, path):
-        """uint8 [H, W, 3] RGB of the file at `path`.
+        """uint8 [H, W, 3] RGB of the file at `path`, upright (its EXIF orientation applied).
 
         Raises:
           ValueError: the file cannot be read or is not a JPEG/PNG/BMP/GIF image.
@@ -336,7 +400,8 @@ class ImageDecoder(object):
         except OSError as err:
             raise ValueError('cannot read the file (%s)' % err.strerror) from None
         try:
-            return self._sess.run(self._image, {self._data: data})
+            return self._sess.run(self._image, {self._data: data,
+                                                self._orientation: exif_orientation(path)})
         except tf.errors.OpError as err:
             raise ValueError('not a decodable JPEG/PNG/BMP/GIF image (%s)'
                              % _op_error_reason(err)) from None
@@ -355,18 +420,21 @@ def make_image_files_input_fn(params, paths, batch_size=1):
     """PREDICT input_fn over image files (decodable ones; see ImageDecoder).
 
     Features per batch: 'image' float32 [B, S, S, 3] (ssd_model.decode_for_network, S =
-    params['train_image_size']), 'filename' string [B] (the path), 'shape' int32 [B, 3]
-    (original height, width, 3). Files come in `paths` order.
+    params['train_image_size'], turned upright by the file's EXIF orientation), 'filename'
+    string [B] (the path), 'shape' int32 [B, 3] (height, width, 3 of the upright image).
+    Files come in `paths` order.
     """
     from utility import ssd_model
     paths = [str(p) for p in paths]
+    orientations = [exif_orientation(p) for p in paths]
 
-    def load(path):
-        image, shape = ssd_model.decode_for_network(tf.io.read_file(path), params)
+    def load(path, orientation):
+        image, shape = ssd_model.decode_for_network(tf.io.read_file(path), params, orientation)
         return {'image': image, 'filename': path, 'shape': shape}
 
     def input_fn():
-        dataset = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+        dataset = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
+                                                      tf.constant(orientations, tf.int32)))
         return dataset.map(load).batch(int(batch_size)).prefetch(1)
 
     return input_fn

@@ -14,15 +14,19 @@ line naming the cause, the file and the fix, or in a notice passed to `log`.
   resumes from.
 * `describe_full_disk(model_dir, error)`: a save that hit ENOSPC, in one line naming the
   checkpoint, the folder, the free space and the intact checkpoint to resume from.
-* `check_params_identity(model_dir, params)`: compares the settings that shape the graph
-  with `<model_dir>/params.json` before a run reuses a checkpoint.
+* `check_params_identity(model_dir, params, checkpoint=...)`: compares the settings that
+  shape the graph with `<model_dir>/params.json` and with what the checkpoint's variables say
+  (backbone, class count, anchors per cell, model scope) before a run reuses a checkpoint;
+  `check_stored_params` refuses a params.json without REQUIRED_KEYS or one that disagrees with
+  the checkpoint (eval, demo and export use it too); the repair is REBUILD_COMMAND.
 
 Call order in a driver (all after parsing flags, before building the model)::
 
     with model_dir.ModelDirLock(model_dir, log=log):
         model_dir.remove_stale_temp(model_dir, log)
-        model_dir.check_params_identity(model_dir, params, defaults=DEFAULT_PARAMS)
-        model_dir.newest_readable_checkpoint(model_dir, log)
+        latest = model_dir.newest_readable_checkpoint(model_dir, log)
+        model_dir.check_params_identity(model_dir, params, defaults=DEFAULT_PARAMS,
+                                        checkpoint=latest)
         save_params(params, model_dir)
         ... train ...
 """
@@ -539,6 +543,11 @@ def describe_full_disk(model_dir, error_text, log=None):
             '(or lower --keep_checkpoint_max, or pass a --model_dir on a larger disk with a '
             'copy of this folder), then run the same command again.'
             % (what, model_dir, free, resume))
+# The keys every params.json train_ssd.py writes has and a resumed run relies on; a file without
+# them (e.g. replaced by `{}`) is refused rather than read as the defaults.
+REQUIRED_KEYS = ('num_classes', 'anchor_spec')
+# The repair every identity error advises: params.json rebuilt from the checkpoint itself.
+REBUILD_COMMAND = 'python3 -m tools.rebuild_params --model_dir %s'
 
 
 def load_params(model_dir):
@@ -559,9 +568,69 @@ def load_params(model_dir):
     else:
         error = 'not a JSON object'
     if not isinstance(params, dict):
-        raise ValueError('%s is unreadable (%s); restore it from a backup, or delete it to '
-                         'skip the settings check when resuming.' % (path, error))
+        raise ValueError('%s is unreadable (%s); restore it from a backup, or rebuild it from '
+                         'the checkpoint with `%s`.' % (path, error, REBUILD_COMMAND % model_dir))
     return params
+
+
+def _anchors_per_location(spec):
+    from net import anchors as anchor_lib
+    return list(anchor_lib.anchors_per_location(spec))
+
+
+def identity_difference(params, identity, defaults=None):
+    """The first identity key on which `params` (a params dict; a key it lacks reads from
+    `defaults`) and a checkpoint's `identity` (checkpoint_utils.ssd_checkpoint_identity)
+    disagree, as (key, params' value, checkpoint's value), or None when they agree. Keys
+    the checkpoint cannot tell (an unrecognised backbone) are skipped."""
+    defaults = defaults or {}
+    get = lambda key: params.get(key, defaults.get(key))  # noqa: E731
+    pairs = [('model_scope', get('model_scope'), identity['model_scope']),
+             ('backbone', get('backbone'), identity['backbone']),
+             ('num_classes', get('num_classes'), identity['num_classes'])]
+    if get('anchor_spec') is not None:
+        pairs.append(('anchors per cell', _anchors_per_location(get('anchor_spec')),
+                      identity['anchors_per_location']))
+    for key, mine, theirs in pairs:
+        if mine is not None and theirs is not None and _normalize(mine) != _normalize(theirs):
+            return key, mine, theirs
+    return None
+
+
+def check_stored_params(model_dir, stored, identity=None, checkpoint=None, defaults=None):
+    """Refuses a params.json that cannot be trusted as the model's identity.
+
+    Args:
+      model_dir: the folder holding the params.json (for the messages).
+      stored: its contents (load_params), or None when there is none (nothing to check).
+      identity: checkpoint_utils.ssd_checkpoint_identity of `checkpoint`, or None.
+      checkpoint: the checkpoint prefix the identity was read from (for the messages).
+      defaults: values of keys an older params.json lacks (e.g. its default backbone).
+    Raises:
+      ValueError: one line, when the file lacks REQUIRED_KEYS or disagrees with the
+        checkpoint, naming both and the repair (`tools.rebuild_params`).
+    """
+    if stored is None:
+        return
+    path = os.path.join(model_dir, PARAMS_NAME)
+    fix = REBUILD_COMMAND % model_dir
+    missing = [key for key in REQUIRED_KEYS if key not in stored]
+    if missing:
+        raise ValueError('%s lacks %s, so it cannot say which model %s holds; rebuild it from '
+                         'the checkpoint with `%s`.' % (path, ' and '.join(missing), model_dir,
+                                                        fix))
+    if identity is None:
+        return
+    difference = identity_difference(stored, identity, defaults)
+    if difference:
+        key, mine, theirs = difference
+        says = ('says' if key not in GRAPH_KEYS or key in stored
+                else 'has no %s, read as the default,' % key)
+        raise ValueError('%s %s %s=%s but checkpoint %s holds %s (%s=%s); rebuild %s from the '
+                         'checkpoint with `%s`.'
+                         % (path, says, key, json.dumps(mine), checkpoint,
+                            checkpoint_utils.describe_identity(identity), key,
+                            json.dumps(theirs), PARAMS_NAME, fix))
 
 
 def _normalize(value):
@@ -583,7 +652,8 @@ def has_checkpoint(model_dir):
             or bool(tf.io.gfile.glob(os.path.join(model_dir, '*.index'))))
 
 
-def check_params_identity(model_dir, new_params, defaults=None, keys=GRAPH_KEYS):
+def check_params_identity(model_dir, new_params, defaults=None, keys=GRAPH_KEYS,
+                          checkpoint=None):
     """Refuses to resume a checkpoint with settings that change the graph.
 
     Run it BEFORE params.json is rewritten. Compares `keys` (num_classes,
@@ -593,6 +663,12 @@ def check_params_identity(model_dir, new_params, defaults=None, keys=GRAPH_KEYS)
     `defaults` (e.g. the model's DEFAULT_PARAMS, so an older params.json without
     'backbone' reads as the default backbone); a key missing on both sides is skipped.
 
+    With `checkpoint` (the prefix the run resumes from), the model it holds is read from its
+    variables (checkpoint_utils.ssd_checkpoint_identity: backbone, class count, anchors per
+    cell, model scope), and params.json (`check_stored_params`: it must have REQUIRED_KEYS
+    and agree with the checkpoint) and then `new_params` are checked against it, so a
+    missing params.json never lets a run with other settings (the defaults) resume it.
+
     Returns:
       The stored params (dict), or None when there was nothing to compare.
     Raises:
@@ -601,8 +677,26 @@ def check_params_identity(model_dir, new_params, defaults=None, keys=GRAPH_KEYS)
     if not has_checkpoint(model_dir):
         return None
     stored = load_params(model_dir)
-    if stored is None:
-        return None
+    identity = checkpoint_utils.ssd_checkpoint_identity(checkpoint) if checkpoint else None
+    check_stored_params(model_dir, stored, identity, checkpoint, defaults)
+    if stored is not None:
+        _check_new_params(model_dir, stored, new_params, defaults, keys)
+    difference = identity and identity_difference(new_params, identity, defaults)
+    if difference:
+        key, mine, theirs = difference
+        flag = _FLAG_OF.get(key)
+        fix = ('pass %s %s to resume it' % (flag, theirs) if flag
+               else 'use the settings it was trained with to resume it')
+        raise ValueError('--model_dir %s holds checkpoint %s of %s, but this run has %s=%s; %s, '
+                         'or pass a new --model_dir to train another model.'
+                         % (model_dir, os.path.basename(checkpoint),
+                            checkpoint_utils.describe_identity(identity), key,
+                            json.dumps(mine), fix))
+    return stored
+
+
+def _check_new_params(model_dir, stored, new_params, defaults, keys):
+    """check_params_identity's comparison of params.json (`stored`) with this run's."""
     defaults = defaults or {}
     path = os.path.join(model_dir, PARAMS_NAME)
     for key in keys:

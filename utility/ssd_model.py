@@ -165,10 +165,35 @@ def preprocess_eval(image, params):
         mean_rgb=params['mean_rgb'])
 
 
-def decode_for_network(data, params):
+def apply_exif_orientation(image, orientation):
+    """Turns a decoded image [H, W, C] upright as its EXIF orientation tag says (1..8, the
+    TIFF/EXIF values; anything else: unchanged), the way viewers and PIL's
+    ImageOps.exif_transpose show it: 2 mirrored, 3 rotated 180, 4 flipped, 5 transposed,
+    6 turned 90 degrees clockwise, 7 transversed, 8 turned 90 degrees counter-clockwise."""
+    orientation = tf.cast(orientation, tf.int32)
+    transposed = lambda: tf.transpose(image, [1, 0, 2])  # noqa: E731
+    branches = {
+        2: lambda: tf.reverse(image, [1]),
+        3: lambda: tf.reverse(image, [0, 1]),
+        4: lambda: tf.reverse(image, [0]),
+        5: transposed,
+        6: lambda: tf.reverse(transposed(), [1]),
+        7: lambda: tf.reverse(transposed(), [0, 1]),
+        8: lambda: tf.reverse(transposed(), [0]),
+    }
+    index = tf.where((orientation >= 2) & (orientation <= 8), orientation - 1, 0)
+    return tf.switch_case(index, [lambda: tf.identity(image)] + [branches[k]
+                                                                 for k in range(2, 9)])
+
+
+def decode_for_network(data, params, orientation=None):
     """Encoded JPEG/PNG/BMP/GIF bytes (string scalar) -> (network input [S, S, 3] float32,
-    original shape int32 [3]): tf.io.decode_image (first frame of a GIF), then preprocess_eval."""
+    shape int32 [3] of the image as shown): tf.io.decode_image (first frame of a GIF), turned
+    upright by `orientation` (an EXIF orientation, `apply_exif_orientation`; None: as stored,
+    which is what the SavedModel does: its graph cannot read EXIF), then preprocess_eval."""
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    if orientation is not None:
+        image = apply_exif_orientation(image, orientation)
     return preprocess_eval(image, params), tf.shape(image, out_type=tf.int32)
 
 
