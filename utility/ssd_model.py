@@ -85,6 +85,9 @@ DEFAULT_PARAMS = {
     # post-processing: select_threshold, min_size, keep_topk, nms_threshold, nms_topk,
     # keep_per (net/postprocess.DEFAULTS)
     **postprocess_lib.DEFAULTS,
+    # How NMS runs (net/postprocess.NMS_OPS): 'combined' (TF's combined op: eval, demo,
+    # SavedModel) or 'per_class' (TFLite builtins; the TFLite export sets it).
+    'nms_ops': 'combined',
 }
 
 
@@ -257,12 +260,13 @@ def _summary_image(features, labels, params, anchors):
 
 def postprocess(cls_logits, loc_preds, params, anchors=None):
     """net/postprocess.postprocess with the params' anchors, prior scaling and settings
-    (select_threshold, min_size, keep_topk, nms_threshold, nms_topk, keep_per)."""
+    (select_threshold, min_size, keep_topk, nms_threshold, nms_topk, keep_per, nms_ops)."""
     if anchors is None:
         anchors = _anchors(params)
     settings = {key: params[key] for key in postprocess_lib.DEFAULTS}
     return postprocess_lib.postprocess(cls_logits, loc_preds, anchors,
-                                       params['anchor_spec']['prior_scaling'], **settings)
+                                       params['anchor_spec']['prior_scaling'],
+                                       nms_ops=params.get('nms_ops', 'combined'), **settings)
 
 
 def model_fn(features, labels, mode, params):
