@@ -311,18 +311,19 @@ class ImageDecoder(object):
         self.close()
 
 
-def make_image_files_input_fn(params, paths, batch_size=1):
+def make_image_files_input_fn(params, paths, batch_size=1, normalize=True):
     """PREDICT input_fn over image files (decodable ones; see ImageDecoder).
 
     Features per batch: 'image' float32 [B, S, S, 3] (ssd_model.decode_for_network, S =
     params['train_image_size']), 'filename' string [B] (the path), 'shape' int32 [B, 3]
-    (original height, width, 3). Files come in `paths` order.
+    (original height, width, 3). Files come in `paths` order. normalize=False: images
+    resized only, the TFLite models' input (ssd_model.preprocess_eval).
     """
     from utility import ssd_model
     paths = [str(p) for p in paths]
 
     def load(path):
-        image, shape = ssd_model.decode_for_network(tf.io.read_file(path), params)
+        image, shape = ssd_model.decode_for_network(tf.io.read_file(path), params, normalize)
         return {'image': image, 'filename': path, 'shape': shape}
 
     def input_fn():

@@ -156,20 +156,28 @@ def preprocess_train(image, boxes, labels, params, seed=None):
     return image, boxes, labels
 
 
-def preprocess_eval(image, params):
+def preprocess_eval(image, params, normalize=True):
     """uint8 [H, W, 3] RGB image -> the network's float32 [S, S, 3] input: preprocess_for_eval
     with the params' image size, channel order and mean. Every inference path goes through
-    here: the eval records (make_input_fn), image files (demo) and the SavedModel's bytes."""
+    here: the eval records (make_input_fn), image files (demo) and the SavedModel's bytes.
+    normalize=False stops after the resize (float32 RGB 0-255, resize_for_eval): the input of
+    the TFLite models, which do the rest (normalize_for_network) inside."""
+    if not normalize:
+        resized = ssd_preprocessing.resize_for_eval(
+            image[tf.newaxis], int(params['train_image_size']))[0]
+        resized.set_shape([int(params['train_image_size'])] * 2 + [3])
+        return resized
     return ssd_preprocessing.preprocess_for_eval(
         image, out_size=int(params['train_image_size']), channel_order=params['channel_order'],
         mean_rgb=params['mean_rgb'])
 
 
-def decode_for_network(data, params):
+def decode_for_network(data, params, normalize=True):
     """Encoded JPEG/PNG/BMP/GIF bytes (string scalar) -> (network input [S, S, 3] float32,
-    original shape int32 [3]): tf.io.decode_image (first frame of a GIF), then preprocess_eval."""
+    original shape int32 [3]): tf.io.decode_image (first frame of a GIF), then preprocess_eval
+    (`normalize` passed on)."""
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    return preprocess_eval(image, params), tf.shape(image, out_type=tf.int32)
+    return preprocess_eval(image, params, normalize), tf.shape(image, out_type=tf.int32)
 
 
 def encode_labels(boxes, labels, params, anchors=None):
@@ -186,7 +194,7 @@ def encode_labels(boxes, labels, params, anchors=None):
     return {'loc_targets': loc_targets, 'cls_targets': cls_targets}
 
 
-def make_input_fn(params, is_training, file_pattern=None):
+def make_input_fn(params, is_training, file_pattern=None, normalize=True):
     """Returns an Estimator input_fn over the `train-*` or `val-*` shards of params['data_dir'].
 
     The dataset is batched per replica: under MirroredStrategy the Estimator draws one batch
@@ -194,7 +202,8 @@ def make_input_fn(params, is_training, file_pattern=None):
     training each worker reads its own part of the training data (params 'num_workers',
     'worker_index'; see dataset_common.build_dataset). Training uses the augmentation of
     preprocess_for_train unless params['augment'] is False, in which case it uses the eval
-    preprocessing (still shuffled and repeated).
+    preprocessing (still shuffled and repeated). normalize=False (eval only): images resized
+    but not normalized, the TFLite models' input (preprocess_eval).
     """
     if file_pattern is None:
         prefix = 'train-*' if is_training else 'val-*'
@@ -209,7 +218,7 @@ def make_input_fn(params, is_training, file_pattern=None):
         return features, encode_labels(boxes, labels, params, anchors)
 
     def eval_map(parsed):
-        image = preprocess_eval(parsed['image'], params)
+        image = preprocess_eval(parsed['image'], params, normalize)
         return {'image': image, 'filename': parsed['filename'], 'shape': parsed['shape'],
                 'gt_boxes': parsed['boxes'], 'gt_labels': parsed['labels'],
                 'gt_difficult': parsed['difficult']}
