@@ -17,9 +17,11 @@ import numpy as np
 
 OUTPUT_NAMES = ('boxes', 'classes', 'scores', 'num_detections')
 INPUT_NAME = 'image'
-# The JSON file beside each .tflite file (<stem>.json): what it was exported from, its
-# input, its post-processing settings and class names (utility/tflite_export.py writes it).
+
+
 def sidecar_path(model_path):
+    """The JSON file beside a .tflite file (<stem>.json): what it was exported from, its
+    input, its post-processing settings and class names (utility/tflite_export.py)."""
     return os.path.splitext(model_path)[0] + '.json'
 
 
@@ -57,6 +59,7 @@ class Detector(object):
         if not os.path.isfile(model_path):
             raise ValueError('--model %s: no such file; pass a .tflite file written by '
                              'export_ssd.py --format tflite.' % model_path)
+        self.path = model_path
         if num_threads is not None and int(num_threads) < 1:
             raise ValueError('--num_threads must be >= 1, got %d.' % num_threads)
         try:
@@ -112,16 +115,26 @@ def float_ops(model_path):
     return dict(sorted(counts.items()))
 
 
-def predict(model_path, input_fn, num_threads=None):
+def class_names_of(model_path, num_classes=None):
+    """The class names exported with `model_path` (its <stem>.json), or None."""
+    names = read_sidecar(model_path).get('class_names')
+    if names and num_classes is not None and len(names) != int(num_classes):
+        raise ValueError('--model %s detects %d classes (background included), the data has '
+                         '%d; evaluate it on records of the classes it was trained on.'
+                         % (model_path, len(names), num_classes))
+    return names
+
+
+def predict(detector, input_fn):
     """Yields one dict per image, as drivers.predict: the model's outputs (batch dimension
     removed) and the other features of `input_fn` (filename, shape, gt_*).
 
-    input_fn: () -> tf.data.Dataset of feature dicts, batched, whose 'image' is the TFLite
-    input (ssd_model.make_input_fn / eval_utils.make_image_files_input_fn with
-    normalize=False).
+    detector: a Detector. input_fn: () -> tf.data.Dataset of feature dicts, batched, whose
+    'image' is the TFLite input, [B, S, S, 3] with S = detector.image_size
+    (ssd_model.make_input_fn / eval_utils.make_image_files_input_fn with normalize=False).
     """
     import tensorflow as tf
-    detector = Detector(model_path, num_threads)
+    model_path = detector.path
     with tf.Graph().as_default():
         features = tf.compat.v1.data.make_one_shot_iterator(input_fn()).get_next()
         size = features['image'].shape[1]
@@ -143,3 +156,43 @@ def predict(model_path, input_fn, num_threads=None):
                         if key != 'image':
                             prediction[key] = value[i]
                     yield prediction
+
+
+def _model_params(detector, values, log, **overrides):
+    """inference_params for feeding `detector`: its image size, and the post-processing
+    settings its <stem>.json records (so eval's metrics.json states what the model ran)."""
+    from utility import eval_utils
+    settings = read_sidecar(detector.path).get('post_processing') or {}
+    return eval_utils.inference_params(values, log=log, **settings,
+                                       **dict(overrides, train_image_size=detector.image_size))
+
+
+def record_predictions(model_path, pattern, num_records, class_names, values, num_threads,
+                       log=None):
+    """(predictions, params) of eval_ssd.py --model: the model run over the records matching
+    `pattern`; `values` the parsed flags (eval_utils.inference_params)."""
+    from dataset.helpers import notify
+    from utility import ssd_model
+    class_names_of(model_path, len(class_names))
+    detector = Detector(model_path, num_threads)
+    params = _model_params(detector, values, log, data_dir=values.data_dir,
+                           batch_size=values.batch_size, num_classes=len(class_names),
+                           class_names=list(class_names), num_readers=values.num_readers)
+    notify(log, 'Evaluating %s on %d images of %s (TFLite interpreter, %d thread(s)).'
+           % (model_path, num_records, pattern, num_threads))
+    input_fn = ssd_model.make_input_fn(params, is_training=False, file_pattern=pattern,
+                                       normalize=False)
+    return predict(detector, input_fn), params
+
+
+def file_predictions(model_path, paths, values, num_threads, log=None):
+    """(predictions, class names) of simple_ssd_demo.py --model over image files."""
+    from utility import eval_utils
+    from dataset import dataset_common
+    detector = Detector(model_path, num_threads)
+    names = class_names_of(model_path) or list(dataset_common.VOC_LABELS)
+    params = _model_params(detector, values, log, batch_size=values.batch_size,
+                           num_classes=len(names), class_names=names)
+    input_fn = eval_utils.make_image_files_input_fn(params, paths, values.batch_size,
+                                                    normalize=False)
+    return predict(detector, input_fn), names
