@@ -146,7 +146,7 @@ def _per_class_nms(top_boxes, top_scores, nms_topk, max_total, iou_threshold, sc
     NonMaxSuppressionV4 (padded to nms_topk), then the max_total best over the classes.
 
     top_boxes float32 [B, C-1, k, 4], top_scores [B, C-1, k] with static B and C-1.
-    Returns (boxes [B, K, 4], scores [B, K], classes float32 [B, K] 0-based,
+    Returns (boxes [B, K, 4], scores [B, K], classes int32 [B, K] 0-based,
     num_detections int32 [B]), K = max_total, entries from num_detections on arbitrary.
     """
     batch, num_fg = top_scores.shape[0], top_scores.shape[1]
@@ -166,7 +166,8 @@ def _per_class_nms(top_boxes, top_scores, nms_topk, max_total, iou_threshold, sc
             boxes.append(tf.gather(top_boxes[b, c], index))
             # Padding entries get score -1 so that the top-k below puts them last.
             scores.append(tf.where(valid, tf.gather(top_scores[b, c], index), -1.0))
-            classes.append(tf.fill([nms_topk], float(c)))
+            # int32, not float: an int8 model would quantize float class ids (14 -> 13.9).
+            classes.append(tf.fill([nms_topk], c))
         scores = tf.concat(scores, 0)  # [(C-1) * nms_topk]
         best, order = tf.math.top_k(scores, k=max_total, sorted=True)
         outputs.append((tf.gather(tf.concat(boxes, 0), order), tf.maximum(best, 0.0),
