@@ -77,6 +77,16 @@ def test_calibration_source_names_the_problem(tmp_path):
         'records', [str(tmp_path / 'val-00000-of-00001')])
 
 
+def test_detector_names_a_missing_or_broken_model(tmp_path):
+    from utility import tflite_runner
+    with pytest.raises(ValueError, match='no such file; pass a .tflite file'):
+        tflite_runner.Detector(str(tmp_path / 'missing.tflite'))
+    broken = tmp_path / 'broken.tflite'
+    broken.write_bytes(b'not a flatbuffer')
+    with pytest.raises(ValueError, match='is not a loadable TFLite model'):
+        tflite_runner.Detector(str(broken))
+
+
 # ----------------------------------------------------------------------------- slow
 
 

@@ -29,7 +29,8 @@ def define_flags(flags_module):
     """--model and --num_threads, for eval_ssd.py and simple_ssd_demo.py."""
     flags_module.DEFINE_string(
         'model', '', 'A .tflite file from export_ssd.py --format tflite: run it with the '
-        'TFLite interpreter instead of a checkpoint (its post-processing is inside it).')
+        'TFLite interpreter instead of a checkpoint. Its post-processing settings are those '
+        'it was exported with (the post-processing flags do not apply).')
     flags_module.DEFINE_integer('num_threads', 2, 'With --model: interpreter CPU threads.')
 
 
