@@ -178,7 +178,7 @@ def test_int8_calibrates_from_an_image_folder(trained_model_dir, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('case', ['missing', 'empty', 'not_images', 'unreadable_images',
-                                  'format', 'quantize'])
+                                  'format', 'quantize', 'quantize_saved_model'])
 def test_bad_export_input_is_one_line_and_writes_nothing(trained_model_dir, tmp_path, case):
     calibration = tmp_path / 'calibration'
     if case != 'missing':
@@ -192,6 +192,8 @@ def test_bad_export_input_is_one_line_and_writes_nothing(trained_model_dir, tmp_
         flags = ['--format=onnx']
     if case == 'quantize':
         flags = ['--quantize=int4']
+    if case == 'quantize_saved_model':
+        flags = ['--format=saved_model', '--quantize=int8']  # the last --format wins
     export_dir = tmp_path / 'export'
     proc = export(trained_model_dir, export_dir, *flags)
     assert proc.returncode != 0
@@ -201,6 +203,7 @@ def test_bad_export_input_is_one_line_and_writes_nothing(trained_model_dir, tmp_
     expected = {
         'missing': 'is not a folder', 'empty': 'holds no TFRecord shards',
         'not_images': 'holds no TFRecord shards', 'unreadable_images': 'holds no readable image',
-        'format': 'value should be one of', 'quantize': 'value should be one of'}[case]
+        'format': 'value should be one of', 'quantize': 'value should be one of',
+        'quantize_saved_model': 'needs --format tflite'}[case]
     assert expected in errors[0]
     assert not export_dir.exists() or not os.listdir(export_dir)
