@@ -16,6 +16,10 @@ both the VOC2007 11-point and the VOC2010+ area metric, and writes to --output_d
                                   <xmax> <ymax>' in 1-based VOC pixels (normalized * width)
     pr_curves.png                 precision-recall curve of every class
 
+With --model <file.tflite> it scores a TFLite export (export_ssd.py --format tflite) instead of
+a checkpoint, through the TFLite interpreter (utility/tflite_runner.py, --num_threads), with
+the post-processing settings baked into the model; the tables and files are the same.
+
 With --watch it evaluates every checkpoint of --model_dir as training writes it, appends one
 line per checkpoint to <output_dir>/metrics_history.jsonl and writes mAP and per-class AP as
 TensorBoard scalars at the checkpoint's global step in <model_dir>/eval
@@ -44,6 +48,7 @@ from evaluation.ground_truth import (check_has_ground_truth, ground_truth_from_a
                                      scan_records)
 from evaluation.report import METRICS_FILE, format_table, summarize, write_metrics_json
 from utility import eval_utils
+from utility import tflite_runner
 
 FLAGS = flags.FLAGS
 
@@ -78,6 +83,7 @@ flags.DEFINE_integer('watch_max_step', 0,
                      '--max_number_of_steps) is evaluated; 0 = unknown, only the timeout stops.')
 eval_utils.define_inference_flags(flags)
 flags.adopt_module_key_flags(eval_utils)
+tflite_runner.define_flags(flags)
 
 
 def main(_):
@@ -85,7 +91,10 @@ def main(_):
     from utility import eval_watch
 
     eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
-    checkpoint = (None if FLAGS.watch
+    if FLAGS.model and FLAGS.watch:
+        raise ValueError('--watch follows checkpoints; drop it to evaluate --model %s.'
+                         % FLAGS.model)
+    checkpoint = (FLAGS.model if FLAGS.model else None if FLAGS.watch
                   else eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir))
     dataset_common.check_conversion_complete(FLAGS.data_dir)
     # The class names of the records evaluated: the converter's manifest; without one, the
@@ -138,24 +147,28 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
     from utility import drivers
     from evaluation import voc_metric
 
-    driver = drivers.resolve_driver(FLAGS.driver)
     num_classes = len(class_names)
-    params = eval_utils.inference_params(
-        FLAGS, log=log, checkpoint=checkpoint, data_dir=FLAGS.data_dir,
-        batch_size=FLAGS.batch_size, num_classes=num_classes, class_names=class_names,
-        num_readers=FLAGS.num_readers)
-    eval_utils.check_checkpoint_classes(checkpoint, params)
-    trained_names, trained_source = eval_utils.checkpoint_class_names(checkpoint)
-    if trained_source and trained_names != list(class_names):
-        print('warning: %s names the classes %s, the records %s; the table uses the records\' '
-              'names.' % (trained_source, ', '.join(trained_names[1:]),
-                          ', '.join(class_names[1:])), file=sys.stderr, flush=True)
-    log('Evaluating %s on %d images of %s (%s driver).'
-        % (checkpoint, num_records, pattern, driver))
-    predictions = drivers.predict(
-        driver, ssd_model.model_fn,
-        ssd_model.make_input_fn(params, is_training=False, file_pattern=pattern),
-        params, checkpoint)
+    if FLAGS.model:
+        predictions, params = tflite_runner.record_predictions(
+            FLAGS.model, pattern, num_records, class_names, FLAGS, FLAGS.num_threads, log)
+    else:
+        driver = drivers.resolve_driver(FLAGS.driver)
+        params = eval_utils.inference_params(
+            FLAGS, log=log, checkpoint=checkpoint, data_dir=FLAGS.data_dir,
+            batch_size=FLAGS.batch_size, num_classes=num_classes, class_names=class_names,
+            num_readers=FLAGS.num_readers)
+        eval_utils.check_checkpoint_classes(checkpoint, params)
+        trained_names, trained_source = eval_utils.checkpoint_class_names(checkpoint)
+        if trained_source and trained_names != list(class_names):
+            print('warning: %s names the classes %s, the records %s; the table uses the records\' '
+                  'names.' % (trained_source, ', '.join(trained_names[1:]),
+                              ', '.join(class_names[1:])), file=sys.stderr, flush=True)
+        log('Evaluating %s on %d images of %s (%s driver).'
+            % (checkpoint, num_records, pattern, driver))
+        predictions = drivers.predict(
+            driver, ssd_model.model_fn,
+            ssd_model.make_input_fn(params, is_training=False, file_pattern=pattern),
+            params, checkpoint)
     collection = collect_predictions(
         predictions, total=num_records, log=log, log_every_secs=FLAGS.log_every_secs)
 

@@ -42,7 +42,23 @@ sending it (what `simple_ssd_demo.py` does for its inputs):
         image.save(buffer, 'JPEG', quality=95)
         return buffer.getvalue()
 
-Exit status: 0 on success (the export path is printed last), 2 when no checkpoint is found.
+TFLite (utility/tflite_export.py; run with utility/tflite_runner.py, eval_ssd.py --model,
+simple_ssd_demo.py --model):
+
+    python3 export_ssd.py --model_dir ./logs/ --format tflite          # <export_dir>/model.tflite
+    python3 export_ssd.py --model_dir ./logs/ --format tflite --quantize int8 \
+        --calibration_data dataset/tfrecords --calibration_images 200   # model_int8.tflite
+
+write the file, labels.txt and <stem>.json (input, post-processing, class names) straight into
+--export_dir. Input: image float32 [1, 300, 300, 3], RGB 0-255, resized bilinearly without
+half-pixel centres (ssd_preprocessing.resize_for_eval); channel order and mean subtraction are
+inside. Outputs: boxes [1, K, 4], classes int32 [1, K], scores [1, K], num_detections int32 [1],
+as the SavedModel's. int8: full-integer post-training quantization calibrated on
+--calibration_images images of --calibration_data (TFRecord shards or image files) through the
+eval preprocessing; the ops left in float are printed.
+
+Exit status: 0 on success (the export path is printed last), 2 when no checkpoint is found or
+the calibration data is unusable.
 """
 import os
 import tempfile
@@ -66,6 +82,17 @@ flags.DEFINE_string('checkpoint_path', '',
 flags.DEFINE_string('export_dir', '',
                     'Base directory of the export; the SavedModel goes into a new timestamped '
                     'folder in it. Empty: <model_dir>/export.')
+flags.DEFINE_enum('format', 'saved_model', ['saved_model', 'tflite'],
+                  "'saved_model': a timestamped SavedModel folder in --export_dir; 'tflite': "
+                  '<export_dir>/model.tflite (float32), or model_int8.tflite with --quantize int8.')
+flags.DEFINE_enum('quantize', 'none', ['none', 'int8'],
+                  "With --format tflite: 'int8' = full-integer post-training quantization "
+                  '(calibrated on --calibration_data).')
+flags.DEFINE_string('calibration_data', '',
+                    'With --quantize int8: a folder of TFRecord shards (*-of-*, e.g. '
+                    'dataset/tfrecords) or of images to calibrate the int8 ranges on.')
+flags.DEFINE_integer('calibration_images', 200,
+                     'With --quantize int8: how many images of --calibration_data to use.')
 eval_utils.define_inference_flags(flags)
 flags.adopt_module_key_flags(eval_utils)
 
@@ -87,6 +114,11 @@ def main(_):
     eval_utils.check_checkpoint_classes(checkpoint, params)
     export_base = FLAGS.export_dir or os.path.join(FLAGS.model_dir, 'export')
     eval_utils.check_directory_target(export_base, 'export_dir')
+    if FLAGS.format == 'tflite':
+        return export_tflite(params, checkpoint, export_base, class_names)
+    if FLAGS.quantize != 'none':
+        raise ValueError('--quantize %s needs --format tflite; a SavedModel is float32.'
+                         % FLAGS.quantize)
     log('Exporting %s to %s.' % (checkpoint, export_base))
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = os.path.join(scratch, 'labels.txt')
@@ -98,6 +130,22 @@ def main(_):
     log('Note: the SavedModel decodes encoded_image as stored and ignores EXIF orientation; '
         'turn phone photos upright before sending them (export_ssd.py docstring, README).')
     log('SavedModel written to %s' % path)
+    return 0
+
+
+def export_tflite(params, checkpoint, export_dir, class_names):
+    from utility import tflite_export, tflite_runner
+    if FLAGS.quantize == 'int8':
+        eval_utils.check_positive(FLAGS.calibration_images, 'calibration_images')
+    log('Exporting %s to %s (TFLite).' % (checkpoint, export_dir))
+    path = tflite_export.export(params, checkpoint, export_dir, class_names,
+                                quantize=FLAGS.quantize, calibration_data=FLAGS.calibration_data,
+                                calibration_count=FLAGS.calibration_images, log=log)
+    if FLAGS.quantize == 'int8':
+        ops = tflite_runner.float_ops(path)
+        log('Ops left in float32 (no int8 kernel): %s.' % (
+            ', '.join('%s x%d' % item for item in ops.items()) or 'none'))
+    log('TFLite model (%.1f MB) written to %s' % (os.path.getsize(path) / 1e6, path))
     return 0
 
 

@@ -13,6 +13,10 @@ an EXIF orientation (phones) are turned upright first, as a photo viewer shows t
 refer to the upright image. Class names in any script are drawn with a font that has them
 (a warning says when none is installed).
 
+With --model <file.tflite> (export_ssd.py --format tflite) the TFLite interpreter runs that
+model instead of a checkpoint (utility/tflite_runner.py, --num_threads); the drawing is the
+same, the post-processing settings are those baked into the model.
+
 Exit status: 0 when at least one image was processed, 2 for configuration problems (no
 checkpoint, no readable image).
 """
@@ -27,6 +31,7 @@ helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
 
 from evaluation.detections import prediction_detections
 from utility import eval_utils
+from utility import tflite_runner
 
 FLAGS = flags.FLAGS
 MAX_LISTED = 10  # detections listed per image in the progress line (all are drawn)
@@ -41,6 +46,7 @@ flags.DEFINE_float('score_threshold', 0.5, 'Draw and list detections scoring at 
 flags.DEFINE_integer('batch_size', 1, 'Images per prediction batch.')
 eval_utils.define_inference_flags(flags)
 flags.adopt_module_key_flags(eval_utils)
+tflite_runner.define_flags(flags)
 
 
 def warn(message):
@@ -68,7 +74,8 @@ def main(_):
                          '--input dataset/VOC2012_sample/JPEGImages.')
     eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
     eval_utils.check_directory_target(FLAGS.output_dir, 'output_dir')
-    checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, None)
+    checkpoint = (None if FLAGS.model
+                  else eval_utils.find_checkpoint(FLAGS.checkpoint_path, None))
     files, missing = eval_utils.list_image_files(FLAGS.input)
     for path, reason in missing:
         warn('skipping %s: %s.' % (path, reason))
@@ -84,22 +91,29 @@ def main(_):
         raise ValueError('None of the --input paths is a readable image; pass JPEG, PNG, BMP or '
                          'GIF files or directories holding them.')
 
-    driver = drivers.resolve_driver(FLAGS.driver)
-    # Class names from the params.json training wrote beside the checkpoint (VOC without).
-    identity = eval_utils.checkpoint_identity(checkpoint)
-    class_names, source = eval_utils.checkpoint_class_names(
-        checkpoint, None if FLAGS['num_classes'].present or identity is None
-        else identity['num_classes'], log=log)
-    params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint,
-                                         batch_size=FLAGS.batch_size, class_names=class_names)
-    eval_utils.check_num_classes(params['num_classes'], class_names, source)
-    eval_utils.check_checkpoint_classes(checkpoint, params)
-    log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
-        % (checkpoint, len(readable), FLAGS.score_threshold, FLAGS.output_dir))
-    predictions = drivers.predict(
-        driver, ssd_model.model_fn,
-        eval_utils.make_image_files_input_fn(params, readable, FLAGS.batch_size),
-        params, checkpoint)
+    if FLAGS.model:
+        log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
+            % (FLAGS.model, len(readable), FLAGS.score_threshold, FLAGS.output_dir))
+        predictions, class_names = tflite_runner.file_predictions(
+            FLAGS.model, readable, FLAGS, FLAGS.num_threads, log)
+    else:
+        driver = drivers.resolve_driver(FLAGS.driver)
+        # Class names from the params.json training wrote beside the checkpoint (VOC without).
+        identity = eval_utils.checkpoint_identity(checkpoint)
+        class_names, source = eval_utils.checkpoint_class_names(
+            checkpoint, None if FLAGS['num_classes'].present or identity is None
+            else identity['num_classes'], log=log)
+        params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint,
+                                             batch_size=FLAGS.batch_size,
+                                             class_names=class_names)
+        eval_utils.check_num_classes(params['num_classes'], class_names, source)
+        eval_utils.check_checkpoint_classes(checkpoint, params)
+        log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
+            % (checkpoint, len(readable), FLAGS.score_threshold, FLAGS.output_dir))
+        predictions = drivers.predict(
+            driver, ssd_model.model_fn,
+            eval_utils.make_image_files_input_fn(params, readable, FLAGS.batch_size),
+            params, checkpoint)
     used = set()
     with eval_utils.ImageDecoder() as decoder:
         for prediction in predictions:

@@ -10,7 +10,10 @@ Per image, following the original SSD.TensorFlow evaluation:
      nms_topk best detections of the image are returned, best first (Caffe SSD's keep_top_k);
      keep_per='class': every class keeps its nms_topk, so up to nms_topk * (C - 1) per image,
      best first: the original SSD.TensorFlow selection (its eval_ssd.py).
-Steps 3 and 4 run in one tf.image.combined_non_max_suppression call.
+Steps 3 and 4 run in one tf.image.combined_non_max_suppression call (nms_ops='combined', the
+default), or, for TFLite, which has no such op, as one NonMaxSuppressionV4 op per class and
+image followed by a top-k (nms_ops='per_class': TFLite builtins, a static batch size needed);
+the two select the same detections (tests/test_postprocess.py).
 """
 import tensorflow as tf
 
@@ -28,6 +31,7 @@ def clip_boxes(boxes):
 
 
 KEEP_PER = ('image', 'class')
+NMS_OPS = ('combined', 'per_class')
 
 # The post-processing settings' defaults, stated once: `postprocess`'s keyword defaults,
 # utility/ssd_model.DEFAULT_PARAMS and the entry scripts' flags (eval, demo, export) read them.
@@ -54,7 +58,8 @@ def max_detections(num_classes, nms_topk=DEFAULTS['nms_topk'], keep_per=DEFAULTS
 def postprocess(cls_logits, loc_preds, anchors, prior_scaling,
                 select_threshold=DEFAULTS['select_threshold'], min_size=DEFAULTS['min_size'],
                 keep_topk=DEFAULTS['keep_topk'], nms_threshold=DEFAULTS['nms_threshold'],
-                nms_topk=DEFAULTS['nms_topk'], keep_per=DEFAULTS['keep_per']):
+                nms_topk=DEFAULTS['nms_topk'], keep_per=DEFAULTS['keep_per'],
+                nms_ops='combined'):
     """Detections of a batch from the network outputs.
 
     Args:
@@ -70,6 +75,8 @@ def postprocess(cls_logits, loc_preds, anchors, prior_scaling,
       nms_topk: detections kept per class by NMS (and per image with keep_per='image').
       keep_per: 'image': the output holds the nms_topk best of the image, K = nms_topk;
         'class': every class's nms_topk, K = nms_topk * (C - 1) (the original's selection).
+      nms_ops: 'combined' (tf.image.combined_non_max_suppression) or 'per_class' (one
+        NonMaxSuppressionV4 per class and image, TFLite builtins; needs a static batch size).
     Returns:
       dict with
         boxes: float32 [B, K, 4] [ymin, xmin, ymax, xmax] in [0, 1],
@@ -106,16 +113,22 @@ def postprocess(cls_logits, loc_preds, anchors, prior_scaling,
         k = tf.minimum(keep_topk, tf.shape(per_class)[2])
         top_scores, top_index = tf.nn.top_k(per_class, k=k, sorted=True)
         top_boxes = tf.gather(boxes, top_index, batch_dims=1)
-        nmsed = tf.image.combined_non_max_suppression(
-            boxes=tf.transpose(top_boxes, [0, 2, 1, 3]),  # [B, k, C-1, 4]
-            scores=tf.transpose(top_scores, [0, 2, 1]),  # [B, k, C-1]
-            max_output_size_per_class=nms_topk,
-            max_total_size=max_total,
-            iou_threshold=float(nms_threshold),
-            # Filtered-out candidates carry score 0 <= select_threshold, so they never enter.
-            score_threshold=max(float(select_threshold), 0.0),
-            pad_per_class=False,
-            clip_boxes=False)
+        if nms_ops == 'per_class':
+            nmsed = _per_class_nms(top_boxes, top_scores, nms_topk, max_total,
+                                   float(nms_threshold), max(float(select_threshold), 0.0))
+        elif nms_ops == 'combined':
+            nmsed = tf.image.combined_non_max_suppression(
+                boxes=tf.transpose(top_boxes, [0, 2, 1, 3]),  # [B, k, C-1, 4]
+                scores=tf.transpose(top_scores, [0, 2, 1]),  # [B, k, C-1]
+                max_output_size_per_class=nms_topk,
+                max_total_size=max_total,
+                iou_threshold=float(nms_threshold),
+                # Filtered-out candidates carry score 0 <= select_threshold: they never enter.
+                score_threshold=max(float(select_threshold), 0.0),
+                pad_per_class=False,
+                clip_boxes=False)
+        else:
+            raise ValueError('nms_ops=%r is not one of %s.' % (nms_ops, NMS_OPS))
         nmsed_boxes, nmsed_scores, nmsed_classes, num_detections = nmsed
         num_detections = tf.cast(num_detections, tf.int32)
         valid = tf.range(max_total)[None, :] < num_detections[:, None]  # [B, K]
@@ -126,3 +139,38 @@ def postprocess(cls_logits, loc_preds, anchors, prior_scaling,
             'classes': classes,
             'num_detections': num_detections,
         }
+
+
+def _per_class_nms(top_boxes, top_scores, nms_topk, max_total, iou_threshold, score_threshold):
+    """combined_non_max_suppression's selection from TFLite builtins: per image and class one
+    NonMaxSuppressionV4 (padded to nms_topk), then the max_total best over the classes.
+
+    top_boxes float32 [B, C-1, k, 4], top_scores [B, C-1, k] with static B and C-1.
+    Returns (boxes [B, K, 4], scores [B, K], classes int32 [B, K] 0-based,
+    num_detections int32 [B]), K = max_total, entries from num_detections on arbitrary.
+    """
+    batch, num_fg = top_scores.shape[0], top_scores.shape[1]
+    if batch is None or num_fg is None:
+        raise ValueError("nms_ops='per_class' needs a static batch size and class count "
+                         '(got scores of shape %s); build the graph with a fixed batch.'
+                         % (top_scores.shape,))
+    outputs = []
+    for b in range(batch):
+        boxes, scores, classes = [], [], []
+        for c in range(num_fg):
+            index, count = tf.raw_ops.NonMaxSuppressionV4(
+                boxes=top_boxes[b, c], scores=top_scores[b, c], max_output_size=nms_topk,
+                iou_threshold=iou_threshold, score_threshold=score_threshold,
+                pad_to_max_output_size=True)
+            valid = tf.range(nms_topk) < count
+            boxes.append(tf.gather(top_boxes[b, c], index))
+            # Padding entries get score -1 so that the top-k below puts them last.
+            scores.append(tf.where(valid, tf.gather(top_scores[b, c], index), -1.0))
+            # int32, not float: an int8 model would quantize float class ids (14 -> 13.9).
+            classes.append(tf.fill([nms_topk], c))
+        scores = tf.concat(scores, 0)  # [(C-1) * nms_topk]
+        best, order = tf.math.top_k(scores, k=max_total, sorted=True)
+        outputs.append((tf.gather(tf.concat(boxes, 0), order), tf.maximum(best, 0.0),
+                        tf.gather(tf.concat(classes, 0), order),
+                        tf.reduce_sum(tf.cast(best >= 0.0, tf.int32))))
+    return tuple(tf.stack(parts) for parts in zip(*outputs))

@@ -258,17 +258,32 @@ def preprocess_for_eval(image, out_size=IMAGE_SIZE, channel_order=DEFAULT_CHANNE
     _check_channel_order(channel_order)
     with tf.name_scope('preprocess_for_eval'):
         image = _check_image(image, 'preprocess_for_eval')
-        resized = tf.compat.v1.image.resize_bilinear(
-            image[tf.newaxis], [out_size, out_size], align_corners=False,
-            half_pixel_centers=False)[0]
-        # One fused pass: channel order (a permutation kernel) and mean subtraction (bias).
-        kernel = np.eye(3, dtype=np.float32)
-        if channel_order == 'bgr':
-            kernel = kernel[:, ::-1].copy()
-        bias = -np.asarray(channel_mean(channel_order, mean_rgb), np.float32)
-        out = _conv1x1(resized, tf.constant(kernel), tf.constant(bias))
+        out = normalize_for_network(resize_for_eval(image[tf.newaxis], out_size),
+                                    channel_order, mean_rgb)[0]
         out.set_shape([out_size, out_size, 3])
         return out
+
+
+def resize_for_eval(images, out_size=IMAGE_SIZE):
+    """The first half of preprocess_for_eval: uint8 or float [B, H, W, 3] RGB -> float32
+    [B, out_size, out_size, 3] RGB on the 0-255 scale,
+    `tf.compat.v1.image.resize_bilinear(align_corners=False, half_pixel_centers=False)`.
+    The TFLite models take this as their input (utility/tflite_export.py)."""
+    return tf.compat.v1.image.resize_bilinear(images, [out_size, out_size],
+                                              align_corners=False, half_pixel_centers=False)
+
+
+def normalize_for_network(resized, channel_order=DEFAULT_CHANNEL_ORDER, mean_rgb=None):
+    """The second half of preprocess_for_eval: float32 [B, S, S, 3] RGB 0-255 -> the
+    network's input: channels in `channel_order`, minus the mean (one fused 1x1 convolution:
+    a permutation kernel and a bias)."""
+    _check_channel_order(channel_order)
+    kernel = np.eye(3, dtype=np.float32)
+    if channel_order == 'bgr':
+        kernel = kernel[:, ::-1].copy()
+    bias = -np.asarray(channel_mean(channel_order, mean_rgb), np.float32)
+    out = tf.nn.conv2d(tf.cast(resized, tf.float32), kernel[np.newaxis, np.newaxis], 1, 'VALID')
+    return tf.nn.bias_add(out, bias)
 
 
 # ---------------------------------------------------------------------------

@@ -126,3 +126,36 @@ def test_keep_per_class_keeps_nms_topk_of_every_class():
     assert pp.max_detections(21, 200, 'image') == 200
     with pytest.raises(ValueError, match="keep_per='images'.*'class'"):
         run(p, anchors, keep_per='images')
+
+
+@pytest.mark.parametrize('keep_per,nms_topk', [('image', 20), ('class', 5)])
+def test_per_class_nms_ops_select_what_combined_nms_selects(keep_per, nms_topk):
+    # Random anchors, codes and logits of 2 images, 4 foreground classes: the TFLite-builtin
+    # path (one NonMaxSuppressionV4 per class) gives the detections of the combined op.
+    rng = np.random.RandomState(3)
+    centers = rng.uniform(0.1, 0.9, size=(300, 2))
+    sizes = rng.uniform(0.05, 0.4, size=(300, 2))
+    anchors = np.concatenate([centers - sizes / 2, centers + sizes / 2], 1).astype(np.float32)
+    logits = rng.normal(0, 2, size=(2, 300, 5)).astype(np.float32)
+    logits[:, :, 4] -= 7.0  # class 4: fewer survivors than nms_topk, so NMS output is padded
+    loc = rng.normal(0, 0.5, size=(2, 300, 4)).astype(np.float32)
+    outs = {}
+    for ops in pp.NMS_OPS:
+        with tf.Graph().as_default():
+            out = pp.postprocess(logits, loc, anchors, PRIOR, nms_topk=nms_topk,
+                                 keep_per=keep_per, nms_ops=ops, select_threshold=0.05)
+            with tf.compat.v1.Session() as sess:
+                outs[ops] = sess.run(out)
+    combined, per_class = outs['combined'], outs['per_class']
+    assert combined['num_detections'].min() >= nms_topk  # the caps are exercised
+    if keep_per == 'class':  # ... and the padding of a class with few survivors
+        assert 0 < np.sum(combined['classes'] == 4) < 2 * nms_topk
+    np.testing.assert_array_equal(per_class['num_detections'], combined['num_detections'])
+    for key in ('boxes', 'scores', 'classes'):
+        assert per_class[key].shape == combined[key].shape
+        np.testing.assert_allclose(per_class[key], combined[key], atol=1e-6, err_msg=key)
+
+
+def test_unknown_nms_ops_is_named():
+    with pytest.raises(ValueError, match='nms_ops'):
+        run([probs([0.9])], [[0.1, 0.1, 0.5, 0.5]], nms_ops='fast')

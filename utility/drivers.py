@@ -367,6 +367,15 @@ def predict(driver, model_fn, input_fn, params, checkpoint, session_config=None)
 # ----------------------------------------------------------------------------- export
 
 
+def restore_predict(session, spec, checkpoint):
+    """Restores `checkpoint` into `session` for a PREDICT ModelSpec built in its graph: the
+    spec's scaffold saver where it has one (as tf.estimator's exporter does), else a plain
+    Saver. The SavedModel and TFLite exports both restore through here."""
+    saver = (spec.scaffold.saver if spec.scaffold is not None and spec.scaffold.saver
+             else tf.compat.v1.train.Saver(sharded=True))
+    saver.restore(session, checkpoint)
+
+
 def export_saved_model(driver, model_fn, serving_inputs_fn, params, checkpoint, export_base,
                        assets_extra=None):
     """Writes a SavedModel of the PREDICT graph into a new `export_base/<timestamp>` folder.
@@ -397,12 +406,10 @@ def export_saved_model(driver, model_fn, serving_inputs_fn, params, checkpoint, 
     with tf.Graph().as_default():
         features, receivers = serving_inputs_fn()
         spec = model_fn(features, None, ModeKeys.PREDICT, params)
-        saver = (spec.scaffold.saver if spec.scaffold is not None and spec.scaffold.saver
-                 else tf.compat.v1.train.Saver(sharded=True))
         signature = tf.compat.v1.saved_model.predict_signature_def(receivers,
                                                                     spec.export_outputs)
         with tf.compat.v1.Session() as session:
-            saver.restore(session, checkpoint)
+            restore_predict(session, spec, checkpoint)
             builder = tf.compat.v1.saved_model.Builder(scratch)
             builder.add_meta_graph_and_variables(
                 session, [tf.compat.v1.saved_model.tag_constants.SERVING],

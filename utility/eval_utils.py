@@ -416,20 +416,22 @@ class ImageDecoder(object):
         self.close()
 
 
-def make_image_files_input_fn(params, paths, batch_size=1):
+def make_image_files_input_fn(params, paths, batch_size=1, normalize=True):
     """PREDICT input_fn over image files (decodable ones; see ImageDecoder).
 
     Features per batch: 'image' float32 [B, S, S, 3] (ssd_model.decode_for_network, S =
     params['train_image_size'], turned upright by the file's EXIF orientation), 'filename'
     string [B] (the path), 'shape' int32 [B, 3] (height, width, 3 of the upright image).
-    Files come in `paths` order.
+    Files come in `paths` order. normalize=False: images resized only, the TFLite models'
+    input (ssd_model.preprocess_eval).
     """
     from utility import ssd_model
     paths = [str(p) for p in paths]
     orientations = [exif_orientation(p) for p in paths]
 
     def load(path, orientation):
-        image, shape = ssd_model.decode_for_network(tf.io.read_file(path), params, orientation)
+        image, shape = ssd_model.decode_for_network(tf.io.read_file(path), params, orientation,
+                                                    normalize)
         return {'image': image, 'filename': path, 'shape': shape}
 
     def input_fn():

@@ -88,6 +88,9 @@ DEFAULT_PARAMS = {
     # post-processing: select_threshold, min_size, keep_topk, nms_threshold, nms_topk,
     # keep_per (net/postprocess.DEFAULTS)
     **postprocess_lib.DEFAULTS,
+    # How NMS runs (net/postprocess.NMS_OPS): 'combined' (TF's combined op: eval, demo,
+    # SavedModel) or 'per_class' (TFLite builtins; the TFLite export sets it).
+    'nms_ops': 'combined',
 }
 
 
@@ -156,10 +159,17 @@ def preprocess_train(image, boxes, labels, params, seed=None):
     return image, boxes, labels
 
 
-def preprocess_eval(image, params):
+def preprocess_eval(image, params, normalize=True):
     """uint8 [H, W, 3] RGB image -> the network's float32 [S, S, 3] input: preprocess_for_eval
     with the params' image size, channel order and mean. Every inference path goes through
-    here: the eval records (make_input_fn), image files (demo) and the SavedModel's bytes."""
+    here: the eval records (make_input_fn), image files (demo) and the SavedModel's bytes.
+    normalize=False stops after the resize (float32 RGB 0-255, resize_for_eval): the input of
+    the TFLite models, which do the rest (normalize_for_network) inside."""
+    if not normalize:
+        resized = ssd_preprocessing.resize_for_eval(
+            image[tf.newaxis], int(params['train_image_size']))[0]
+        resized.set_shape([int(params['train_image_size'])] * 2 + [3])
+        return resized
     return ssd_preprocessing.preprocess_for_eval(
         image, out_size=int(params['train_image_size']), channel_order=params['channel_order'],
         mean_rgb=params['mean_rgb'])
@@ -186,15 +196,16 @@ def apply_exif_orientation(image, orientation):
                                                                  for k in range(2, 9)])
 
 
-def decode_for_network(data, params, orientation=None):
+def decode_for_network(data, params, orientation=None, normalize=True):
     """Encoded JPEG/PNG/BMP/GIF bytes (string scalar) -> (network input [S, S, 3] float32,
     shape int32 [3] of the image as shown): tf.io.decode_image (first frame of a GIF), turned
     upright by `orientation` (an EXIF orientation, `apply_exif_orientation`; None: as stored,
-    which is what the SavedModel does: its graph cannot read EXIF), then preprocess_eval."""
+    which is what the SavedModel does: its graph cannot read EXIF), then preprocess_eval
+    (`normalize` passed on: False stops after the resize, the TFLite models' input)."""
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
     if orientation is not None:
         image = apply_exif_orientation(image, orientation)
-    return preprocess_eval(image, params), tf.shape(image, out_type=tf.int32)
+    return preprocess_eval(image, params, normalize), tf.shape(image, out_type=tf.int32)
 
 
 def encode_labels(boxes, labels, params, anchors=None):
@@ -211,7 +222,7 @@ def encode_labels(boxes, labels, params, anchors=None):
     return {'loc_targets': loc_targets, 'cls_targets': cls_targets}
 
 
-def make_input_fn(params, is_training, file_pattern=None):
+def make_input_fn(params, is_training, file_pattern=None, normalize=True):
     """Returns an Estimator input_fn over the `train-*` or `val-*` shards of params['data_dir'].
 
     The dataset is batched per replica: under MirroredStrategy the Estimator draws one batch
@@ -219,7 +230,8 @@ def make_input_fn(params, is_training, file_pattern=None):
     training each worker reads its own part of the training data (params 'num_workers',
     'worker_index'; see dataset_common.build_dataset). Training uses the augmentation of
     preprocess_for_train unless params['augment'] is False, in which case it uses the eval
-    preprocessing (still shuffled and repeated).
+    preprocessing (still shuffled and repeated). normalize=False (eval only): images resized
+    but not normalized, the TFLite models' input (preprocess_eval).
     """
     if file_pattern is None:
         prefix = 'train-*' if is_training else 'val-*'
@@ -234,7 +246,7 @@ def make_input_fn(params, is_training, file_pattern=None):
         return features, encode_labels(boxes, labels, params, anchors)
 
     def eval_map(parsed):
-        image = preprocess_eval(parsed['image'], params)
+        image = preprocess_eval(parsed['image'], params, normalize)
         return {'image': image, 'filename': parsed['filename'], 'shape': parsed['shape'],
                 'gt_boxes': parsed['boxes'], 'gt_labels': parsed['labels'],
                 'gt_difficult': parsed['difficult']}
@@ -285,12 +297,13 @@ def _summary_image(features, labels, params, anchors):
 
 def postprocess(cls_logits, loc_preds, params, anchors=None):
     """net/postprocess.postprocess with the params' anchors, prior scaling and settings
-    (select_threshold, min_size, keep_topk, nms_threshold, nms_topk, keep_per)."""
+    (select_threshold, min_size, keep_topk, nms_threshold, nms_topk, keep_per, nms_ops)."""
     if anchors is None:
         anchors = _anchors(params)
     settings = {key: params[key] for key in postprocess_lib.DEFAULTS}
     return postprocess_lib.postprocess(cls_logits, loc_preds, anchors,
-                                       params['anchor_spec']['prior_scaling'], **settings)
+                                       params['anchor_spec']['prior_scaling'],
+                                       nms_ops=params.get('nms_ops', 'combined'), **settings)
 
 
 def model_fn(features, labels, mode, params):
