@@ -116,18 +116,15 @@ def results_json(collection, num_classes, category_ids=None, max_detections=MAX_
     valid = (collection.det_labels > 0) & (collection.det_labels < num_classes)
     order = np.lexsort((np.arange(len(valid)), -collection.det_scores, collection.det_image))
     order = order[valid[order]]
-    boxes = _xywh(collection.det_boxes)
-    results, taken = [], {}
-    for d in order:
-        image = int(collection.det_image[d])
-        if taken.get(image, 0) >= max_detections:
-            continue
-        taken[image] = taken.get(image, 0) + 1
-        results.append({'image_id': image_ids[image],
-                        'category_id': cat[int(collection.det_labels[d])],
-                        'bbox': [round(float(v), 3) for v in boxes[d]],
-                        'score': round(float(collection.det_scores[d]), 6)})
-    return results
+    images = collection.det_image[order]
+    starts = np.searchsorted(images, images, side='left')  # first row of each image's run
+    order = order[np.arange(len(order)) - starts < max_detections]
+    boxes = np.round(_xywh(collection.det_boxes[order]), 3).tolist()
+    ids = np.asarray(image_ids, np.int64)[collection.det_image[order]].tolist()
+    categories = np.asarray(cat, np.int64)[collection.det_labels[order]].tolist()
+    scores = np.round(collection.det_scores[order], 6).tolist()
+    return [{'image_id': i, 'category_id': c, 'bbox': b, 'score': v}
+            for i, c, b, v in zip(ids, categories, boxes, scores)]
 
 
 def _quiet(fn, *args):
