@@ -81,6 +81,9 @@ flags.DEFINE_string('metric', '',
                     'coco_results.json), voc (VOC07 / VOC2010+ AP per class) or both. Empty: '
                     'coco when <data_dir>/manifest.json says the data came from COCO, else '
                     'voc.')
+flags.DEFINE_enum('coco_backend', 'pycocotools', ['pycocotools', 'faster-coco-eval'],
+                  'What computes the COCO metric: pycocotools, or faster-coco-eval (pip install '
+                  'faster-coco-eval; same figures, about 5x faster on a val2017-sized set).')
 eval_utils.define_inference_flags(flags)
 flags.adopt_module_key_flags(eval_utils)
 
@@ -177,7 +180,7 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
         'post_processing': {k: params[k] for k in ('select_threshold', 'min_size', 'keep_per',
                                                    'nms_threshold', 'nms_topk', 'keep_topk')},
         'evaluated_at': time.strftime('%Y-%m-%d %H:%M:%S')}, category_ids=category_ids,
-        log=log)
+        log=log, coco_backend=FLAGS.coco_backend)
 
 
 if __name__ == '__main__':

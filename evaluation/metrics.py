@@ -47,22 +47,24 @@ def _voc(collection, ground_truth, class_names, output_dir, summary, log):
     return [RESULTS_PREFIX + '<class>.txt', os.path.basename(png)]
 
 
-def _coco(collection, ground_truth, class_names, output_dir, summary, log, category_ids):
+def _coco(collection, ground_truth, class_names, output_dir, summary, log, category_ids,
+          backend):
     gt_document = coco_metric.ground_truth_json(collection, ground_truth, class_names,
                                                 category_ids)
     results = coco_metric.results_json(collection, len(class_names), category_ids)
     coco_metric.write_json(os.path.join(output_dir, coco_metric.RESULTS_FILE), results)
     coco_metric.write_json(os.path.join(output_dir, coco_metric.GROUND_TRUTH_FILE),
                            gt_document)
-    scored = coco_metric.evaluate(gt_document, results)
+    scored = coco_metric.evaluate(gt_document, results, backend)
     summary['coco'] = coco_metric.summarize(scored, class_names, category_ids)
+    summary['coco']['backend'] = backend
     notify(log, coco_metric.format_table(scored, class_names, category_ids,
                                          collection.num_images))
     return [coco_metric.RESULTS_FILE, coco_metric.GROUND_TRUTH_FILE]
 
 
 def run_metrics(metrics, collection, ground_truth, class_names, output_dir, extra=None,
-                category_ids=None, log=None):
+                category_ids=None, log=None, coco_backend='pycocotools'):
     """Runs each metric of `metrics` ('voc', 'coco') on one collection; prints their tables
     through `log`, writes their files and `<output_dir>/metrics.json`.
 
@@ -72,6 +74,7 @@ def run_metrics(metrics, collection, ground_truth, class_names, output_dir, extr
       class_names: index = label id, 'none' first.
       extra: entries added to the summary (checkpoint, data_dir, ...).
       category_ids: the COCO category id of label 1, 2, ... (the manifest's), or None.
+      coco_backend: coco_metric.BACKENDS: 'pycocotools' or 'faster-coco-eval'.
     Returns:
       the summary dict written to metrics.json ('metrics_computed' lists the metrics run).
     """
@@ -82,7 +85,7 @@ def run_metrics(metrics, collection, ground_truth, class_names, output_dir, extr
             files += _voc(collection, ground_truth, class_names, output_dir, summary, log)
         elif name == 'coco':
             files += _coco(collection, ground_truth, class_names, output_dir, summary, log,
-                           category_ids)
+                           category_ids, coco_backend)
         else:
             raise ValueError('unknown metric %r; use voc or coco.' % name)
     summary.update(extra or {})

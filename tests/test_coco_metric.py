@@ -174,3 +174,24 @@ def test_printed_table_equals_pycocotools_on_the_written_files(tmp_path):
     assert metrics['map_07'] == summary['map_07'] and metrics['metrics_computed'] == ['voc',
                                                                                       'coco']
     assert metrics['coco']['category_ids'] == {'circle': 7, 'square': 42}
+
+
+def test_faster_coco_eval_backend_gives_the_same_figures():
+    pytest.importorskip('faster_coco_eval')  # optional: eval_ssd.py --coco_backend
+    truth = [_gt([A, B, [20, 200, 180, 380]], [1, 1, 1], iscrowd=[0, 0, 1]),
+             _gt([[5, 5, 50, 60]], [2])]
+    detections = HAND + [(0, 1, 0.95, [40, 220, 120, 300]), (1, 2, 0.6, [6, 5, 50, 58])]
+    collection = _collection(detections, sizes=((400, 500), (100, 120)))
+    document = coco_metric.ground_truth_json(collection, truth, NAMES)
+    results = coco_metric.results_json(collection, 3)
+    ours = coco_metric.evaluate(document, results)
+    faster = coco_metric.evaluate(document, results, backend='faster-coco-eval')
+    for name in coco_metric.STAT_NAMES:
+        assert faster['stats'][name] == pytest.approx(ours['stats'][name], abs=1e-4), name
+    assert faster['per_class'][1] == pytest.approx(ours['per_class'][1], abs=1e-4)
+
+
+def test_unknown_backend_is_one_line_naming_the_choices():
+    with pytest.raises(ValueError, match='unknown COCO metric backend .*pycocotools, '
+                                         'faster-coco-eval'):
+        coco_metric.evaluate({'images': [], 'annotations': [], 'categories': []}, [], 'x')
