@@ -21,6 +21,9 @@ Classes: ``--labels FILE`` names them, one per line (label k = the k-th name; 0 
 background 'none'); without it the 20 VOC classes. The names go into the manifest's 'labels'
 list, where training, evaluation, the demo and the export find them.
 
+The record layout, the threaded shard writer and the manifest are dataset/shard_writer.py's,
+shared with the COCO converter (dataset/coco_to_tfrecords.py).
+
 Boxes: an annotation's 1-based inclusive pixel box is clipped to
 ``[1, width] x [1, height]`` and stored as ``v / width`` (x) and ``v / height``
 (y) (the seed's convention); inverted or zero-area boxes are dropped.
@@ -34,8 +37,8 @@ import sys
 
 from dataset.dataset_common import VOC_LABELS, LabelMapError, read_label_map
 from dataset.helpers import parse_comma_list
-from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError,  # noqa: F401
-                                  Reporter, make_example, prepare_image, shard_names, write_shards)
+from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError,
+                                  Reporter, make_example, prepare_image, write_shards)
 from dataset import shard_writer
 from dataset.voc_xml import AnnotationError, parse_annotation
 
