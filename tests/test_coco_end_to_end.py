@@ -20,7 +20,7 @@ from conftest import TRAIN_FAST_FLAGS, run_script
 
 pytestmark = pytest.mark.slow
 
-FIT_IMAGE_IDS = (1007, 1008)  # the images 2012_000007 and 2012_000008 of tests/test_learning.py
+FIT_IMAGE_IDS = (1006, 1007)  # images 2012_000007, 2012_000008 (index 6, 7) of tests/test_learning.py
 
 
 def _convert(sample, split, out, annotations=None):
@@ -105,8 +105,8 @@ def test_coco_sample_converts_trains_and_evaluates_with_both_metrics(tmp_path):
 def _fit_annotations(sample, path):
     """The sample's FIT_IMAGE_IDS (train and val jsons merged) as one COCO json, every
     annotation a plain one: the sample makes the first object of image 1007 a crowd region,
-    which training never learns (a first run of this test scored AP50 0.75 with it), and the
-    crowd rules are tested on their own (test_coco_metric.py, test_coco_targets.py)."""
+    which training never learns; the crowd rules are tested on their own
+    (test_coco_metric.py, test_coco_targets.py)."""
     images, annotations, categories = [], [], None
     for split in ('train', 'val'):
         with open(os.path.join(sample, 'annotations', 'instances_%s.json' % split)) as f:
