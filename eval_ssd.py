@@ -4,7 +4,8 @@
 
 Runs the one model_fn and post-processing of utility/ssd_model.py (under tf.estimator or a plain
 session: --driver) over the --split shards of --data_dir with the latest checkpoint in
---model_dir (or --checkpoint_path), and scores the detections with the Pascal VOC metric (evaluation/voc_metric.py) against the
+--model_dir (or --checkpoint_path), and scores the detections with the Pascal VOC metric (evaluation/voc_metric.py) and/or the COCO
+metric (--metric coco|voc|both; pycocotools, evaluation/coco_metric.py) against the
 ground truth stored in the records, difficult flags included, and the class names the
 converter recorded in <data_dir>/manifest.json (--labels; without a manifest, the names the
 records carry; the VOC names by default) (or, with --annotations_dir,
@@ -15,6 +16,10 @@ both the VOC2007 11-point and the VOC2010+ area metric, and writes to --output_d
     comp4_det_test_<class>.txt    VOC devkit results files: '<image id> <score> <xmin> <ymin>
                                   <xmax> <ymax>' in 1-based VOC pixels (normalized * width)
     pr_curves.png                 precision-recall curve of every class
+    coco_results.json             (--metric coco/both) COCO results: image_id, category_id (the
+                                  COCO id from the manifest), bbox [x, y, w, h] pixels, score;
+                                  at most 100 detections per image
+    coco_ground_truth.json        (--metric coco/both) the COCO ground truth scored against
 
 With --model <file.tflite> it scores a TFLite export (export_ssd.py --format tflite) instead of
 a checkpoint, through the TFLite interpreter (utility/tflite_runner.py, --num_threads), with
@@ -42,11 +47,10 @@ from dataset import helpers
 from dataset.helpers import log
 helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
 
-from evaluation.detections import RESULTS_PREFIX, collect_predictions, write_results_files
-from evaluation.figures import PR_CURVES_FILE, draw_pr_curves
+from evaluation.detections import collect_predictions
 from evaluation.ground_truth import (check_has_ground_truth, ground_truth_from_annotations,
                                      scan_records)
-from evaluation.report import METRICS_FILE, format_table, summarize, write_metrics_json
+from evaluation.metrics import METRIC_CHOICES, default_metric, metric_names, run_metrics
 from utility import eval_utils
 from utility import tflite_runner
 
@@ -81,6 +85,14 @@ flags.DEFINE_float('watch_timeout_secs', 900.0,
 flags.DEFINE_integer('watch_max_step', 0,
                      'With --watch: stop once the checkpoint at this global step (training\'s '
                      '--max_number_of_steps) is evaluated; 0 = unknown, only the timeout stops.')
+flags.DEFINE_string('metric', '',
+                    'Metric(s) to report: coco (pycocotools AP@[.5:.95], AP50, ...; writes '
+                    'coco_results.json), voc (VOC07 / VOC2010+ AP per class) or both. Empty: '
+                    'coco when <data_dir>/manifest.json says the data came from COCO, else '
+                    'voc.')
+flags.DEFINE_enum('coco_backend', 'pycocotools', ['pycocotools', 'faster-coco-eval'],
+                  'What computes the COCO metric: pycocotools, or faster-coco-eval (pip install '
+                  'faster-coco-eval; same figures, about 5x faster on a val2017-sized set).')
 eval_utils.define_inference_flags(flags)
 flags.adopt_module_key_flags(eval_utils)
 tflite_runner.define_flags(flags)
@@ -108,6 +120,11 @@ def main(_):
     if source:
         log('%d classes (background included) from %s: %s'
             % (num_classes, source, ', '.join(class_names[1:])))
+    data_source = dataset_common.source_from_manifest(FLAGS.data_dir)
+    if FLAGS.metric and FLAGS.metric not in METRIC_CHOICES:
+        raise ValueError('--metric=%s is not one of %s.' % (FLAGS.metric,
+                                                            ', '.join(METRIC_CHOICES)))
+    metrics = metric_names(FLAGS.metric or default_metric(data_source['source']))
     pattern = os.path.join(FLAGS.data_dir, FLAGS.split + '-*')
     records = scan_records(pattern)
     mismatch = dataset_common.count_mismatch_message(FLAGS.data_dir, FLAGS.split, len(records))
@@ -123,14 +140,15 @@ def main(_):
                                'The annotations in %s for %s' % (FLAGS.annotations_dir, where))
     else:
         check_has_ground_truth(
-            [{'labels': r['labels'], 'difficult': r['difficult']} for r in records],
+            [{'labels': r['labels'], 'difficult': r['difficult'] | r['iscrowd']}
+             for r in records],
             num_classes, where)
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'eval')
     eval_utils.check_directory_target(output_dir, 'output_dir')
 
     def evaluate(checkpoint):
         return evaluate_checkpoint(checkpoint, pattern, len(records), xml_truth, class_names,
-                                   output_dir)
+                                   output_dir, metrics, data_source['category_ids'])
 
     if FLAGS.watch:
         eval_watch.watch_checkpoints(
@@ -141,11 +159,11 @@ def main(_):
     return 0
 
 
-def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names, output_dir):
+def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names, output_dir,
+                        metrics=('voc',), category_ids=None):
     """Predicts, scores, prints and writes the results of one checkpoint; returns the summary."""
     from utility import ssd_model
     from utility import drivers
-    from evaluation import voc_metric
 
     num_classes = len(class_names)
     if FLAGS.model:
@@ -175,24 +193,13 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
     ground_truth = collection.ground_truth
     if xml_truth is not None:
         ground_truth = [xml_truth[name] for name in collection.image_ids]
-    detections = collection.detections(num_classes)
-    result = voc_metric.evaluate(detections, ground_truth, num_classes,
-                                 return_curves=True)
-    summary = summarize(result, ground_truth, collection.num_images, class_names, {
+    return run_metrics(metrics, collection, ground_truth, class_names, output_dir, {
         'checkpoint': checkpoint, 'data_dir': FLAGS.data_dir, 'split': FLAGS.split,
         'ground_truth': FLAGS.annotations_dir or 'tfrecords',
         'post_processing': {k: params[k] for k in ('select_threshold', 'min_size', 'keep_per',
                                                    'nms_threshold', 'nms_topk', 'keep_topk')},
-        'evaluated_at': time.strftime('%Y-%m-%d %H:%M:%S')})
-    log(format_table(summary))
-
-    metrics_path = write_metrics_json(os.path.join(output_dir, METRICS_FILE), summary)
-    write_results_files(output_dir, collection, class_names)
-    png = draw_pr_curves(os.path.join(output_dir, PR_CURVES_FILE), result['curves'], summary)
-    log('Wrote %s, %s and %s in %s.' % (os.path.basename(metrics_path),
-                                        RESULTS_PREFIX + '<class>.txt', os.path.basename(png),
-                                        output_dir))
-    return summary
+        'evaluated_at': time.strftime('%Y-%m-%d %H:%M:%S')}, category_ids=category_ids,
+        log=log, coco_backend=FLAGS.coco_backend)
 
 
 if __name__ == '__main__':

@@ -100,6 +100,11 @@ flags.DEFINE_string('backbone', 'vgg16',
                     'ResNets resnet18/34/50/101, and any you register there); its input '
                     'convention and checkpoint scope come with it. ResNet weights: see '
                     'model/README.md.')
+flags.DEFINE_string('anchor_preset', '',
+                    'Anchor sizes (net/anchors.py ANCHOR_PRESETS): voc (SSD300 on VOC, first '
+                    'scale 0.1) or coco (the caffe SSD300 COCO sizes, 21..315 pixels). Empty: '
+                    'the preset the converter recorded in <data_dir>/manifest.json (coco for '
+                    'COCO data), else voc. Recorded in params.json; resuming checks it.')
 flags.DEFINE_boolean('freeze_batch_norm', False,
                      'ResNets: batch norm uses its moving statistics in training too and '
                      'gamma/beta stay fixed (for fine-tuning with few images per replica).')
@@ -176,6 +181,9 @@ def check_flags():
                          '0.9 to fit a few images).' % FLAGS.batch_norm_decay)
     from net import backbones
     backbones.get_backbone(FLAGS.backbone)  # an unknown name: ValueError listing the registry
+    if FLAGS.anchor_preset:
+        from net import anchors
+        anchors.check_preset(FLAGS.anchor_preset)  # ValueError listing the presets
     if os.path.exists(FLAGS.model_dir) and not os.path.isdir(FLAGS.model_dir):
         raise ValueError('--model_dir=%s is a file, not a directory; pass a directory (it is '
                          'created if missing).' % FLAGS.model_dir)
@@ -236,6 +244,20 @@ def fine_tune_settings(checkpoint):
     return settings
 
 
+def anchor_preset():
+    """--anchor_preset, or the preset <data_dir>/manifest.json suggests, or 'voc'."""
+    from dataset import dataset_common
+    from net import anchors
+    if FLAGS.anchor_preset:
+        return anchors.check_preset(FLAGS.anchor_preset)
+    suggested = dataset_common.source_from_manifest(FLAGS.data_dir)['anchor_preset']
+    if suggested:
+        log('Anchor preset %s (from %s).' % (suggested, os.path.join(
+            FLAGS.data_dir, dataset_common.MANIFEST_NAME)))
+        return anchors.check_preset(suggested)
+    return anchors.DEFAULT_PRESET
+
+
 def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=None,
                  class_names=None, num_classes=None, checkpoint_model_scope=None,
                  checkpoint_exclude_scopes=None):
@@ -248,6 +270,7 @@ def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=No
         num_classes=num_classes or FLAGS.num_classes or 21,
         class_names=list(class_names) if class_names else None,
         train_image_size=FLAGS.train_image_size,
+        anchor_preset=anchor_preset(),
         data_format=data_format,
         model_scope=FLAGS.model_scope,
         backbone=FLAGS.backbone, freeze_batch_norm=FLAGS.freeze_batch_norm,

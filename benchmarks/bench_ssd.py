@@ -40,6 +40,10 @@ in `STAGES`):
   backbones     (not in the default list) each of --backbones side by side: GFLOP per
                 training image (counted as below) and training images/s at
                 --backbones_batch_size (the train stage's worker, one subprocess each).
+  coco_metric   (not in the default list) evaluation/coco_metric (pycocotools) on a random
+                val2017-sized set (--coco_images 5000, ~36,000 gt boxes, 100 detections
+                each); faster-coco-eval beside it when installed (speed-up, largest
+                difference over the 12 figures).
 
 --backbone (default vgg16) picks the network of the input, train and infer stages.
 
@@ -858,6 +862,93 @@ def bench_metric(args, context):
     return out
 
 
+def make_coco_benchmark_data(num_images=5000, num_classes=81, gt_per_image=7.2,
+                             detections_per_image=100, seed=0):
+    """Random val2017-sized data for the COCO metric: (Collection, ground truth).
+
+    About num_images * gt_per_image gt boxes (1% crowd) on 640x480 images, exactly
+    detections_per_image detections per image: half jittered copies of the image's gt boxes
+    (their class), half random boxes of random classes; integer source ids (COCO image ids).
+    """
+    import numpy as np
+    from evaluation.detections import Collection
+    rng = np.random.RandomState(seed)
+    ground_truth, det_image, labels, scores, boxes = [], [], [], [], []
+    for index in range(num_images):
+        n = rng.poisson(gt_per_image)
+        xy = rng.uniform(0, 500, size=(n, 2))
+        gt = np.concatenate([xy, xy + rng.uniform(4, 300, size=(n, 2))], axis=1)
+        gt_labels = rng.randint(1, num_classes, size=n)
+        ground_truth.append({'boxes_pixels': gt, 'labels': gt_labels,
+                             'iscrowd': rng.uniform(size=n) < 0.01,
+                             'difficult': np.zeros(n, bool)})
+        half = detections_per_image // 2 if n else 0
+        pick = rng.randint(0, max(n, 1), size=half)
+        near = gt[pick] + rng.normal(0, 8, size=(half, 4)) if n else np.zeros([0, 4])
+        far_xy = rng.uniform(0, 600, size=(detections_per_image - half, 2))
+        far = np.concatenate([far_xy, far_xy + rng.uniform(4, 300, size=far_xy.shape)], axis=1)
+        det_image.append(np.full(detections_per_image, index))
+        labels.append(np.concatenate([gt_labels[pick] if n else np.zeros(0, int),
+                                      rng.randint(1, num_classes, size=len(far))]))
+        scores.append(rng.uniform(size=detections_per_image))
+        boxes.append(np.concatenate([near, far]))
+    collection = Collection(
+        ['%012d' % (139 + i) for i in range(num_images)], np.full(num_images, 480),
+        np.full(num_images, 640), np.concatenate(det_image), np.concatenate(labels),
+        np.concatenate(scores), np.concatenate(boxes), ground_truth,
+        [str(139 + i) for i in range(num_images)])
+    return collection, ground_truth
+
+
+def _faster_coco_eval(gt_document, results):
+    """faster-coco-eval's COCOeval_faster on the same documents: (seconds, stats) or None
+    when the package is not installed."""
+    try:
+        from faster_coco_eval import COCO, COCOeval_faster
+    except ImportError:
+        return None
+    import contextlib
+    import io
+    import json
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(json.loads(json.dumps(gt_document)))
+        evaluator = COCOeval_faster(gt, gt.loadRes(json.loads(json.dumps(results))), 'bbox')
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return time.perf_counter() - start, [float(v) for v in evaluator.stats[:12]]
+
+
+def bench_coco_metric(args, context):
+    """evaluation/coco_metric (pycocotools) on a random val2017-sized set; faster-coco-eval
+    beside it when installed (its speed-up and largest difference on the 12 figures)."""
+    from evaluation import coco_metric
+    collection, ground_truth = make_coco_benchmark_data(num_images=args.coco_images)
+    start = time.perf_counter()
+    gt_document = coco_metric.ground_truth_json(collection, ground_truth,
+                                                ['none'] + ['c%d' % k for k in range(1, 81)])
+    results = coco_metric.results_json(collection, 81)
+    build = time.perf_counter() - start
+    start = time.perf_counter()
+    scored = coco_metric.evaluate(gt_document, results)
+    seconds = time.perf_counter() - start
+    out = collections.OrderedDict([
+        ('images', args.coco_images), ('gt_boxes', len(gt_document['annotations'])),
+        ('detections', len(results)), ('build_json_seconds', round(build, 3)),
+        ('pycocotools_seconds', round(seconds, 3)), ('AP', round(scored['stats']['AP'], 4))])
+    faster = _faster_coco_eval(gt_document, results)
+    if faster is None:
+        out['faster_coco_eval'] = 'not installed'
+    else:
+        ours = [scored['stats'][name] for name in coco_metric.STAT_NAMES]
+        diff = max(abs(a - b) for a, b in zip(faster[1], ours))
+        out['faster_coco_eval_seconds'] = round(faster[0], 3)
+        out['faster_speedup'] = round(seconds / faster[0], 2)
+        out['faster_max_abs_difference'] = diff
+    return out
+
+
 def bench_convert(args, context):
     """dataset/voc_to_tfrecords.convert_dataset on the generated VOC sample."""
     from dataset import voc_to_tfrecords
@@ -906,6 +997,8 @@ STAGES = collections.OrderedDict([
 EXTRA_STAGES = collections.OrderedDict([
     ('kernels', (bench_kernels, 'large 3x3 conv and matmul GFLOP/s only')),
     ('backbones', (bench_backbones, 'each --backbones: training GFLOP/image and images/s')),
+    ('coco_metric', (bench_coco_metric, 'COCO metric (pycocotools) on a val2017-sized random '
+                                        'set; faster-coco-eval beside it when installed')),
 ])
 
 
@@ -970,6 +1063,13 @@ def summarize(report):
         s = stages['metric']
         summary['VOC metric seconds, %d images' % s['images']] = (
             s['seconds_best'], '< %g' % s['target_seconds'], s['meets_target'])
+    if 'coco_metric' in stages:
+        s = stages['coco_metric']
+        summary['COCO metric seconds (pycocotools), %d images' % s['images']] = s[
+            'pycocotools_seconds']
+        if 'faster_speedup' in s:
+            summary['faster-coco-eval speed-up, max difference'] = '%.2fx, %.2g' % (
+                s['faster_speedup'], s['faster_max_abs_difference'])
     if 'convert' in stages:
         s = stages['convert']
         summary['conversion images/s (total, per core)'] = '%.1f, %.1f' % (
@@ -1110,6 +1210,9 @@ def build_parser():
                        help='images in the metric\'s random set (VOC07 test: 4952)')
     group.add_argument('--metric_repeats', type=int, default=3,
                        help='timed runs; the best is reported')
+    group.add_argument('--coco_images', type=int, default=5000,
+                       help='images in the coco_metric stage\'s random set (val2017: 5000; '
+                            'about 7.2 gt boxes and 100 detections each)')
     group.add_argument('--convert_threads', type=int, default=8,
                        help="converter threads (the converter's default)")
     group.add_argument('--convert_shards', type=int, default=4,

@@ -14,9 +14,16 @@ keys and load too):
     image/object/bbox/label_text  bytes [N]  class name
     image/object/bbox/difficult   int64 [N]
     image/object/bbox/truncated   int64 [N]
+    image/object/bbox/iscrowd     int64 [N]  1: a COCO crowd region (never a training positive;
+                                  the metrics ignore detections on it); absent reads as 0
+    image/source_id               bytes      the source's image id (COCO: its image_id); optional
 
-Pixel convention (the seed's): a VOC 1-based pixel coordinate ``v`` is stored as
-``v / width`` (x) or ``v / height`` (y); back to pixels is ``normalized * width``.
+Pixel conventions (each converter records its own in the manifest's 'pixel_convention'):
+  * VOC (the seed's): a 1-based pixel coordinate ``v`` is stored as ``v / width`` (x) or
+    ``v / height`` (y); back to pixels is ``normalized * width``.
+  * COCO: ``bbox [x, y, w, h]`` in 0-based continuous pixels is stored exactly as
+    ``x / width``, ``(x + w) / width`` (and likewise for y), no 1-pixel shift; back to COCO's
+    ``[x, y, w, h]`` is ``[xmin * width, ymin * height, (xmax - xmin) * width, ...]``.
 """
 
 import json
@@ -81,6 +88,21 @@ def read_label_map(path):
         raise LabelMapError('label file %s has no class names; write one class name per line'
                             % path)
     return (VOC_LABELS[0],) + tuple(names)
+
+
+def source_from_manifest(data_dir):
+    """What ``<data_dir>/manifest.json`` says about where the records came from:
+    {'source': 'voc' | 'coco', 'category_ids': [the source's category id of label 1, 2, ...]
+    or None, 'anchor_preset': the preset the converter suggests or None}. Without a manifest
+    (or for a manifest of an older converter) the source is 'voc'."""
+    try:
+        manifest = read_manifest(data_dir)
+    except (FileNotFoundError, ValueError):
+        manifest = {}
+    ids = manifest.get('category_ids')
+    return {'source': manifest.get('source') or 'voc',
+            'category_ids': [int(i) for i in ids] if isinstance(ids, list) else None,
+            'anchor_preset': manifest.get('anchor_preset')}
 
 
 def labels_from_manifest(data_dir):
@@ -209,6 +231,8 @@ _GROUND_TRUTH_FEATURES = {
     'image/object/bbox/label': tf.io.VarLenFeature(tf.int64),
     'image/object/bbox/difficult': tf.io.VarLenFeature(tf.int64),
     'image/object/bbox/truncated': tf.io.VarLenFeature(tf.int64),
+    'image/object/bbox/iscrowd': tf.io.VarLenFeature(tf.int64),
+    'image/source_id': tf.io.FixedLenFeature((), tf.string, default_value=''),
 }
 _IMAGE_FEATURES = {
     **_GROUND_TRUTH_FEATURES,
@@ -244,6 +268,8 @@ def _annotations(parsed):
         'labels': labels,
         'difficult': flags('image/object/bbox/difficult'),
         'truncated': flags('image/object/bbox/truncated'),
+        'iscrowd': flags('image/object/bbox/iscrowd'),
+        'source_id': parsed['image/source_id'],
     }
 
 
@@ -259,7 +285,9 @@ def parse_example(serialized):
       labels:    int32 [N], 1..20 (VOC_LABELS index)
       difficult: int32 [N]
       truncated: int32 [N]
-    Missing difficult/truncated lists (or lists of the wrong length) read as 0.
+      iscrowd:   int32 [N], 1 for COCO crowd regions
+      source_id: string scalar, the source's image id ('' when the record has none)
+    Missing difficult/truncated/iscrowd lists (or lists of the wrong length) read as 0.
     """
     parsed = tf.io.parse_single_example(serialized, _IMAGE_FEATURES)
     image = tf.io.decode_jpeg(parsed['image/encoded'], channels=3)
@@ -281,7 +309,7 @@ def parse_ground_truth(serialized):
       filename:  string scalar
       height, width: int32 scalars, the stored image/height and image/width
                  (0 when the record lacks them)
-      boxes, labels, difficult, truncated: as ``parse_example``.
+      boxes, labels, difficult, truncated, iscrowd, source_id: as ``parse_example``.
     """
     parsed = tf.io.parse_single_example(serialized, _SIZE_FEATURES)
     annotations = _annotations(parsed)

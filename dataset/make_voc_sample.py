@@ -23,9 +23,12 @@ image ``i`` does not depend on how many images are generated.
 Usage::
 
     python3 dataset/make_voc_sample.py --output_dir dataset --num_images 64 --seed 0
+    python3 dataset/make_voc_sample.py --format coco --output_dir dataset   # the same images
+        # as a COCO dataset (make_coco_sample): dataset/COCO_sample/{images,annotations}
 """
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -269,6 +272,20 @@ def parse_classes(text):
     return names
 
 
+def _val_indices(num_images, seed):
+    """The image indices of the val split (about VAL_FRACTION of them, at least one)."""
+    order = np.random.default_rng([seed, 2000003]).permutation(num_images)
+    return set(int(k) for k in order[:max(1, int(round(VAL_FRACTION * num_images)))])
+
+
+def _encode_jpeg(rgb, name):
+    ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError('OpenCV could not encode %s; check the OpenCV installation.' % name)
+    return jpeg.tobytes()
+
+
 def make_voc_sample(output_dir, num_images=64, seed=0, name='VOC2012_sample', classes=None):
     """Generates the sample; returns the path ``<output_dir>/<name>``.
 
@@ -308,26 +325,91 @@ def make_voc_sample(output_dir, num_images=64, seed=0, name='VOC2012_sample', cl
     stream = _ClassStream(seed, len(class_names))
     for i, img_id in enumerate(ids):
         rgb, objects = _draw_image(i, seed, stream, class_names)
-        ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                                [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError('OpenCV could not encode %s.jpg; check the OpenCV '
-                               'installation.' % img_id)
         with open(os.path.join(image_dir, img_id + '.jpg'), 'wb') as f:
-            f.write(jpeg.tobytes())
+            f.write(_encode_jpeg(rgb, img_id + '.jpg'))
         xml = annotation_xml(name, img_id + '.jpg', rgb.shape[1], rgb.shape[0], objects)
         with open(os.path.join(ann_dir, img_id + '.xml'), 'w', encoding='utf-8',
                   newline='\n') as f:
             f.write(xml)
 
-    split_rng = np.random.default_rng([seed, 2000003])
-    order = split_rng.permutation(num_images)
-    num_val = max(1, int(round(VAL_FRACTION * num_images)))
-    val = sorted(ids[k] for k in order[:num_val])
-    train = sorted(ids[k] for k in order[num_val:])
+    val_indices = _val_indices(num_images, seed)
+    val = sorted(ids[k] for k in val_indices)
+    train = sorted(ids[k] for k in range(num_images) if k not in val_indices)
     for split, members in (('train', train), ('val', val), ('trainval', ids)):
         with open(os.path.join(sets_dir, split + '.txt'), 'w', newline='\n') as f:
             f.write(''.join(m + '\n' for m in members))
+    return root
+
+
+# COCO category ids of the sample's classes: class k (1-based) gets 3k - 1 (2, 5, 8, ...), so
+# the ids are not contiguous and not the label ids, as in COCO (1..90 with gaps).
+def coco_category_id(class_index):
+    return 3 * int(class_index) - 1
+
+
+COCO_IMAGE_ID_BASE = 1000  # image i has COCO image id 1000 + i (not its index)
+
+
+def make_coco_sample(output_dir, num_images=64, seed=0, name='COCO_sample', classes=None):
+    """The same synthetic images as a COCO dataset; returns the folder ``<output_dir>/<name>``.
+
+    Writes ``images/<12-digit image id>.jpg`` and ``annotations/instances_train.json`` and
+    ``instances_val.json`` (the train/val split of make_voc_sample). COCO's features are all
+    there: category ids 2, 5, 8, ... (coco_category_id: not contiguous), image ids 1000 + i,
+    bboxes ``[x, y, w, h]`` in 0-based continuous pixels (the tight box of the drawn pixels:
+    VOC's 1-based inclusive ``xmin`` becomes ``x = xmin - 1``, ``w = xmax - xmin + 1``), one
+    ``iscrowd=1`` annotation per split (the first object of the split's first image with two
+    or more objects) and one image without annotations per split (background only, image
+    ids 1000 + num_images and + num_images + 1). VOC's 'difficult' has no COCO counterpart and
+    is not written.
+    """
+    num_images = int(num_images)
+    class_names = CLASS_NAMES if classes is None else parse_classes(
+        classes if isinstance(classes, str) else ','.join(classes))
+    if num_images < 2:
+        raise ValueError('num_images=%d is too small for a train and a val split; '
+                         'use --num_images 2 or more.' % num_images)
+    root = os.path.join(output_dir, name)
+    image_dir = os.path.join(root, 'images')
+    ann_dir = os.path.join(root, 'annotations')
+    for d in (image_dir, ann_dir):
+        os.makedirs(d, exist_ok=True)
+    categories = [{'id': coco_category_id(k), 'name': n, 'supercategory': 'shape'}
+                  for k, n in enumerate(class_names, 1)]
+    val_indices = _val_indices(num_images, seed)
+    splits = {'train': {'images': [], 'annotations': [], 'categories': categories},
+              'val': {'images': [], 'annotations': [], 'categories': categories}}
+    stream = _ClassStream(seed, len(class_names))
+    names = {n: k for k, n in enumerate(class_names, 1)}
+    drawn = [(i, _draw_image(i, seed, stream, class_names)) for i in range(num_images)]
+    for extra, split in enumerate(('train', 'val')):  # one image without annotations each
+        rng = np.random.default_rng([seed, 3000017, extra])
+        height = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
+        width = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
+        drawn.append((num_images + extra, (_background(rng, height, width), [])))
+    for i, (rgb, objects) in drawn:
+        split = ('val' if i in val_indices or i == num_images + 1 else 'train')
+        data = splits[split]
+        iid = COCO_IMAGE_ID_BASE + i
+        file_name = '%012d.jpg' % iid
+        with open(os.path.join(image_dir, file_name), 'wb') as f:
+            f.write(_encode_jpeg(rgb, file_name))
+        data['images'].append({'id': iid, 'file_name': file_name, 'width': rgb.shape[1],
+                               'height': rgb.shape[0]})
+        crowd_done = any(a['iscrowd'] for a in data['annotations'])
+        for j, obj in enumerate(objects):
+            xmin, ymin, xmax, ymax = obj['bbox']
+            w, h = xmax - xmin + 1, ymax - ymin + 1
+            data['annotations'].append({
+                'id': 100 * iid + j, 'image_id': iid,
+                'category_id': coco_category_id(names[obj['name']]),
+                'bbox': [float(xmin - 1), float(ymin - 1), float(w), float(h)],
+                'area': float(w * h), 'segmentation': [],
+                'iscrowd': int(not crowd_done and j == 0 and len(objects) >= 2)})
+    for split, data in splits.items():
+        with open(os.path.join(ann_dir, 'instances_%s.json' % split), 'w',
+                  encoding='utf-8') as f:
+            json.dump(data, f, indent=1)
     return root
 
 
@@ -338,19 +420,26 @@ def main(argv=None):
                              '(default: the dataset/ folder of this script)')
     parser.add_argument('--num_images', type=int, default=64)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--name', default='VOC2012_sample',
-                        help='name of the split folder')
+    parser.add_argument('--name', default=None,
+                        help='name of the sample folder (default: VOC2012_sample, or '
+                             'COCO_sample with --format coco)')
+    parser.add_argument('--format', default='voc', choices=('voc', 'coco'),
+                        help='voc: VOC layout (JPEGImages, Annotations, ImageSets); coco: '
+                             'images/ and annotations/instances_{train,val}.json with '
+                             'non-contiguous category ids, a crowd annotation and an image '
+                             'without annotations per split')
     parser.add_argument('--classes', default=None,
                         help='comma-separated class names to use instead of the 20 VOC '
                              'classes (at most 20), e.g. --classes cat,dog,bird')
     args = parser.parse_args(argv)
     try:
-        path = make_voc_sample(args.output_dir, args.num_images, args.seed, args.name,
-                               classes=args.classes)
+        make = make_coco_sample if args.format == 'coco' else make_voc_sample
+        name = args.name or ('COCO_sample' if args.format == 'coco' else 'VOC2012_sample')
+        path = make(args.output_dir, args.num_images, args.seed, name, classes=args.classes)
     except (ValueError, OSError) as e:
         print('ERROR: %s' % e, file=sys.stderr)
         return 1
-    print('Wrote %d images in VOC layout to %s' % (args.num_images, path))
+    print('Wrote %d images in %s layout to %s' % (args.num_images, args.format.upper(), path))
     return 0
 
 

@@ -21,6 +21,9 @@ Classes: ``--labels FILE`` names them, one per line (label k = the k-th name; 0 
 background 'none'); without it the 20 VOC classes. The names go into the manifest's 'labels'
 list, where training, evaluation, the demo and the export find them.
 
+The record layout, the threaded shard writer and the manifest are dataset/shard_writer.py's,
+shared with the COCO converter (dataset/coco_to_tfrecords.py).
+
 Boxes: an annotation's 1-based inclusive pixel box is clipped to
 ``[1, width] x [1, height]`` and stored as ``v / width`` (x) and ``v / height``
 (y) (the seed's convention); inverted or zero-area boxes are dropped.
@@ -28,25 +31,17 @@ Boxes: an annotation's 1-based inclusive pixel box is clipped to
 
 import argparse
 import io
-import json
 import os
 import random
-import re
 import sys
-import threading
-import time
-from concurrent import futures
 
-import tensorflow as tf
-from PIL import Image
-
-from dataset.dataset_common import (INCOMPLETE_NAME, MANIFEST_NAME, VOC_LABELS, LabelMapError,
-                                    read_label_map)
+from dataset.dataset_common import INCOMPLETE_NAME, VOC_LABELS, LabelMapError, read_label_map
 from dataset.helpers import parse_comma_list
+from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError,
+                                  Reporter, make_example, prepare_image, write_shards)
+from dataset import shard_writer
 from dataset.voc_xml import AnnotationError, parse_annotation
 
-SHUFFLE_SEED = 180428  # the seed's RANDOM_SEED: same shard assignment idea
-MANIFEST_VERSION = 1
 PIXEL_CONVENTION = (
     'Boxes are stored as [ymin, xmin, ymax, xmax] lists normalized by the decoded image '
     'size: a VOC 1-based inclusive pixel coordinate v (clipped to [1, width] or '
@@ -77,70 +72,7 @@ PROFILES = {
     },
 }
 
-_SHARD_RE = r'^%s-\d{5}-of-\d{5}$'
-
-
-class ConversionError(Exception):
-    """A problem that stops the conversion; the message is one line naming the
-    cause and the fix (the entry scripts print it and exit 1)."""
-
-
-class ImageError(Exception):
-    """An image file that cannot be decoded (the image is skipped)."""
-
-
-class Reporter(object):
-    """Thread-safe progress and warning printer."""
-
-    def __init__(self, out=None, err=None, progress_every=500, progress_seconds=10.0):
-        self._out = out
-        self._err = err
-        self._lock = threading.Lock()
-        self.progress_every = progress_every
-        self.progress_seconds = progress_seconds
-
-    def info(self, message):
-        with self._lock:
-            print(message, file=self._out or sys.stdout, flush=True)
-
-    def warn(self, message):
-        with self._lock:
-            print('WARNING: %s' % message, file=self._err or sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------- images
-
-
-def prepare_image(data):
-    """Checks encoded image bytes and returns RGB JPEG bytes.
-
-    A complete baseline/progressive RGB JPEG is kept byte for byte; PNG (or any
-    other format Pillow reads), CMYK or grayscale data are re-encoded as RGB JPEG.
-
-    Returns:
-      (jpeg_bytes, height, width, note) where note is None or says what was
-      converted.
-    Raises:
-      ImageError: the data is truncated, empty or not an image.
-    """
-    try:
-        image = Image.open(io.BytesIO(data))
-        image_format, mode = image.format, image.mode
-        image.load()
-    except Exception as e:  # Pillow raises many types for bad data
-        raise ImageError('unreadable or truncated image data (%s)' % (str(e) or type(e).__name__))
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise ImageError('image has no pixels (%dx%d)' % (width, height))
-    if image_format == 'JPEG' and mode == 'RGB':
-        return data, height, width, None
-    if image_format != 'JPEG':
-        note = '%s data (mode %s) behind a .jpg name' % (image_format, mode)
-    else:
-        note = '%s JPEG' % {'L': 'grayscale', 'CMYK': 'CMYK'}.get(mode, mode)
-    buffer = io.BytesIO()
-    image.convert('RGB').save(buffer, format='JPEG', quality=95)
-    return buffer.getvalue(), height, width, 'converted %s to RGB JPEG' % note
 
 
 def normalize_objects(objects, width, height):
@@ -180,38 +112,6 @@ def normalize_objects(objects, width, height):
 
 def _fmt_box(box):
     return '(%s)' % ', '.join('%g' % v for v in box)
-
-
-def make_example(filename, jpeg_bytes, height, width, objects):
-    """``tf.train.Example`` with the seed's keys; objects carry 'bbox'
-    (ymin, xmin, ymax, xmax normalized), 'label', 'name', 'difficult', 'truncated'."""
-    def ints(values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-    def floats(values):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-
-    def byte_list(values):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-
-    feature = {
-        'image/encoded': byte_list([jpeg_bytes]),
-        'image/format': byte_list([b'jpeg']),
-        'image/filename': byte_list([filename.encode('utf-8')]),
-        'image/height': ints([height]),
-        'image/width': ints([width]),
-        'image/channels': ints([3]),
-        'image/shape': ints([height, width, 3]),
-        'image/object/bbox/ymin': floats([o['bbox'][0] for o in objects]),
-        'image/object/bbox/xmin': floats([o['bbox'][1] for o in objects]),
-        'image/object/bbox/ymax': floats([o['bbox'][2] for o in objects]),
-        'image/object/bbox/xmax': floats([o['bbox'][3] for o in objects]),
-        'image/object/bbox/label': ints([o['label'] for o in objects]),
-        'image/object/bbox/label_text': byte_list([o['name'].encode('utf-8') for o in objects]),
-        'image/object/bbox/difficult': ints([o['difficult'] for o in objects]),
-        'image/object/bbox/truncated': ints([o['truncated'] for o in objects]),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
 # --------------------------------------------------------------------------- listing
@@ -356,32 +256,6 @@ def _process_record(record, reporter):
     return result
 
 
-class _Progress(object):
-    def __init__(self, name, total, reporter):
-        self.name, self.total, self.reporter = name, total, reporter
-        self.count = 0
-        self.start = self.last = time.time()
-        self.lock = threading.Lock()
-
-    def tick(self):
-        with self.lock:
-            self.count += 1
-            now = time.time()
-            due = (self.count % max(1, self.reporter.progress_every) == 0 or
-                   now - self.last >= self.reporter.progress_seconds)
-            if not due or self.count == self.total:
-                return
-            self.last = now
-            count, rate = self.count, self.count / max(now - self.start, 1e-9)
-        self.reporter.info('%s: %d/%d images (%.1f images/s)' % (self.name, count,
-                                                                self.total, rate))
-
-
-def shard_names(name, num_shards):
-    """['<name>-00000-of-000NN', ...] for ``num_shards`` shards."""
-    return ['%s-%05d-of-%05d' % (name, s, num_shards) for s in range(num_shards)]
-
-
 def convert_split(dataset_directory, source_splits, list_name, name, output_directory,
                   num_shards, num_threads, skip_unknown_classes=False, list_fallback=False,
                   reporter=None, labels=VOC_LABELS, label_file=None):
@@ -417,52 +291,12 @@ def convert_split(dataset_directory, source_splits, list_name, name, output_dire
                for split, image_id in listed]
     random.Random(SHUFFLE_SEED).shuffle(records)
 
-    bounds = [len(records) * s // num_shards for s in range(num_shards + 1)]
-    names = shard_names(name, num_shards)
-    os.makedirs(output_directory, exist_ok=True)
-    temps = [os.path.join(output_directory, '.%s.tmp' % n) for n in names]
-    if len(records) < num_shards:
-        reporter.warn('%s: %d images for %d shards; some shards will be empty.'
-                      % (name, len(records), num_shards))
-    progress = _Progress(name, len(records), reporter)
     reporter.info('%s: converting %d listed images from %s into %d shards with %d threads'
                   % (name, len(records), ', '.join(source_splits), num_shards,
                      min(num_threads, num_shards)))
-
-    def write_shard(s):
-        results = []
-        with tf.io.TFRecordWriter(temps[s]) as writer:
-            for record in records[bounds[s]:bounds[s + 1]]:
-                result = _process_record(record, reporter)
-                if result['serialized'] is not None:
-                    writer.write(result.pop('serialized'))
-                results.append(result)
-                progress.tick()
-        return results
-
-    try:
-        with futures.ThreadPoolExecutor(max_workers=min(num_threads, num_shards)) as pool:
-            per_shard = list(pool.map(write_shard, range(num_shards)))
-        written = [sum(1 for r in rs if not r['skip']) for rs in per_shard]
-        if sum(written) == 0:
-            raise ConversionError(
-                'no records were written for split %r: all %d listed images were skipped or '
-                'none were listed (see the warnings above); fix the inputs and rerun'
-                % (name, len(records)))
-        pattern = re.compile(_SHARD_RE % re.escape(name))
-        for stale in sorted(os.listdir(output_directory)):
-            if pattern.match(stale) and stale not in names:
-                os.remove(os.path.join(output_directory, stale))
-                reporter.info('removed stale shard %s' % stale)
-        for temp, final in zip(temps, names):
-            os.replace(temp, os.path.join(output_directory, final))
-    finally:
-        for temp in temps:
-            if os.path.exists(temp):
-                os.remove(temp)
-
-    results = [r for rs in per_shard for r in rs]
-    elapsed = max(time.time() - progress.start, 1e-9)
+    results, names, written, elapsed = write_shards(records, _process_record, name,
+                                                    output_directory, num_shards, num_threads,
+                                                    reporter)
     summary = _summarize(results, source_splits, lists, names, written, labels)
     reporter.info('%s: wrote %d images (%d objects: %d difficult, %d truncated) to %d shards in '
                   '%s; skipped %d images, dropped %d boxes, clipped %d boxes, re-encoded %d '
@@ -509,45 +343,9 @@ def _summarize(results, source_splits, lists, names, written, labels=VOC_LABELS)
 
 
 def update_manifest(output_directory, name, summary, reporter=None, labels=VOC_LABELS):
-    """Writes ``summary`` as split ``name`` of ``<output_directory>/manifest.json``,
-    keeping the other splits already recorded there, and ``labels`` (the class names, index =
-    label id, 'none' first) as its 'labels' list. Splits recorded with other labels are
-    dropped (their label ids mean other classes), with a warning. Returns the manifest."""
-    reporter = reporter or Reporter()
-    path = os.path.join(output_directory, MANIFEST_NAME)
-    manifest = {}
-    if os.path.isfile(path):
-        try:
-            with open(path, 'r', encoding='utf-8') as f:
-                manifest = json.load(f)
-            if not isinstance(manifest.get('splits'), dict):
-                raise ValueError('no "splits" table')
-        except ValueError as e:
-            reporter.warn('%s is unreadable (%s); writing a new one.' % (path, e))
-            manifest = {}
-    splits = dict(manifest.get('splits') or {})
-    previous = manifest.get('labels')
-    if splits and previous is not None and list(previous) != list(labels):
-        others = sorted(k for k in splits if k != name)
-        if others:
-            reporter.warn('%s recorded split(s) %s with other class names; dropping them from '
-                          'the manifest (convert them again with the same --labels).'
-                          % (path, ', '.join(others)))
-        splits = {}
-    splits[name] = summary
-    manifest = {
-        'format': 'voc-tfrecords',
-        'version': MANIFEST_VERSION,
-        'pixel_convention': PIXEL_CONVENTION,
-        'labels': list(labels),
-        'splits': {k: splits[k] for k in sorted(splits)},
-    }
-    temp = path + '.tmp'
-    with open(temp, 'w', encoding='utf-8') as f:
-        json.dump(manifest, f, indent=2)
-        f.write('\n')
-    os.replace(temp, path)
-    return manifest
+    """shard_writer.update_manifest for VOC data (source 'voc', the VOC pixel convention)."""
+    return shard_writer.update_manifest(output_directory, name, summary, reporter, labels,
+                                        source='voc', pixel_convention=PIXEL_CONVENTION)
 
 
 def convert_dataset(dataset_directory, output_directory, train_splits, validation_splits,

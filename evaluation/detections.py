@@ -48,11 +48,14 @@ class Collection(object):
       det_image int64 [D] (index into image_ids), det_labels int64 [D], det_scores float64 [D],
       det_boxes float64 [D, 4]: VOC pixel boxes [xmin, ymin, xmax, ymax].
       ground_truth: list of I dicts in voc_metric layout ('boxes_pixels', 'labels',
-        'difficult'), from the predictions' gt_* features (empty dicts when absent).
+        'difficult', and 'iscrowd'), from the predictions' gt_* features (empty dicts when
+        absent). A COCO crowd region is also 'difficult', so the VOC metric ignores
+        detections on it.
+      source_ids: list of I str, the records' image/source_id (COCO image ids; '' for VOC).
     """
 
     def __init__(self, image_ids, heights, widths, det_image, det_labels, det_scores, det_boxes,
-                 ground_truth):
+                 ground_truth, source_ids=None):
         self.image_ids = list(image_ids)
         self.heights = np.asarray(heights, np.int64)
         self.widths = np.asarray(widths, np.int64)
@@ -61,6 +64,7 @@ class Collection(object):
         self.det_scores = np.asarray(det_scores, np.float64).reshape(-1)
         self.det_boxes = np.asarray(det_boxes, np.float64).reshape(-1, 4)
         self.ground_truth = list(ground_truth)
+        self.source_ids = list(source_ids) if source_ids is not None else [''] * len(image_ids)
 
     @property
     def num_images(self):
@@ -78,18 +82,22 @@ def collect_predictions(predictions, total=None, log=None, log_every_secs=5.0,
 
     Each dict holds 'boxes' [K, 4] normalized [ymin, xmin, ymax, xmax], 'scores' [K],
     'classes' [K], 'num_detections', 'filename', 'shape' [3] and, when evaluating on records,
-    'gt_boxes' [N, 4] normalized, 'gt_labels' [N] (padding <= 0) and 'gt_difficult' [N].
+    'gt_boxes' [N, 4] normalized, 'gt_labels' [N] (padding <= 0), 'gt_difficult' [N],
+    'gt_iscrowd' [N] and 'source_id'.
     Logs 'images done, images/s' every `log_every_secs` seconds and once at the end.
 
     Returns:
       a Collection.
     """
-    image_ids, heights, widths, ground_truth = [], [], [], []
+    image_ids, heights, widths, ground_truth, source_ids = [], [], [], [], []
     det_image, det_labels, det_scores, det_boxes = [], [], [], []
     start = last = clock()
     for index, prediction in enumerate(predictions):
         height, width = int(prediction['shape'][0]), int(prediction['shape'][1])
         image_ids.append(image_id(prediction.get('filename', b'%d' % index)))
+        source = prediction.get('source_id', b'')
+        source_ids.append(source.decode('utf-8', 'replace') if isinstance(source, bytes)
+                          else str(source))
         heights.append(height)
         widths.append(width)
         boxes, labels, scores = prediction_detections(prediction)
@@ -102,10 +110,13 @@ def collect_predictions(predictions, total=None, log=None, log_every_secs=5.0,
             valid = gt_labels > 0
             gt_boxes = np.asarray(prediction['gt_boxes']).reshape(-1, 4)[valid]
             difficult = np.asarray(prediction.get('gt_difficult', np.zeros(len(gt_labels))))
+            crowd = np.asarray(prediction.get('gt_iscrowd', np.zeros(len(gt_labels))))
+            crowd = crowd.reshape(-1)[valid].astype(bool)
             ground_truth.append({
                 'boxes_pixels': voc_metric.normalized_to_pixels(gt_boxes, height, width),
                 'labels': gt_labels[valid],
-                'difficult': difficult.reshape(-1)[valid].astype(bool)})
+                'difficult': difficult.reshape(-1)[valid].astype(bool) | crowd,
+                'iscrowd': crowd})
         else:
             ground_truth.append({'boxes_pixels': np.zeros([0, 4]),
                                  'labels': np.zeros(0, np.int64)})
@@ -126,7 +137,7 @@ def collect_predictions(predictions, total=None, log=None, log_every_secs=5.0,
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(shape, dtype)
     return Collection(image_ids, heights, widths, join(det_image, [0], np.int64),
                       join(det_labels, [0], np.int64), join(det_scores, [0], np.float64),
-                      join(det_boxes, [0, 4], np.float64), ground_truth)
+                      join(det_boxes, [0, 4], np.float64), ground_truth, source_ids)
 
 
 

@@ -48,7 +48,8 @@ def scan_records(file_pattern):
     Returns:
       list (shard order, sorted file names) of dicts: 'image_id' str, 'filename' str,
       'height'/'width' int (0 when the record lacks them), 'boxes' float32 [N, 4]
-      normalized [ymin, xmin, ymax, xmax], 'labels' int32 [N], 'difficult' int32 [N].
+      normalized [ymin, xmin, ymax, xmax], 'labels' int32 [N], 'difficult' int32 [N],
+      'iscrowd' int32 [N] (COCO crowd regions), 'source_id' str ('' for VOC records).
     Raises:
       ValueError: no file matches (from dataset_common.list_shards), or a shard is
         truncated or corrupt (the message names it).
@@ -65,7 +66,8 @@ def scan_records(file_pattern):
         records.append({'image_id': image_id(filename), 'filename': filename,
                         'height': int(element['height']), 'width': int(element['width']),
                         'boxes': element['boxes'], 'labels': element['labels'],
-                        'difficult': element['difficult']})
+                        'difficult': element['difficult'], 'iscrowd': element['iscrowd'],
+                        'source_id': element['source_id'].decode('utf-8', 'replace')})
     return records
 
 

@@ -19,11 +19,40 @@ _SSD300_IMAGE_SIZE = 300
 _SSD300_LAYER_STEPS = (8, 16, 32, 64, 100, 300)
 
 
-def ssd300_anchor_spec(feature_shapes=_SSD300_FEATURE_SHAPES, image_size=_SSD300_IMAGE_SIZE):
-    """The SSD300 anchor spec for a network whose six source maps are `feature_shapes` cells a
-    side on an `image_size` input (net/ssd_net.feature_shapes(backbone, image_size)).
+# Named anchor-size presets of SSD300 (fractions of the input side):
+#   'voc':  the original SSD.TensorFlow's VOC scales (s_1 = 0.1, then 0.2 .. 0.9), with its
+#           rounded extra-square sides (checkpoints of the original decode exactly as there);
+#   'coco': the caffe SSD300 COCO model's prior boxes (min_ratio 15, max_ratio 90, first layer
+#           7%): min sizes 21, 45, 99, 153, 207, 261 and max sizes 45, 99, 153, 207, 261, 315
+#           pixels at 300, i.e. s_k = min_size / 300, extra square sqrt(min_size * max_size) /
+#           300 = sqrt(s_k * s_k+1) with s_7 = 315 / 300.
+ANCHOR_PRESETS = {
+    'voc': {'anchor_scales': [0.1, 0.2, 0.375, 0.55, 0.725, 0.9],
+            'anchor_scale_end': 1.075,
+            'extra_anchor_scales': [0.1414, 0.2739, 0.4541, 0.6315, 0.8078, 0.9836]},
+    'coco': {'anchor_scales': [21 / 300., 45 / 300., 99 / 300., 153 / 300., 207 / 300.,
+                               261 / 300.],
+             'anchor_scale_end': 315 / 300.,
+             'extra_anchor_scales': None},
+}
+DEFAULT_PRESET = 'voc'
 
-    Scales, ratios, offsets and prior scaling are SSD300's whatever the backbone. Each layer's
+
+def check_preset(name):
+    """Returns `name` if it is a preset of ANCHOR_PRESETS, else ValueError listing them."""
+    if name not in ANCHOR_PRESETS:
+        raise ValueError('unknown anchor preset %r; use one of %s (--anchor_preset).'
+                         % (name, ', '.join(sorted(ANCHOR_PRESETS))))
+    return name
+
+
+def ssd300_anchor_spec(feature_shapes=_SSD300_FEATURE_SHAPES, image_size=_SSD300_IMAGE_SIZE,
+                       preset=DEFAULT_PRESET):
+    """The SSD300 anchor spec for a network whose six source maps are `feature_shapes` cells a
+    side on an `image_size` input (net/ssd_net.feature_shapes(backbone, image_size)), with the
+    anchor sizes of `preset` (ANCHOR_PRESETS: 'voc' or 'coco').
+
+    Ratios, offsets and prior scaling are SSD300's whatever the backbone. Each layer's
     step (cell pitch in pixels) is the original's [8, 16, 32, 64, 100, 300] where the size
     and image size are SSD300's (so every backbone, at 300x300, gets exactly SSD300_SPEC), and
     image_size / size otherwise.
@@ -38,20 +67,17 @@ def ssd300_anchor_spec(feature_shapes=_SSD300_FEATURE_SHAPES, image_size=_SSD300
     steps = [step if (size == ref and int(image_size) == _SSD300_IMAGE_SIZE)
              else float(image_size) / size
              for size, ref, step in zip(shapes, _SSD300_FEATURE_SHAPES, _SSD300_LAYER_STEPS)]
-    return {
+    sizes = ANCHOR_PRESETS[check_preset(preset)]
+    spec = {
         'image_size': int(image_size),
         'feature_shapes': shapes,
         'layer_steps': steps,
         'anchor_offset': 0.5,
         # s_k of each layer: the square anchor of side s_k and the ratio-r anchors of area s_k^2.
-        'anchor_scales': [0.1, 0.2, 0.375, 0.55, 0.725, 0.9],
+        'anchor_scales': list(sizes['anchor_scales']),
         # The notional s_7 that follows the last layer: the last layer's extra square anchor
         # has side sqrt(s_6 * s_7) (every other layer uses sqrt(s_k * s_{k+1})).
-        'anchor_scale_end': 1.075,
-        # Optional: the extra squares' sides given explicitly (they then win over the
-        # formula). SSD300 uses the original SSD.TensorFlow values, sqrt(s_k * s_{k+1}) rounded
-        # to 4 digits, so checkpoints trained by the original decode exactly as there.
-        'extra_anchor_scales': [0.1414, 0.2739, 0.4541, 0.6315, 0.8078, 0.9836],
+        'anchor_scale_end': sizes['anchor_scale_end'],
         # Aspect ratios (w / h) besides the two squares, per layer (1/3 written 0.3333 as in
         # the original code, for the same reason).
         'anchor_ratios': [[2.0, 0.5],
@@ -63,6 +89,12 @@ def ssd300_anchor_spec(feature_shapes=_SSD300_FEATURE_SHAPES, image_size=_SSD300
         # Box-code variances: (cy, cx, h, w) offsets are divided by these when encoding.
         'prior_scaling': [0.1, 0.1, 0.2, 0.2],
     }
+    if sizes['extra_anchor_scales'] is not None:
+        # The extra squares' sides given explicitly (they then win over the formula): the
+        # 'voc' preset keeps the original SSD.TensorFlow values, sqrt(s_k * s_{k+1}) rounded
+        # to 4 digits, so checkpoints trained by the original decode exactly as there.
+        spec['extra_anchor_scales'] = list(sizes['extra_anchor_scales'])
+    return spec
 
 
 # SSD300 on a 300x300 input (any backbone of net/backbones.py: VGG-16 conv4_3, fc7, or a

@@ -113,6 +113,8 @@ def test_parse_example_old_style_record_and_background_image():
     np.testing.assert_array_equal(outs[0]['labels'], [9])
     np.testing.assert_array_equal(outs[0]['difficult'], [0])
     np.testing.assert_array_equal(outs[0]['truncated'], [0])
+    np.testing.assert_array_equal(outs[0]['iscrowd'], [0])  # records without the key
+    assert outs[0]['source_id'] == b''
     assert outs[1]['boxes'].shape == (0, 4) and outs[1]['labels'].shape == (0,)
     assert outs[1]['filename'] == b''
 
@@ -123,8 +125,8 @@ def test_parse_ground_truth_reads_annotations_and_stored_size_without_the_image(
     with tf.Graph().as_default():
         placeholder = tf.compat.v1.placeholder(tf.string, [])
         parsed = dc.parse_ground_truth(placeholder)
-        assert sorted(parsed) == ['boxes', 'difficult', 'filename', 'height', 'labels',
-                                  'truncated', 'width']
+        assert sorted(parsed) == ['boxes', 'difficult', 'filename', 'height', 'iscrowd',
+                                  'labels', 'source_id', 'truncated', 'width']
         assert parsed['boxes'].shape.as_list() == [None, 4]
         assert parsed['labels'].dtype == tf.int32 and parsed['height'].dtype == tf.int32
         with tf.compat.v1.Session() as sess:

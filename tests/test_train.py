@@ -211,8 +211,9 @@ def test_help_explains_every_seed_flag():
 
 
 # Flags whose default deliberately differs from the library's: the CLI restores ./model and
-# counts the classes in the data's manifest; the library takes both from its caller.
-CLI_ONLY_DEFAULTS = ('checkpoint_path', 'num_classes')
+# counts the classes and takes the anchor preset from the data's manifest; the library takes
+# them from its caller.
+CLI_ONLY_DEFAULTS = ('checkpoint_path', 'num_classes', 'anchor_preset')
 
 
 def test_train_flag_defaults_are_the_model_defaults():

@@ -103,7 +103,7 @@ def define_inference_flags(flags_module):
 
 
 # Keys of a model directory's params.json that define the network a checkpoint holds.
-MODEL_IDENTITY_KEYS = ('backbone', 'anchor_spec', 'num_classes')
+MODEL_IDENTITY_KEYS = ('backbone', 'anchor_preset', 'anchor_spec', 'num_classes')
 
 
 def model_dir_params(checkpoint_prefix):

@@ -8,8 +8,10 @@ checkpoint in step order, and after each one
   {"global_step", "checkpoint", "map_07", "map_area", "ap_07": {class: AP}, "ap_area": {...},
    "num_detections", "evaluated_at"}; metrics.json keeps the full summary of the latest one;
 * writes TensorBoard scalars at the checkpoint's global step in `<model_dir>/eval`
-  (`ScalarWriter`): 'mAP/VOC07', 'mAP/VOC2010', 'AP_VOC07/<class>', 'AP_VOC2010/<class>', so
-  that TensorBoard on <model_dir> shows train and eval curves side by side.
+  (`ScalarWriter`): 'mAP/VOC07', 'mAP/VOC2010', 'AP_VOC07/<class>', 'AP_VOC2010/<class>' (VOC
+  metric) and 'COCO/AP', 'COCO/AP50', 'COCO/AP75', 'COCO/AP_small', ... 'COCO/AR100' (COCO
+  metric; the history line holds them under "coco"), so that TensorBoard on <model_dir> shows
+  train and eval curves side by side.
 
 A checkpoint that the trainer deletes (its --keep_checkpoint_max rotation) between the listing
 and the restore is skipped with a notice; the watch goes on with the newest checkpoint there is.
@@ -54,18 +56,25 @@ def list_checkpoints(model_dir):
 
 
 def history_record(summary, checkpoint, step):
-    """The one-line history entry of an eval summary (evaluation/report.summarize)."""
-    classes = [c for c in summary['classes'] if c['ap_07'] is not None]
-    return {
+    """The one-line history entry of an eval summary (evaluation/metrics.run_metrics): the VOC
+    figures when the VOC metric ran (None otherwise) and the COCO stats under 'coco' when the
+    COCO metric ran."""
+    classes = [c for c in summary.get('classes', []) if c['ap_07'] is not None]
+    record = {
         'global_step': int(step),
         'checkpoint': checkpoint,
-        'map_07': summary['map_07'],
-        'map_area': summary['map_area'],
+        'map_07': summary.get('map_07'),
+        'map_area': summary.get('map_area'),
         'ap_07': {c['name']: c['ap_07'] for c in classes},
         'ap_area': {c['name']: c['ap_area'] for c in classes},
-        'num_detections': summary['num_detections'],
+        'num_detections': summary.get('num_detections',
+                                      summary.get('coco', {}).get('num_detections')),
         'evaluated_at': summary.get('evaluated_at') or time.strftime('%Y-%m-%d %H:%M:%S'),
     }
+    if 'coco' in summary:
+        from evaluation.coco_metric import STAT_NAMES
+        record['coco'] = {name: summary['coco'][name] for name in STAT_NAMES}
+    return record
 
 
 def append_history(path, record):
@@ -89,6 +98,8 @@ def read_history(path):
 def scalar_values(record):
     """{tag: value} TensorBoard scalars of a history record."""
     values = {'mAP/VOC07': record['map_07'], 'mAP/VOC2010': record['map_area']}
+    for name, value in (record.get('coco') or {}).items():
+        values['COCO/' + name] = value
     for name, ap in record['ap_07'].items():
         values['AP_VOC07/' + name] = ap
     for name, ap in record['ap_area'].items():
@@ -179,9 +190,15 @@ def _watch(model_dir, evaluate, history_path, event_dir, writer, interval_secs, 
             append_history(history_path, record)
             writer.write(step, scalar_values(record))
             records.append(record)
-            log('global step %d: mAP VOC07 %.4f, VOC2010+ %.4f (history: %s, TensorBoard: %s)'
-                % (step, record['map_07'] or 0.0, record['map_area'] or 0.0, history_path,
-                   event_dir))
+            figures = []
+            if record['map_07'] is not None:
+                figures.append('mAP VOC07 %.4f, VOC2010+ %.4f'
+                               % (record['map_07'], record['map_area'] or 0.0))
+            if record.get('coco'):
+                figures.append('COCO AP %.4f, AP50 %.4f'
+                               % (record['coco']['AP'], record['coco']['AP50']))
+            log('global step %d: %s (history: %s, TensorBoard: %s)'
+                % (step, '; '.join(figures) or 'mAP VOC07 0.0000', history_path, event_dir))
             if max_step and step >= max_step:
                 log('Reached global step %d (>= %d): watch finished.' % (step, max_step))
                 return records

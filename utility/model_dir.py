@@ -55,9 +55,11 @@ DIVERGED_ABS = 1e8
 # The params that change the graph's variables: a checkpoint trained with other values
 # cannot be restored. data_format is not among them: tf_slim stores convolution kernels as
 # [h, w, in, out] in both layouts, so a model trained channels_first resumes channels_last.
-GRAPH_KEYS = ('backbone', 'num_classes', 'train_image_size', 'model_scope', 'anchor_spec')
+GRAPH_KEYS = ('backbone', 'num_classes', 'train_image_size', 'model_scope', 'anchor_preset',
+              'anchor_spec')
 _FLAG_OF = {'backbone': '--backbone', 'num_classes': '--num_classes',
-            'train_image_size': '--train_image_size', 'model_scope': '--model_scope'}
+            'train_image_size': '--train_image_size', 'model_scope': '--model_scope',
+            'anchor_preset': '--anchor_preset'}
 _STALE_EMPTY_LOCK_SECS = 30.0
 
 
@@ -657,7 +659,7 @@ def check_params_identity(model_dir, new_params, defaults=None, keys=GRAPH_KEYS,
     """Refuses to resume a checkpoint with settings that change the graph.
 
     Run it BEFORE params.json is rewritten. Compares `keys` (num_classes,
-    train_image_size, anchor_spec, model_scope, backbone; not data_format, which does not
+    train_image_size, anchor_preset, anchor_spec, model_scope, backbone; not data_format, which does not
     change variable shapes) of `new_params` with `<model_dir>/params.json`, when both that
     file and a checkpoint exist. A key missing on one side takes its value from
     `defaults` (e.g. the model's DEFAULT_PARAMS, so an older params.json without

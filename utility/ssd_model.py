@@ -10,7 +10,12 @@ Features produced by the input_fn (per replica batch B):
   features['shape']     int32   [B, 3]            original (height, width, channels)
   eval/predict only:
   features['gt_boxes'] float32 [B, N, 4], features['gt_labels'] int32 [B, N] (-1 = padding),
-  features['gt_difficult'] int32 [B, N]
+  features['gt_difficult'] int32 [B, N], features['gt_iscrowd'] int32 [B, N],
+  features['source_id'] string [B] (the source's image id, '' for VOC records)
+Crowd boxes (COCO iscrowd=1) are dropped from the training targets before augmentation (as
+the TF Object Detection API does): they are never positives, and the anchors on them are
+matched like any other background anchor. Evaluation keeps them (gt_iscrowd) so the metrics
+ignore detections on crowd regions.
 Labels (training only):
   labels['loc_targets'] float32 [B, 8732, 4], labels['cls_targets'] int32 [B, 8732] (-1 ignored)
 """
@@ -39,6 +44,10 @@ DEFAULT_PARAMS = {
     # params.json so that eval, demo and export know them. None: the VOC names.
     'class_names': None,
     'train_image_size': anchor_lib.SSD300_SPEC['image_size'],
+    # net/anchors.ANCHOR_PRESETS name ('voc' or 'coco'): the anchor sizes of the spec that
+    # make_params builds (train_ssd.py takes it from the data's manifest unless
+    # --anchor_preset is given).
+    'anchor_preset': anchor_lib.DEFAULT_PRESET,
     # 'auto', 'channels_first' or 'channels_last'; make_params resolves it for this machine
     # (net/ssd_net.resolve_data_format: 'auto' is channels_first on a GPU, else channels_last).
     'data_format': ssd_net.AUTO_DATA_FORMAT,
@@ -103,7 +112,7 @@ def make_params(**overrides):
     (net/backbones.py) get its values: channel_order, mean_rgb, checkpoint_model_scope and
     checkpoint_exclude_scopes (SSD's new layers under the model scope). Without an
     'anchor_spec' override the spec is SSD300's for the feature-map sizes the backbone gives
-    at train_image_size (net/anchors).
+    at train_image_size, with the anchor sizes of params['anchor_preset'] (net/anchors).
     Unknown keys are an error so that a misspelt flag cannot be silently ignored.
     """
     unknown = sorted(set(overrides) - set(DEFAULT_PARAMS) - {'anchor_spec'})
@@ -123,7 +132,8 @@ def make_params(**overrides):
             params[key] = value
     params['anchor_spec'] = overrides.get('anchor_spec') or anchor_lib.ssd300_anchor_spec(
         ssd_net.feature_shapes(backbone.name, int(params['train_image_size'])),
-        image_size=int(params['train_image_size']))
+        image_size=int(params['train_image_size']),
+        preset=anchor_lib.check_preset(params['anchor_preset']))
     params['anchor_spec'] = json.loads(json.dumps(params['anchor_spec']))
     return params
 
@@ -240,8 +250,10 @@ def make_input_fn(params, is_training, file_pattern=None, normalize=True):
     anchors = _anchors(params)  # numpy: a constant in each graph the map function is built in
 
     def train_map(parsed):
-        image, boxes, labels = preprocess_train(parsed['image'], parsed['boxes'],
-                                                parsed['labels'], params)
+        not_crowd = tf.equal(parsed['iscrowd'], 0)  # crowd regions are never positives
+        image, boxes, labels = preprocess_train(
+            parsed['image'], tf.boolean_mask(parsed['boxes'], not_crowd),
+            tf.boolean_mask(parsed['labels'], not_crowd), params)
         features = {'image': image, 'filename': parsed['filename'], 'shape': parsed['shape']}
         return features, encode_labels(boxes, labels, params, anchors)
 
@@ -249,7 +261,8 @@ def make_input_fn(params, is_training, file_pattern=None, normalize=True):
         image = preprocess_eval(parsed['image'], params, normalize)
         return {'image': image, 'filename': parsed['filename'], 'shape': parsed['shape'],
                 'gt_boxes': parsed['boxes'], 'gt_labels': parsed['labels'],
-                'gt_difficult': parsed['difficult']}
+                'gt_difficult': parsed['difficult'], 'gt_iscrowd': parsed['iscrowd'],
+                'source_id': parsed['source_id']}
 
     def input_fn():
         return dataset_common.build_dataset(
@@ -328,7 +341,8 @@ def model_fn(features, labels, mode, params):
     if mode == ModeKeys.PREDICT:
         detections = postprocess(cls_logits, loc_preds, params, anchors)
         predictions = dict(detections)
-        for key in ('filename', 'shape', 'gt_boxes', 'gt_labels', 'gt_difficult'):
+        for key in ('filename', 'shape', 'gt_boxes', 'gt_labels', 'gt_difficult', 'gt_iscrowd',
+                    'source_id'):
             if key in features:
                 predictions[key] = features[key]
         serving = {k: detections[k] for k in ('boxes', 'scores', 'classes', 'num_detections')}
