@@ -30,10 +30,12 @@ Boxes: an annotation's 1-based inclusive pixel box is clipped to
 """
 
 import argparse
+import json
 import io
 import os
 import random
 import sys
+import time
 
 from dataset.dataset_common import INCOMPLETE_NAME, VOC_LABELS, LabelMapError, read_label_map
 from dataset.helpers import parse_comma_list
