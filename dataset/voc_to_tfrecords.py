@@ -30,8 +30,8 @@ Boxes: an annotation's 1-based inclusive pixel box is clipped to
 """
 
 import argparse
-import json
 import io
+import json
 import os
 import random
 import sys

@@ -8,6 +8,7 @@ import types
 import numpy as np
 import pytest
 
+from conftest import write_variables
 from net import anchors as anchor_lib
 from utility import eval_utils
 from utility import model_dir
@@ -49,8 +50,9 @@ def test_unknown_preset_is_one_line_naming_the_choices():
 
 
 def _model_dir_with_checkpoint(path, params):
+    """A model directory with params.json and a real (head-less) checkpoint at step 5."""
     os.makedirs(str(path), exist_ok=True)
-    (path / 'model.ckpt-5.index').write_bytes(b'')
+    write_variables(str(path / 'model.ckpt-5'), {'global_step': np.array(5, np.int64)})
     with open(str(path / 'params.json'), 'w') as f:
         json.dump(params, f, default=str)
 
