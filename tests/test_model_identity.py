@@ -25,6 +25,8 @@ CLASSES = ('widget', 'gizmo', 'sprocket')
 NAMES = ['none'] + list(CLASSES)
 SPLIT = 'Gadgets'
 RESNET = ['--backbone=resnet18']
+# TRAIN_FAST_FLAGS without their --backbone: runs that take train_ssd.py's default (vgg16).
+DEFAULT_BACKBONE_FLAGS = [f for f in TRAIN_FAST_FLAGS if not f.startswith('--backbone=')]
 
 
 def _one_line_error(proc, *fragments):
@@ -195,7 +197,7 @@ def test_a_deleted_params_json_never_resumes_as_the_default_backbone(data, model
     # The default --backbone (vgg16) is refused, naming what the checkpoint holds; nothing is
     # written.
     proc = run_script(['train_ssd.py', '--data_dir=' + data[1], '--model_dir=' + model_dir,
-                       '--max_number_of_steps=2'] + TRAIN_FAST_FLAGS)
+                       '--max_number_of_steps=2'] + DEFAULT_BACKBONE_FLAGS)
     _one_line_error(proc, 'a resnet18 SSD (scope ssd300) with 4 classes',
                     'this run has backbone="vgg16"', 'pass --backbone resnet18 to resume it')
     assert not os.path.exists(os.path.join(model_dir, 'params.json'))
@@ -272,7 +274,7 @@ def test_fine_tuning_from_another_backbones_ssd_is_one_line(model, tfrecord_dir,
     model_dir = tmp_path / 'vgg'
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir,
                        '--model_dir=' + str(model_dir), '--max_number_of_steps=1']
-                      + TRAIN_FAST_FLAGS + ['--checkpoint_path=' + model])
+                      + DEFAULT_BACKBONE_FLAGS + ['--checkpoint_path=' + model])
     _one_line_error(proc, 'holds a resnet18 SSD', 'this run has --backbone vgg16',
                     'pass --backbone resnet18 to fine-tune from it')
     assert not (model_dir / 'params.json').exists()
