@@ -94,6 +94,7 @@ flags.DEFINE_enum('coco_backend', 'pycocotools', ['pycocotools', 'faster-coco-ev
                   'What computes the COCO metric: pycocotools, or faster-coco-eval (pip install '
                   'faster-coco-eval; same figures, about 5x faster on a val2017-sized set).')
 eval_utils.define_inference_flags(flags)
+eval_utils.define_precision_flag(flags)
 flags.adopt_module_key_flags(eval_utils)
 tflite_runner.define_flags(flags)
 
@@ -186,7 +187,8 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
         predictions = drivers.predict(
             driver, ssd_model.model_fn,
             ssd_model.make_input_fn(params, is_training=False, file_pattern=pattern),
-            params, checkpoint)
+            params, checkpoint,
+            session_config=eval_utils.predict_session_config(FLAGS.precision, log))
     collection = collect_predictions(
         predictions, total=num_records, log=log, log_every_secs=FLAGS.log_every_secs)
 

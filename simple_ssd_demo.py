@@ -45,6 +45,7 @@ flags.DEFINE_string('output_dir', './demo_output', 'Where the drawn images are w
 flags.DEFINE_float('score_threshold', 0.5, 'Draw and list detections scoring at least this.')
 flags.DEFINE_integer('batch_size', 1, 'Images per prediction batch.')
 eval_utils.define_inference_flags(flags)
+eval_utils.define_precision_flag(flags)
 flags.adopt_module_key_flags(eval_utils)
 tflite_runner.define_flags(flags)
 
@@ -113,7 +114,8 @@ def main(_):
         predictions = drivers.predict(
             driver, ssd_model.model_fn,
             eval_utils.make_image_files_input_fn(params, readable, FLAGS.batch_size),
-            params, checkpoint)
+            params, checkpoint,
+            session_config=eval_utils.predict_session_config(FLAGS.precision, log))
     used = set()
     with eval_utils.ImageDecoder() as decoder:
         for prediction in predictions:

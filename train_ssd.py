@@ -144,9 +144,13 @@ flags.DEFINE_boolean('augment', True,
                      '--noaugment trains on the eval preprocessing (resize only), e.g. to '
                      'overfit a few fixed images.')
 flags.DEFINE_boolean(helpers.VERBOSE_FLAG, False, helpers.VERBOSE_HELP)
-flags.DEFINE_boolean('bf16', False,
-                     'CPU only: bfloat16 convolutions/matmuls via the oneDNN graph rewrite '
-                     '(needs AVX512-BF16 or AMX; ignored with a notice elsewhere).')
+flags.DEFINE_enum('precision', 'auto', ['auto', 'fp32', 'bf16'],
+                  'Arithmetic of the convolutions and matmuls: bf16 = bfloat16 through the '
+                  'oneDNN graph rewrite (CPUs with AVX512-BF16 or AMX; weights, loss and '
+                  'optimizer stay float32), fp32 = float32 throughout; auto = bf16 where the '
+                  'CPU has it and no GPU is visible, else fp32. Printed at start and written '
+                  'to params.json. GPUs: --use_amp.')
+flags.DEFINE_boolean('bf16', False, 'Same as --precision=bf16 (kept for older commands).')
 
 
 def check_flags():
@@ -166,6 +170,9 @@ def check_flags():
         raise ValueError('--num_cpu_replicas=%d: use N >= 2 logical CPU devices (one replica '
                          'on each), or 0 (the default) to train on one device.'
                          % FLAGS.num_cpu_replicas)
+    if FLAGS.bf16 and FLAGS['precision'].present and FLAGS.precision != 'bf16':
+        raise ValueError('--bf16 means --precision=bf16 and contradicts --precision=%s; drop '
+                         'one of them.' % FLAGS.precision)
     if FLAGS.num_classes is not None and FLAGS.num_classes < 2:
         raise ValueError('--num_classes=%d must count the background and at least one class '
                          '(VOC: 21).' % FLAGS.num_classes)
@@ -187,6 +194,11 @@ def check_flags():
     if os.path.exists(FLAGS.model_dir) and not os.path.isdir(FLAGS.model_dir):
         raise ValueError('--model_dir=%s is a file, not a directory; pass a directory (it is '
                          'created if missing).' % FLAGS.model_dir)
+
+
+def requested_precision():
+    """--precision, with --bf16 as its alias for bf16."""
+    return 'bf16' if FLAGS.bf16 else FLAGS.precision
 
 
 def data_classes():
@@ -259,7 +271,7 @@ def anchor_preset():
 
 
 def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=None,
-                 class_names=None, num_classes=None, checkpoint_model_scope=None,
+                 precision=None, class_names=None, num_classes=None, checkpoint_model_scope=None,
                  checkpoint_exclude_scopes=None):
     """Turns the parsed flags into the model params (the only place flags are read);
     `checkpoint_model_scope` / `checkpoint_exclude_scopes` override those flags
@@ -297,7 +309,7 @@ def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=No
             FLAGS.lr_decay_factors, float, '--lr_decay_factors'),
         use_amp=use_amp,
         augment=FLAGS.augment,
-        bf16=FLAGS.bf16,
+        precision=precision or requested_precision(),
         log_every_n_steps=FLAGS.log_every_n_steps,
         checkpoint_path=checkpoint_path,
         checkpoint_model_scope=(FLAGS.checkpoint_model_scope if checkpoint_model_scope is None
@@ -347,7 +359,7 @@ def prepare(cluster):
             multi_gpu=FLAGS.multi_gpu, num_cpu_replicas=FLAGS.num_cpu_replicas,
             batch_size=FLAGS.batch_size, num_cpu_threads=FLAGS.num_cpu_threads,
             gpu_memory_fraction=FLAGS.gpu_memory_fraction, log=log)
-    train_utils.configure_bf16(session_config, FLAGS.bf16, log=log)
+    precision = train_utils.configure_precision(session_config, requested_precision(), log=log)
     has_gpu = bool(tf.config.list_physical_devices('GPU'))
     data_format = ssd_net.resolve_data_format(FLAGS.data_format)
     use_amp = FLAGS.use_amp and has_gpu
@@ -378,7 +390,7 @@ def prepare(cluster):
         log('No --checkpoint_path: training from scratch (random initialization).')
 
     params = build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster,
-                          class_names=class_names, num_classes=num_classes, **restore)
+                          precision=precision, class_names=class_names, num_classes=num_classes, **restore)
     new_params_file = None
     if is_chief:
         model_dir.check_params_identity(FLAGS.model_dir, params,

@@ -18,9 +18,12 @@ in `STAGES`):
                 tf.compat.v1 Session (the same graph tf.estimator runs), timed as
                 sess.run(train_op) on ONE fixed batch drawn from the real training
                 input pipeline and held in variables (so the input pipeline is not
-                counted).  For each --train_batch_sizes (8,16) in its own subprocess:
-                images/s (median step after --train_warmup steps), achieved GFLOP/s and
-                the peak resident memory of that process.  Beside it, in the same run:
+                counted).  For each --train_batch_sizes (8,16) and each
+                --train_precisions (fp32,bf16: float32, and bfloat16 through the oneDNN
+                rewrite that train_ssd.py --precision=bf16 applies, on CPUs that have it)
+                in its own subprocess: images/s (median step after --train_warmup
+                steps), achieved GFLOP/s, the peak resident memory of that process, and
+                bf16's speed-up over fp32.  Beside it, in the same run:
                 GFLOP/s of a large 3x3 convolution and of a large matmul, and the ratio
                 training / convolution.
   infer         model_fn's PREDICT graph on a fixed eval batch (--infer_batch_size),
@@ -731,23 +734,40 @@ def bench_train(args, context):
     result['conv3x3_fwd_bwd_gflop_per_s'] = kernels['conv3x3_fwd_bwd']['gflop_per_s']
     result['matmul_gflop_per_s'] = kernels['matmul']['gflop_per_s']
     cores = cpu_count()
+    precisions = parse_comma_list(args.train_precisions)
+    unknown = sorted(set(precisions) - {'fp32', 'bf16'})
+    if unknown:
+        raise ValueError('--train_precisions: unknown %s; use fp32 and/or bf16.'
+                         % ', '.join(unknown))
+    if 'bf16' in precisions and not _bf16_available():
+        precisions.remove('bf16')
+        result['bf16'] = 'not measured: this CPU has neither AVX512-BF16 nor AMX-BF16'
     for batch in parse_sizes(args.train_batch_sizes):
-        worker = run_worker('train', args, data_dir=context.data_dir(), batch_size=batch)
-        rate = worker['images_per_s']
-        entry = collections.OrderedDict()
-        entry['images_per_s'] = rate
-        entry['images_per_s_per_core'] = round(rate / cores, 3)
-        entry['step_seconds'] = worker['step_seconds']
-        entry['gflop_per_s'] = round(rate * train_gflop, 1)
-        entry['ratio_to_conv3x3'] = round(rate * train_gflop / conv_rate, 3)
-        # The fairer ceiling: the same convolution forward + both gradients, as training runs.
-        entry['ratio_to_conv3x3_fwd_bwd'] = round(
-            rate * train_gflop / kernels['conv3x3_fwd_bwd']['gflop_per_s'], 3)
-        entry['peak_rss_gb'] = worker['peak_rss_gb']
-        entry['loss_after'] = worker['loss_after']
-        if 'trace_top_ops_ms' in worker:
-            entry['trace_top_ops_ms'] = worker['trace_top_ops_ms']
-        result['batch_%d' % batch] = entry
+        for precision in precisions:
+            worker = run_worker('train', argparse.Namespace(**dict(
+                vars(args), bf16=precision == 'bf16')), data_dir=context.data_dir(),
+                batch_size=batch)
+            rate = worker['images_per_s']
+            entry = collections.OrderedDict()
+            entry['precision'] = precision
+            entry['images_per_s'] = rate
+            entry['images_per_s_per_core'] = round(rate / cores, 3)
+            entry['step_seconds'] = worker['step_seconds']
+            entry['gflop_per_s'] = round(rate * train_gflop, 1)
+            entry['ratio_to_conv3x3'] = round(rate * train_gflop / conv_rate, 3)
+            # The fairer ceiling: the same convolution forward + both gradients, as training
+            # runs (both ratios are to the float32 kernels).
+            entry['ratio_to_conv3x3_fwd_bwd'] = round(
+                rate * train_gflop / kernels['conv3x3_fwd_bwd']['gflop_per_s'], 3)
+            entry['peak_rss_gb'] = worker['peak_rss_gb']
+            entry['loss_after'] = worker['loss_after']
+            if 'trace_top_ops_ms' in worker:
+                entry['trace_top_ops_ms'] = worker['trace_top_ops_ms']
+            key = 'batch_%d' % batch + ('' if precision == 'fp32' else '_' + precision)
+            if precision != 'fp32' and 'batch_%d' % batch in result:
+                entry['speedup_over_fp32'] = round(
+                    rate / result['batch_%d' % batch]['images_per_s'], 2)
+            result[key] = entry
     check = result.get('batch_%d' % args.target_batch)
     if check:
         result['target_ratio_to_conv3x3'] = args.train_target_ratio
@@ -755,6 +775,14 @@ def bench_train(args, context):
         result['target_peak_rss_gb'] = args.memory_target_gb
         result['meets_memory_target'] = check['peak_rss_gb'] <= args.memory_target_gb
     return result
+
+
+def _bf16_available():
+    """True when the train stage can measure bf16 here (train_ssd.py's --precision=auto rule)."""
+    from utility import train_utils
+    return train_utils.resolve_precision(
+        'auto', bool(tf.config.list_physical_devices('GPU')),
+        train_utils.cpu_supports_bf16())[0] == 'bf16'
 
 
 def backbone_train_gflop(backbone):
@@ -1035,6 +1063,8 @@ def summarize(report):
                     '%.3f, %.1f, %.3f (%.3f)' % (
                         entry['images_per_s'], entry['gflop_per_s'],
                         entry['ratio_to_conv3x3'], entry['ratio_to_conv3x3_fwd_bwd']))
+                if 'speedup_over_fp32' in entry:
+                    summary['training %s speed-up over fp32' % key] = entry['speedup_over_fp32']
         if 'meets_ratio_target' in s:
             batch = 'batch_%d' % report['settings']['target_batch']
             summary['training %s ratio to conv' % batch] = (
@@ -1159,6 +1189,10 @@ def build_parser():
     group = parser.add_argument_group('train / kernels / infer stages (TF sessions)')
     group.add_argument('--train_batch_sizes', default='8,16',
                        help='training batch sizes, one subprocess each (default: %(default)s)')
+    group.add_argument('--train_precisions', default='fp32,bf16',
+                       help='train stage: each batch size in each of these, side by side '
+                            '(bf16 is left out, with a note, on a CPU without AVX512-BF16 '
+                            'or AMX)')
     group.add_argument('--train_warmup', type=int, default=1,
                        help='untimed training steps (default: %(default)s)')
     group.add_argument('--train_steps', type=int, default=3,
@@ -1187,9 +1221,10 @@ def build_parser():
     group.add_argument('--xla', action='store_true',
                        help='experiment: session global_jit_level ON_1 (XLA auto-clustering)')
     group.add_argument('--bf16', action='store_true',
-                       help='experiment: grappler auto_mixed_precision_onednn_bfloat16 '
-                            '(bfloat16 convolutions on CPUs with AVX512_BF16/AMX; changes '
-                            'the numerics, the kernels stay float32)')
+                       help='experiment for the infer and backbones stages: grappler '
+                            'auto_mixed_precision_onednn_bfloat16 (bfloat16 convolutions on '
+                            'CPUs with AVX512_BF16/AMX; changes the numerics, the kernels '
+                            'stay float32); the train stage measures --train_precisions')
     group.add_argument('--trace_dir', default=None,
                        help='write one traced step per TF worker here (Chrome trace JSON) '
                             'and report the top op types')
@@ -1242,6 +1277,7 @@ def main(argv=None):
     report['settings'] = {k: getattr(args, k) for k in
                           ('batch_size', 'warmup', 'batches', 'repeats', 'num_images',
                            'breakdown', 'threadpool', 'max_intra_op', 'train_batch_sizes',
+                           'train_precisions',
                            'train_warmup', 'train_steps', 'kernel_repeats',
                            'infer_batch_size', 'infer_steps', 'threads', 'intra_op',
                            'target_batch', 'backbone', 'backbones', 'backbones_batch_size',

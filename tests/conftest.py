@@ -83,6 +83,9 @@ AVAILABLE_DRIVERS = _available_drivers()
 # Training flags of the end-to-end tests: from scratch, batch 2, ResNet-18 (18.5 GFLOP per
 # training image against VGG-16's 188: the backbone is beside the point of these tests; the
 # ones about VGG-16 pass --backbone after these flags or build it in-process).
+# --precision=fp32: the same numerics on every machine (the default, auto, is bf16 only where
+# the CPU has it), so that comparisons between runs, drivers and TF lines stay tight; the
+# precision tests leave it out.
 # --batch_norm_decay=0: the moving statistics are the last batch's, so a 2-step model's
 # inference is normalized like its training (with 0.997 they are still the initial ones, the
 # activations blow up and every top score is 1.0: detections too degenerate to compare).
@@ -90,7 +93,7 @@ FAST_BACKBONE = 'resnet18'
 TRAIN_FAST_FLAGS = ['--checkpoint_path=', '--batch_size=2', '--data_format=channels_last',
                     '--log_every_n_steps=1', '--save_checkpoints_secs=3600',
                     '--num_readers=2', '--num_preprocessing_threads=2',
-                    '--backbone=' + FAST_BACKBONE, '--batch_norm_decay=0']
+                    '--backbone=' + FAST_BACKBONE, '--batch_norm_decay=0', '--precision=fp32']
 # A weight of FAST_BACKBONE's first convolution, for tests that follow weights across runs.
 FAST_BACKBONE_WEIGHT = 'ssd300/conv1/weights'
 

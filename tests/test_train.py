@@ -252,22 +252,94 @@ def test_cpu_supports_bf16_reads_the_cpuinfo_flags(tmp_path):
     assert not train_utils.cpu_supports_bf16(str(tmp_path / 'missing'))
 
 
-def test_configure_bf16_turns_on_the_onednn_rewrite_only_when_supported(tmp_path):
+@pytest.mark.parametrize('requested, has_gpu, cpu_bf16, expected, reason', [
+    ('auto', False, True, 'bf16', 'auto: this CPU has AVX512-BF16'),
+    ('auto', False, False, 'fp32', 'auto: this CPU has neither AVX512-BF16 nor AMX-BF16'),
+    ('auto', True, True, 'fp32', 'auto: a GPU is visible'),
+    ('bf16', False, True, 'bf16', 'this CPU has AVX512-BF16'),
+    ('bf16', False, False, 'fp32', '--precision=bf16 ignored: this CPU has neither'),
+    ('bf16', True, True, 'fp32', '--precision=bf16 ignored: a GPU is visible'),
+    ('fp32', False, True, 'fp32', '--precision=fp32'),
+])
+def test_resolve_precision_uses_bf16_only_where_the_cpu_has_it(requested, has_gpu, cpu_bf16,
+                                                               expected, reason):
+    precision, why = train_utils.resolve_precision(requested, has_gpu, cpu_bf16)
+    assert precision == expected
+    assert why.startswith(reason)
+
+
+def test_resolve_precision_refuses_an_unknown_choice():
+    with pytest.raises(ValueError, match='--precision=fp16 is not one of auto|fp32|bf16'):
+        train_utils.resolve_precision('fp16', False, True)
+
+
+def test_configure_precision_turns_on_the_onednn_rewrite_only_for_bf16(tmp_path, monkeypatch):
     from tensorflow.core.protobuf import rewriter_config_pb2
+    monkeypatch.setattr(tf.config, 'list_physical_devices', lambda *_, **__: [])  # a CPU
     on = rewriter_config_pb2.RewriterConfig.ON
     yes, no = tmp_path / 'yes', tmp_path / 'no'
     yes.write_text('flags\t\t: avx512_bf16\n')
     no.write_text('flags\t\t: avx2\n')
+
+    def rewrite(config):
+        return config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16
+
     messages = []
-    config = tf.compat.v1.ConfigProto()
-    assert not train_utils.configure_bf16(config, False, log=messages.append,
-                                          cpuinfo_path=str(yes))
-    assert not train_utils.configure_bf16(config, True, log=messages.append,
-                                          cpuinfo_path=str(no))
-    assert config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 != on
-    assert '--bf16 ignored' in messages[-1] and 'AVX512-BF16' in messages[-1]
-    assert train_utils.configure_bf16(config, True, log=messages.append, cpuinfo_path=str(yes))
-    assert config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == on
+    for requested, cpuinfo, expected in [('fp32', yes, 'fp32'), ('auto', no, 'fp32'),
+                                         ('bf16', no, 'fp32')]:
+        config = tf.compat.v1.ConfigProto()
+        assert train_utils.configure_precision(config, requested, log=messages.append,
+                                               cpuinfo_path=str(cpuinfo)) == expected
+        assert rewrite(config) != on
+        assert messages[-1].startswith('Precision: fp32 (')
+    assert 'neither AVX512-BF16 nor AMX-BF16' in messages[-1]
+    # the simulated CPU can also come from the environment (what subprocess tests use)
+    monkeypatch.setenv(train_utils.CPUINFO_ENV, str(yes))
+    for requested in ('auto', 'bf16'):
+        config = tf.compat.v1.ConfigProto()
+        assert train_utils.configure_precision(config, requested, log=messages.append) == 'bf16'
+        assert rewrite(config) == on
+        assert messages[-1].startswith('Precision: bf16 (')
+
+
+def test_precision_is_printed_recorded_and_free_to_change_on_resume(tfrecord_dir, tmp_path):
+    """The default --precision (auto) falls back to fp32 on a CPU without bfloat16 (simulated
+    through $SSD_CPUINFO) and resolves for this machine on the real one; each run says which
+    in one line and params.json records it; a checkpoint trained in one precision resumes in
+    the other; eval takes --precision too."""
+    from utility import ssd_model
+    assert ssd_model.DEFAULT_PARAMS['precision'] == 'auto'
+    machine = (bool(tf.config.list_physical_devices('GPU')), train_utils.cpu_supports_bf16())
+    native = train_utils.resolve_precision('auto', *machine)[0]
+    flags = [f for f in TRAIN_FAST_FLAGS if not f.startswith('--precision')]
+    model_dir = str(tmp_path / 'model')
+
+    def train(steps, env=None):
+        proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir,
+                           '--model_dir=' + model_dir, '--max_number_of_steps=%d' % steps]
+                          + flags, env=env)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-4000:]
+        assert_finite_losses(out, steps=[steps])
+        with open(os.path.join(model_dir, 'params.json')) as f:
+            return out, json.load(f)['precision']
+
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n')
+    out, recorded = train(1, env={train_utils.CPUINFO_ENV: str(cpuinfo)})
+    assert 'Precision: fp32 (auto: this CPU has neither AVX512-BF16 nor AMX-BF16)' in out
+    assert recorded == 'fp32'
+    out, recorded = train(2)
+    assert 'Precision: %s (auto' % native in out and recorded == native
+    assert 'Resuming from' in out and 'model.ckpt-1' in out
+    assert _ckpt_step(model_dir) == 2
+    proc = run_script(['eval_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
+                       '--precision=auto', '--output_dir=' + str(tmp_path / 'eval')])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert 'Precision: %s (auto' % native in out
+    with open(tmp_path / 'eval' / 'metrics.json') as f:
+        assert json.load(f)['checkpoint'].endswith('model.ckpt-2')
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])

@@ -30,6 +30,8 @@ def _train_flags(**changes):
      ['--num_cpu_replicas=1: use N >= 2 logical CPU devices']),
     ({'backbone': 'resnet152'}, ["Unknown backbone 'resnet152'; use one of vgg16, ",
                                  '(--backbone)']),
+    ({'bf16': 'true', 'precision': 'fp32'}, ['--bf16 means --precision=bf16 and contradicts '
+                                             '--precision=fp32']),
 ])
 def test_bad_training_flags_are_one_line_errors_before_any_work(tfrecord_dir, tmp_path, changes,
                                                                 fragments):

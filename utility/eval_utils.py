@@ -102,6 +102,33 @@ def define_inference_flags(flags_module):
                   "the original SSD.TensorFlow eval's selection.")
 
 
+# Inference precision of eval and demo (README "bf16 against fp32 on held-out images"): fp32,
+# bf16 only when asked for; the SavedModel and TFLite exports are float32 either way.
+INFERENCE_PRECISION = 'fp32'
+
+
+def define_precision_flag(flags_module):
+    """--precision for the entry scripts that run a checkpoint (eval, demo)."""
+    from utility import train_utils
+    flags_module.DEFINE_enum(
+        'precision', INFERENCE_PRECISION, list(train_utils.PRECISIONS),
+        'Arithmetic of the convolutions and matmuls while predicting: bf16 = bfloat16 through '
+        'the oneDNN graph rewrite (CPUs with AVX512-BF16 or AMX), fp32 = float32; auto = bf16 '
+        'where the CPU has it. Detections of the two differ slightly (README, bf16).')
+
+
+def predict_session_config(precision, log=None):
+    """The session config drivers.predict runs a checkpoint with: `precision` resolved for this
+    machine (train_utils.configure_precision), logged in one line; None (the driver's
+    default) for fp32."""
+    import tensorflow as tf
+    from utility import train_utils
+    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    if train_utils.configure_precision(config, precision, log=log or (lambda *_: None)) == 'fp32':
+        return None
+    return config
+
+
 # Keys of a model directory's params.json that define the network a checkpoint holds.
 MODEL_IDENTITY_KEYS = ('backbone', 'anchor_preset', 'anchor_spec', 'num_classes')
 

@@ -85,9 +85,11 @@ DEFAULT_PARAMS = {
     'decay_boundaries': [500, 80000, 100000],
     'lr_decay_factors': [0.1, 1.0, 0.1, 0.01],
     'use_amp': False,
-    # bfloat16 graph rewrite on CPUs with AVX512-BF16/AMX (applied by the driver to the session
-    # config via train_utils.apply_bf16; recorded here so params.json says how a run trained).
-    'bf16': False,
+    # 'auto', 'fp32' or 'bf16' (train_utils.PRECISIONS): bf16 is the oneDNN bfloat16 graph
+    # rewrite on CPUs with AVX512-BF16/AMX, applied by the driver to the session config
+    # (train_utils.configure_precision); train_ssd.py records the resolved 'fp32' or 'bf16'
+    # here so that params.json says how a run trained.
+    'precision': 'auto',
     'log_every_n_steps': 10,
     # backbone restore
     'checkpoint_path': None,

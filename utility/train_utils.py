@@ -429,16 +429,24 @@ def quiet_tensorflow_logs(verbose=False):
 
 
 BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
+# --precision choices ('auto' = bf16 where the CPU has native bfloat16 and no GPU is visible,
+# else fp32); the default is ssd_model.DEFAULT_PARAMS['precision'].
+PRECISIONS = ('auto', 'fp32', 'bf16')
+# Read instead of /proc/cpuinfo when set: lets tests (and users) see what a CPU without (or
+# with) bfloat16 would get.
+CPUINFO_ENV = 'SSD_CPUINFO'
 
 
-def cpu_supports_bf16(cpuinfo_path='/proc/cpuinfo'):
+def cpu_supports_bf16(cpuinfo_path=None):
     """True when the CPU advertises native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16).
 
-    Reads the 'flags' lines of `cpuinfo_path` (Linux); False when the file is missing or
-    unreadable (other systems), so callers fall back to float32.
+    Reads the 'flags' lines of `cpuinfo_path` (default: $SSD_CPUINFO, else /proc/cpuinfo);
+    False when the file is missing or unreadable (other systems), so callers fall back to
+    float32.
     """
+    path = cpuinfo_path or os.environ.get(CPUINFO_ENV) or '/proc/cpuinfo'
     try:
-        with open(cpuinfo_path) as f:
+        with open(path) as f:
             text = f.read()
     except OSError:
         return False
@@ -464,23 +472,39 @@ def apply_bf16(config_proto):
     return config_proto
 
 
-def configure_bf16(config_proto, requested, log=print, cpuinfo_path='/proc/cpuinfo'):
-    """Driver helper for --bf16: applies `apply_bf16` when requested and useful.
+def resolve_precision(requested, has_gpu, cpu_bf16):
+    """The precision a run trains in, and why: ('fp32' or 'bf16', reason).
 
-    Ignored, with a one-line notice, when a GPU is visible (use --use_amp there) or when the
-    CPU lacks AVX512-BF16/AMX (bfloat16 would be emulated, slower than float32).
-    Returns True when the rewrite was turned on.
+    `requested` is one of PRECISIONS. bf16 is the CPU's oneDNN rewrite: never on a GPU (mixed
+    precision there is --use_amp), never on a CPU without native bfloat16 (it would be
+    emulated, slower than float32). An explicit bf16 that cannot apply says so in its reason.
     """
-    if not requested:
-        return False
-    if tf.config.list_physical_devices('GPU'):
-        log('--bf16 ignored: it is the CPU (oneDNN) rewrite; on a GPU use --use_amp.')
-        return False
-    if not cpu_supports_bf16(cpuinfo_path):
-        log('--bf16 ignored: this CPU has neither AVX512-BF16 nor AMX-BF16; training in '
-            'float32.')
-        return False
-    apply_bf16(config_proto)
-    log('bfloat16: convolutions and matmuls run in bfloat16 (oneDNN auto mixed precision); '
-        'weights and loss stay float32.')
-    return True
+    if requested not in PRECISIONS:
+        raise ValueError('--precision=%s is not one of %s.' % (requested, '|'.join(PRECISIONS)))
+    if requested == 'fp32':
+        return 'fp32', '--precision=fp32'
+    prefix = 'auto' if requested == 'auto' else '--precision=bf16 ignored'
+    if has_gpu:
+        return 'fp32', '%s: a GPU is visible (mixed precision on a GPU is --use_amp)' % prefix
+    if not cpu_bf16:
+        return 'fp32', '%s: this CPU has neither AVX512-BF16 nor AMX-BF16' % prefix
+    return 'bf16', ('auto: ' if requested == 'auto' else '') + 'this CPU has %s' % (
+        'AVX512-BF16 or AMX-BF16')
+
+
+def configure_precision(config_proto, requested, log=print, cpuinfo_path=None):
+    """Driver helper for --precision: resolves it for this machine, applies `apply_bf16` to
+    `config_proto` when the answer is bf16, and logs the choice in one line.
+
+    Returns 'bf16' or 'fp32' (what params.json records).
+    """
+    has_gpu = bool(tf.config.list_physical_devices('GPU'))
+    cpu_bf16 = False if has_gpu else cpu_supports_bf16(cpuinfo_path)
+    precision, reason = resolve_precision(requested, has_gpu, cpu_bf16)
+    if precision == 'bf16':
+        apply_bf16(config_proto)
+        log('Precision: bf16 (%s): convolutions and matmuls run in bfloat16 (oneDNN auto mixed '
+            'precision); weights, loss and optimizer stay float32.' % reason)
+    else:
+        log('Precision: fp32 (%s).' % reason)
+    return precision
