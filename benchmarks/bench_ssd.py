@@ -43,6 +43,12 @@ in `STAGES`):
   backbones     (not in the default list) each of --backbones side by side: GFLOP per
                 training image (counted as below) and training images/s at
                 --backbones_batch_size (the train stage's worker, one subprocess each).
+  tflite        (not in the default list) one checkpoint (--tflite_checkpoint; default a
+                1-step stand-in) exported with export_ssd.py as a SavedModel (fp32), a
+                TFLite fp32 and a TFLite int8 file (calibrated on the sample records):
+                sizes, batch-1 ms per image at each --tflite_threads (each in its own
+                process, benchmarks/bench_tflite.py), int8's speed-ups and size share
+                against the targets (2x the SavedModel, 1.5x TFLite fp32, 30% of its size).
   coco_metric   (not in the default list) evaluation/coco_metric (pycocotools) on a random
                 val2017-sized set (--coco_images 5000, ~36,000 gt boxes, 100 detections
                 each); faster-coco-eval beside it when installed (speed-up, largest
@@ -82,6 +88,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -686,7 +693,6 @@ _WORKER_ARGS = ('threads', 'intra_op', 'inter_op', 'xla', 'bf16', 'train_warmup'
 
 def run_worker(name, args, data_dir=None, batch_size=None):
     """Runs worker `name` in a fresh Python subprocess; returns its JSON result."""
-    import subprocess
     command = [sys.executable, os.path.abspath(__file__), '--_worker', name]
     for key in _WORKER_ARGS:
         value = getattr(args, key)
@@ -1007,6 +1013,40 @@ def bench_convert(args, context):
         ('seconds', round(sum(seconds_all), 2))])
 
 
+def bench_tflite(args, context):
+    """SavedModel fp32, TFLite fp32 and TFLite int8 exports of one checkpoint: file sizes and
+    batch-1 ms per image at each --tflite_threads (benchmarks/bench_tflite.py)."""
+    from benchmarks import bench_tflite as tflite_bench
+    work = tempfile.mkdtemp(prefix='bench_tflite_')
+    try:
+        checkpoint = args.tflite_checkpoint
+        result = collections.OrderedDict()
+        if not checkpoint:
+            # Untrained weights pass every anchor through the 0.01 score threshold: the
+            # post-processing's worst case, so pass a trained model for representative figures.
+            checkpoint = os.path.join(work, 'model')
+            proc = subprocess.run(
+                [sys.executable, os.path.join(REPO_ROOT, 'train_ssd.py'),
+                 '--data_dir=' + context.data_dir(), '--model_dir=' + checkpoint,
+                 '--checkpoint_path=', '--backbone=' + args.backbone, '--batch_size=2',
+                 '--max_number_of_steps=1', '--num_readers=1', '--precision=fp32'],
+                capture_output=True, text=True, cwd=REPO_ROOT)
+            if proc.returncode != 0:
+                raise RuntimeError('training the stand-in checkpoint failed: %s' % (
+                    proc.stderr.strip().splitlines() or ['?'])[-1])
+            result['checkpoint'] = ('a 1-step %s from scratch (untrained: post-processing at '
+                                    'its worst; pass --tflite_checkpoint)' % args.backbone)
+        else:
+            result['checkpoint'] = checkpoint
+        paths = tflite_bench.export_models(checkpoint, work, context.data_dir(),
+                                           args.calibration_images)
+        result.update(tflite_bench.compare(paths, parse_sizes(args.tflite_threads),
+                                           args.tflite_runs))
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def parse_sizes(text):
     return [int(t) for t in parse_comma_list(text)]
 
@@ -1027,6 +1067,8 @@ EXTRA_STAGES = collections.OrderedDict([
     ('backbones', (bench_backbones, 'each --backbones: training GFLOP/image and images/s')),
     ('coco_metric', (bench_coco_metric, 'COCO metric (pycocotools) on a val2017-sized random '
                                         'set; faster-coco-eval beside it when installed')),
+    ('tflite', (bench_tflite, 'SavedModel fp32, TFLite fp32 and int8 of one checkpoint: sizes, '
+                              'batch-1 ms per image at each --tflite_threads')),
 ])
 
 
@@ -1100,6 +1142,21 @@ def summarize(report):
         if 'faster_speedup' in s:
             summary['faster-coco-eval speed-up, max difference'] = '%.2fx, %.2g' % (
                 s['faster_speedup'], s['faster_max_abs_difference'])
+    if 'tflite' in stages:
+        s = stages['tflite']
+        threads = parse_sizes(report['settings']['tflite_threads'])
+        for name in ('saved_model_fp32', 'tflite_fp32', 'tflite_int8'):
+            if name in s:
+                summary['%s: MB, ms per image at %s thread(s)' % (
+                    name, ', '.join(map(str, threads)))] = '%.1f, %s' % (
+                        s[name]['size_mb'], ', '.join('%.1f' % s[name]['ms_%d_threads' % n]
+                                                      for n in threads))
+        if 'meets_targets' in s:
+            summary['int8 speed-up over SavedModel / TFLite fp32, size share'] = (
+                '%.2fx / %.2fx, %.2f' % (s['int8_speedup_over_saved_model'],
+                                         s['int8_speedup_over_tflite_fp32'],
+                                         s['int8_size_share_of_tflite_fp32']),
+                '>= 2x / 1.5x, <= 0.3', s['meets_targets'])
     if 'convert' in stages:
         s = stages['convert']
         summary['conversion images/s (total, per core)'] = '%.1f, %.1f' % (
@@ -1240,6 +1297,18 @@ def build_parser():
     group.add_argument('--postprocess_target_share', type=float, default=0.10,
                        help='share of inference time after the network to stay under')
     group.add_argument('--metric_target_s', type=float, default=1.0)
+    group = parser.add_argument_group('tflite stage')
+    group.add_argument('--tflite_checkpoint', default='',
+                       help='checkpoint (or model dir) to export and time; default: a 1-step '
+                            'model trained from scratch on the sample (untrained weights: '
+                            'post-processing at its worst case)')
+    group.add_argument('--tflite_threads', default='1,2',
+                       help='interpreter / TensorFlow thread counts to time')
+    group.add_argument('--tflite_runs', type=int, default=7,
+                       help='timed batch-1 calls per model and thread count (median)')
+    group.add_argument('--calibration_images', type=int, default=64,
+                       help='int8 calibration images from the sample (or --data_dir) train '
+                            'records')
     group = parser.add_argument_group('metric / convert stages')
     group.add_argument('--metric_images', type=int, default=4952,
                        help='images in the metric\'s random set (VOC07 test: 4952)')
@@ -1277,7 +1346,7 @@ def main(argv=None):
     report['settings'] = {k: getattr(args, k) for k in
                           ('batch_size', 'warmup', 'batches', 'repeats', 'num_images',
                            'breakdown', 'threadpool', 'max_intra_op', 'train_batch_sizes',
-                           'train_precisions',
+                           'train_precisions', 'tflite_threads', 'tflite_checkpoint',
                            'train_warmup', 'train_steps', 'kernel_repeats',
                            'infer_batch_size', 'infer_steps', 'threads', 'intra_op',
                            'target_batch', 'backbone', 'backbones', 'backbones_batch_size',

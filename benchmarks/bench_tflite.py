@@ -7,6 +7,9 @@ Each (model, thread count) runs in its own process (TensorFlow's thread pools ar
 start-up) on one 300x300 image: the SavedModel on its JPEG bytes (decode, resize and
 post-processing included, as served), a TFLite model on the resized image it takes
 (utility/tflite_runner.py; post-processing included). Median of --runs calls after 2 warm-ups.
+
+`bench_ssd.py --stages tflite` exports one checkpoint all three ways and times them with the
+functions here (export_models, compare).
 """
 import argparse
 import glob
@@ -57,6 +60,79 @@ def time_one(path, threads, runs):
     return float(np.median(times)), float(min(times))
 
 
+def measure(path, threads, runs):
+    """(median, min) seconds of one batch-1 call of the model at `path` with `threads` threads,
+    timed in a fresh process (TensorFlow's thread pools are fixed at start-up)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--_one', path,
+                           str(threads), '--runs', str(runs)], capture_output=True, text=True,
+                          env=env)
+    if proc.returncode != 0:
+        raise RuntimeError('%s with %d thread(s) failed: %s' % (
+            path, threads, (proc.stderr.strip().splitlines() or ['?'])[-1]))
+    median, best = (float(v) for v in proc.stdout.split()[-2:])
+    return median, best
+
+
+# What the stage exports, in its table's order: name -> export_ssd.py flags.
+EXPORTS = (('saved_model_fp32', ['--format=saved_model']),
+           ('tflite_fp32', ['--format=tflite']),
+           ('tflite_int8', ['--format=tflite', '--quantize=int8']))
+
+
+def export_models(checkpoint, export_dir, calibration_data, calibration_images):
+    """Exports `checkpoint` as EXPORTS into `export_dir` with export_ssd.py; returns
+    name -> path of the SavedModel folder or .tflite file."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+    paths = {}
+    for name, flags in EXPORTS:
+        out = os.path.join(export_dir, name)
+        command = [sys.executable, os.path.join(REPO_ROOT, 'export_ssd.py'),
+                   '--checkpoint_path=' + checkpoint, '--export_dir=' + out] + flags
+        if '--quantize=int8' in flags:
+            command += ['--calibration_data=' + calibration_data,
+                        '--calibration_images=%d' % calibration_images]
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError('export_ssd.py %s failed: %s' % (' '.join(flags), (
+                proc.stderr.strip().splitlines() or ['?'])[-1]))
+        found = (glob.glob(os.path.join(out, '*.tflite')) if '--format=tflite' in flags
+                 else [d for d in glob.glob(os.path.join(out, '*')) if os.path.isdir(d)])
+        if len(found) != 1:
+            raise RuntimeError('export_ssd.py %s left %s in %s' % (' '.join(flags), found, out))
+        paths[name] = found[0]
+    return paths
+
+
+def compare(paths, threads, runs):
+    """The stage's result: per model its size and median/min ms per image at each thread
+    count; then int8's speed-ups and size share against the float models, with the targets
+    (int8 >= 2x the SavedModel, >= 1.5x TFLite fp32, file <= 30% of TFLite fp32)."""
+    import collections
+    result = collections.OrderedDict()
+    for name, path in paths.items():
+        entry = collections.OrderedDict(size_mb=round(model_size(path) / 1e6, 1))
+        for n in threads:
+            median, best = measure(path, n, runs)
+            entry['ms_%d_threads' % n] = round(1000 * median, 1)
+            entry['ms_min_%d_threads' % n] = round(1000 * best, 1)
+        result[name] = entry
+    if {'saved_model_fp32', 'tflite_fp32', 'tflite_int8'} <= set(result):
+        n = max(threads)
+        int8 = result['tflite_int8']['ms_%d_threads' % n]
+        result['threads_compared'] = n
+        result['int8_speedup_over_saved_model'] = round(
+            result['saved_model_fp32']['ms_%d_threads' % n] / int8, 2)
+        result['int8_speedup_over_tflite_fp32'] = round(
+            result['tflite_fp32']['ms_%d_threads' % n] / int8, 2)
+        result['int8_size_share_of_tflite_fp32'] = round(
+            result['tflite_int8']['size_mb'] / result['tflite_fp32']['size_mb'], 3)
+        result['meets_targets'] = (result['int8_speedup_over_saved_model'] >= 2
+                                   and result['int8_speedup_over_tflite_fp32'] >= 1.5
+                                   and result['int8_size_share_of_tflite_fp32'] <= 0.3)
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--saved_model', default='', help='SavedModel folder (export_ssd.py).')
@@ -74,19 +150,15 @@ def main(argv=None):
     if not models:
         parser.error('pass --saved_model and/or --tflite')
     threads = [int(t) for t in args.threads.split(',') if t.strip()]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
     print('load average %.2f; median (min) ms per image, batch 1' % os.getloadavg()[0])
     print('%-40s %9s %s' % ('model', 'MB', '  '.join('%d thread(s)' % t for t in threads)))
     for path in models:
         cells = []
         for n in threads:
-            proc = subprocess.run([sys.executable, __file__, '--_one', path, str(n),
-                                   '--runs', str(args.runs)], capture_output=True, text=True,
-                                  env=env)
-            if proc.returncode != 0:
-                sys.exit('error: %s with %d thread(s) failed: %s'
-                         % (path, n, (proc.stderr.strip().splitlines() or ['?'])[-1]))
-            median, best = (float(v) for v in proc.stdout.split()[-2:])
+            try:
+                median, best = measure(path, n, args.runs)
+            except RuntimeError as err:
+                sys.exit('error: %s' % err)
             cells.append('%7.1f (%6.1f)' % (1000 * median, 1000 * best))
         print('%-40s %9.1f %s' % (os.path.basename(path.rstrip('/')) or path,
                                   model_size(path) / 1e6, '  '.join(cells)))
