@@ -140,13 +140,30 @@ def test_detector_overfits_a_few_images_to_map_0_9(tmp_path):
 @pytest.mark.slow
 def test_resnet18_overfits_a_few_images_under_the_session_driver(tmp_path):
     """The cheap learning check, on every TensorFlow line (the session driver is the only one
-    on TF 2.16+): batch norm, its moving averages and the ResNet input convention included."""
+    on TF 2.16+): batch norm, its moving averages and the ResNet input convention included;
+    then its int8 TFLite export keeps mAP >= MIN_MAP."""
     ids, records = make_fit_records(str(tmp_path), RESNET18_IMAGES, RESNET18_SAMPLE)
     history, final, out = fit_and_score(tmp_path, ids, records, RESNET18_FLAGS,
                                         ['--driver=session'])
     assert 'session driver' in out, out[-3000:]
     assert history[0]['map_07'] < MAX_UNTRAINED_MAP, history[0]
     assert final['map_07'] >= MIN_MAP, final
+
+    # The fitted model survives full-integer quantization: its int8 TFLite export, calibrated
+    # on the same records, scores through eval_ssd.py --model nearly as the checkpoint does.
+    export_dir = tmp_path / 'tflite'
+    proc = run_script(['export_ssd.py', '--model_dir=' + str(tmp_path / 'model'),
+                       '--export_dir=' + str(export_dir), '--format=tflite', '--quantize=int8',
+                       '--calibration_data=' + records], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_script(['eval_ssd.py', '--model=' + str(export_dir / 'model_int8.tflite'),
+                       '--data_dir=' + records, '--split=val', '--num_threads=2',
+                       '--output_dir=' + str(tmp_path / 'eval_int8')], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / 'eval_int8' / 'metrics.json') as f:
+        int8 = json.load(f)
+    print('int8 TFLite: mAP VOC07 %.4f (checkpoint %.4f)' % (int8['map_07'], final['map_07']))
+    assert int8['num_images'] == len(ids) and int8['map_07'] >= MIN_MAP, int8
 
 
 def test_noaugment_trains_on_the_eval_preprocessing(tfrecord_dir):
