@@ -31,7 +31,7 @@ venv: $(VENV)/.installed
 # The demo fits the overfit check's configuration (tests/test_learning.py) on the 2 images it
 # then draws: from scratch, no augmentation, 120 steps of batch 2 (lr 1e-5 for 10 steps, 1e-4
 # to step 60, then 3e-5 and 1e-5; 1e-3 diverges from scratch). About 5 minutes on 2 CPU cores
-# (measured: see README "What make demo does"). It shows that the whole
+# (measured: see docs/learning.md, "What make demo does"). It shows that the whole
 # chain learns and that its boxes are right on images it has memorized, not generalization.
 DEMO_DIR   := demo_output
 DEMO_IMAGES := 2
@@ -56,7 +56,7 @@ demo: venv
 	    --data_format=channels_last --score_threshold=0.5 --input=dataset/VOC2012_fit/JPEGImages
 	@echo "Note: the demo trained on these $(DEMO_IMAGES) images and evaluated/drew the same images:"
 	@echo "      the boxes show that the detector learns (it memorized them), not how it generalizes."
-	@echo "      For held-out images, see 'make learn-heldout' (README, 'Does it learn?')."
+	@echo "      For held-out images, see 'make learn-heldout' (docs/learning.md)."
 
 ## test: run the whole test suite (both tiers)
 test: venv
@@ -71,7 +71,7 @@ learn: venv
 	$(PY) -m pytest -q -s tests/test_learning.py
 
 # Held-out recipe (about 80 minutes on 2 CPU cores with bf16; measured VOC07 mAP 0.528 on the
-# 80 held-out images at step 1000, README "Does it learn?"): a larger
+# 80 held-out images at step 1000, docs/learning.md): a larger
 # generated sample, training from scratch with augmentation, every checkpoint evaluated on the
 # held-out val split as it appears (eval_ssd.py --watch), the curve plotted to a PNG.
 # `make learn-heldout HELDOUT_STEPS=20 HELDOUT_IMAGES=40` is a smoke run of the same commands.

@@ -11,7 +11,7 @@ from the reduced-fc VGG-16 checkpoint in ./model (see model/README.md; --checkpo
 trains from scratch). Resumes from the latest checkpoint in --model_dir if there is one.
 On a machine without GPUs, --num_cpu_replicas=N runs the same MirroredStrategy path on N
 logical CPU devices. With TF_CONFIG naming several workers, every worker runs this same
-command and they train together (MultiWorkerMirroredStrategy; README, "Several machines").
+command and they train together (MultiWorkerMirroredStrategy; docs/training.md, "Several machines").
 """
 import contextlib
 import errno
@@ -390,7 +390,8 @@ def prepare(cluster):
         log('No --checkpoint_path: training from scratch (random initialization).')
 
     params = build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster,
-                          precision=precision, class_names=class_names, num_classes=num_classes, **restore)
+                          precision=precision, class_names=class_names,
+                          num_classes=num_classes, **restore)
     new_params_file = None
     if is_chief:
         model_dir.check_params_identity(FLAGS.model_dir, params,

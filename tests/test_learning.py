@@ -9,7 +9,7 @@ uniform scores, a misaligned head, a wrong anchor order or box coding, or a brok
 fails. (What the oracle test cannot catch: it skips the network.)
 
 `make learn` runs this file; `-s` shows the training curve and the per-class AP.
-Measured settings and timings: README.md, "Does it learn?".
+Measured settings and timings: docs/learning.md.
 """
 import json
 import os

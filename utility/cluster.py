@@ -83,7 +83,7 @@ class Cluster(collections.namedtuple(
 
 def _fail(problem, source):
     raise ValueError('%s %s; set it on every machine to the same cluster and that machine\'s '
-                     'own task, e.g. %s=\'%s\' (see README, "Several machines").'
+                     'own task, e.g. %s=\'%s\' (see docs/training.md, "Several machines").'
                      % (source, problem, source, EXAMPLE))
 
 

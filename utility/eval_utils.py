@@ -102,8 +102,9 @@ def define_inference_flags(flags_module):
                   "the original SSD.TensorFlow eval's selection.")
 
 
-# Inference precision of eval and demo (README "bf16 against fp32 on held-out images"): fp32,
-# bf16 only when asked for; the SavedModel and TFLite exports are float32 either way.
+# Inference precision of eval and demo: fp32, bf16 only when asked for (measured in
+# docs/learning.md, "bf16 against fp32"); the SavedModel and TFLite exports are float32 either
+# way.
 INFERENCE_PRECISION = 'fp32'
 
 
@@ -114,7 +115,7 @@ def define_precision_flag(flags_module):
         'precision', INFERENCE_PRECISION, list(train_utils.PRECISIONS),
         'Arithmetic of the convolutions and matmuls while predicting: bf16 = bfloat16 through '
         'the oneDNN graph rewrite (CPUs with AVX512-BF16 or AMX), fp32 = float32; auto = bf16 '
-        'where the CPU has it. Detections of the two differ slightly (README, bf16).')
+        'where the CPU has it. Detections of the two differ slightly (docs/learning.md).')
 
 
 def predict_session_config(precision, log=None):
