@@ -165,7 +165,7 @@ def machine_info():
 # ----------------------------------------------------------------------------- data
 
 
-class Context(object):
+class Context:
     """What stages share: parsed arguments, the (lazily made) sample folders and the
     kernel GFLOP/s (measured once per run)."""
 
@@ -249,7 +249,7 @@ def prepare_sample(root, num_images):
     return out
 
 
-class _Null(object):
+class _Null:
     def write(self, _text):
         pass
 

@@ -19,7 +19,7 @@ keys and load too):
     image/source_id               bytes      the source's image id (COCO: its image_id); optional
 
 Pixel conventions (each converter records its own in the manifest's 'pixel_convention'):
-  * VOC (the seed's): a 1-based pixel coordinate ``v`` is stored as ``v / width`` (x) or
+  * VOC (the original's): a 1-based pixel coordinate ``v`` is stored as ``v / width`` (x) or
     ``v / height`` (y); back to pixels is ``normalized * width``.
   * COCO: ``bbox [x, y, w, h]`` in 0-based continuous pixels is stored exactly as
     ``x / width``, ``(x + w) / width`` (and likewise for y), no 1-pixel shift; back to COCO's

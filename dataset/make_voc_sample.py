@@ -202,7 +202,7 @@ def _draw_image(index, seed, class_stream, class_names=CLASS_NAMES):
     return image, objects
 
 
-class _ClassStream(object):
+class _ClassStream:
     """Balanced class order: each run of ``num_classes`` (20) objects holds every class
     once, in an order drawn from the seed."""
 

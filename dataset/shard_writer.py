@@ -25,7 +25,7 @@ from PIL import Image
 from dataset.dataset_common import MANIFEST_NAME, VOC_LABELS
 
 MANIFEST_VERSION = 1
-SHUFFLE_SEED = 180428  # the seed's RANDOM_SEED: records are shuffled with it before sharding
+SHUFFLE_SEED = 180428  # the original's RANDOM_SEED: records are shuffled with it before sharding
 _SHARD_RE = r'^%s-\d{5}-of-\d{5}$'
 
 
@@ -38,7 +38,7 @@ class ImageError(Exception):
     """An image file that cannot be decoded (the image is skipped)."""
 
 
-class Reporter(object):
+class Reporter:
     """Thread-safe progress and warning printer."""
 
     def __init__(self, out=None, err=None, progress_every=500, progress_seconds=10.0):
@@ -92,7 +92,7 @@ def prepare_image(data):
 
 
 def make_example(filename, jpeg_bytes, height, width, objects, source_id=None):
-    """``tf.train.Example`` with the seed's keys plus 'image/object/bbox/iscrowd' (and
+    """``tf.train.Example`` with the original's keys plus 'image/object/bbox/iscrowd' (and
     'image/source_id' when `source_id` is given: the source's image id, e.g. COCO's, as text).
 
     Objects carry 'bbox' (ymin, xmin, ymax, xmax normalized), 'label', 'name', 'difficult',
@@ -129,7 +129,7 @@ def make_example(filename, jpeg_bytes, height, width, objects, source_id=None):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-class _Progress(object):
+class _Progress:
     def __init__(self, name, total, reporter):
         self.name, self.total, self.reporter = name, total, reporter
         self.count = 0

@@ -26,7 +26,7 @@ shared with the COCO converter (dataset/coco_to_tfrecords.py).
 
 Boxes: an annotation's 1-based inclusive pixel box is clipped to
 ``[1, width] x [1, height]`` and stored as ``v / width`` (x) and ``v / height``
-(y) (the seed's convention); inverted or zero-area boxes are dropped.
+(y) (the original's convention); inverted or zero-area boxes are dropped.
 """
 
 import argparse
@@ -442,7 +442,7 @@ def _bool_flag(text):
 
 
 def build_parser(profile='sample'):
-    """argparse parser with the seed's flags and this profile's defaults."""
+    """argparse parser with the original's flags and this profile's defaults."""
     defaults = PROFILES[profile]
     script_dir = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(description=defaults['description'])

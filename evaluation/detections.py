@@ -40,7 +40,7 @@ def prediction_detections(prediction, score_threshold=None):
     return boxes.reshape(-1, 4), labels, scores
 
 
-class Collection(object):
+class Collection:
     """Detections and ground truth of an evaluation, images in prediction order.
 
     Attributes:

@@ -62,8 +62,6 @@ ResNet details (v1: batch norm after every convolution, ReLU after the sum):
 Importing this module has no side effects.
 """
 
-from __future__ import absolute_import, division, print_function
-
 import collections
 
 import tensorflow as tf

@@ -7,7 +7,7 @@ replicas are combined.
 """
 import tensorflow as tf
 
-# Weight of the conv4_3 L2-normalisation scale variable in the weight decay (as the seed).
+# Weight of the conv4_3 L2-normalisation scale variable in the weight decay (as the original).
 CONV4_3_SCALE_DECAY_WEIGHT = 0.1
 
 
@@ -59,7 +59,7 @@ def ssd_losses(cls_logits, loc_preds, cls_targets, loc_targets, negative_ratio=3
     Classification: softmax cross-entropy over all positive anchors and, per image,
     floor(negative_ratio * its positives) hard negatives (anchors with target 0 of highest
     background cross-entropy, i.e. lowest background probability); ignored anchors (-1)
-    never count. Normalised as the seed: mean over the selected anchors of the batch, times
+    never count. Normalised as the original: mean over the selected anchors of the batch, times
     (negative_ratio + 1).
     Localisation: smooth L1 (sigma) summed over the 4 coordinates, mean over positive anchors.
     With no positives in the batch both losses are finite (no negatives are mined, loc_loss 0).
@@ -114,7 +114,7 @@ def ssd_losses(cls_logits, loc_preds, cls_targets, loc_targets, negative_ratio=3
 
 
 def l2_regularization(variables, weight_decay):
-    """Weight decay as the seed: weight_decay * sum of tf.nn.l2_loss(v) (= sum(v^2) / 2).
+    """Weight decay as the original: weight_decay * sum of tf.nn.l2_loss(v) (= sum(v^2) / 2).
 
     Skips batch-norm variables (name contains '_bn' or 'BatchNorm'); the conv4_3 L2-norm
     scale (name contains 'conv4_3_scale') counts with weight 0.1.

@@ -22,8 +22,6 @@ under ``new_layer_scopes(backbone)``, the default ``--checkpoint_exclude_scopes`
 (``default_exclude_scopes``).
 """
 
-from __future__ import absolute_import, division, print_function
-
 import collections
 
 import tensorflow as tf

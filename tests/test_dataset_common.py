@@ -50,7 +50,7 @@ def test_label_table():
 
 
 def _hand_built_features():
-    """A 40 x 20 (width x height) image with boxes given by the seed's convention."""
+    """A 40 x 20 (width x height) image with boxes given by the original's convention."""
     return {
         'image/encoded': ('bytes', [_jpeg(40, 20, (250, 10, 10))]),
         'image/format': ('bytes', [b'jpeg']),
@@ -139,7 +139,7 @@ def test_parse_ground_truth_reads_annotations_and_stored_size_without_the_image(
     np.testing.assert_array_equal(out['difficult'], [0, 1])
     np.testing.assert_array_equal(out['truncated'], [1, 0])
 
-    # No image at all, no size, no difficult/truncated lists (the seed's older records).
+    # No image at all, no size, no difficult/truncated lists (the original's older records).
     old = _example({'image/filename': ('bytes', [b'000005.jpg']),
                     'image/object/bbox/xmin': ('float', [0.125]),
                     'image/object/bbox/ymin': ('float', [0.5]),

@@ -37,7 +37,7 @@ def _fake_checkpoint(model_dir, step):
     return prefix
 
 
-class _Clock(object):
+class _Clock:
     def __init__(self):
         self.now = 0.0
 

@@ -44,7 +44,7 @@ def tf_config(ports, index):
                        'task': {'type': 'worker', 'index': index}})
 
 
-class Workers(object):
+class Workers:
     """Starts one process per worker (same command, own TF_CONFIG); output to files."""
 
     def __init__(self, args, log_dir, ports, tag):

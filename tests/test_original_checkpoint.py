@@ -204,7 +204,7 @@ def test_fine_tuning_restores_every_variable_from_an_original_checkpoint(
     assert len(report['restored']) == 71 and not report['not_restored']
     for project_name, original_name in report['name_map'].items():
         np.testing.assert_array_equal(restored[project_name], values[original_name])
-    # The seed's default exclusions: backbone only (30 variables), the rest listed.
+    # The original's default exclusions: backbone only (30 variables), the rest listed.
     report, _ = _restore_into_ssd300(
         checkpoint, exclude_scopes='ssd300/multibox_head, ssd300/additional_layers, '
                                    'ssd300/conv4_3_scale', ignore_missing_vars=True)

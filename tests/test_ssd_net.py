@@ -75,7 +75,7 @@ def test_variable_names_and_static_shapes(data_format):
     assert new == EXPECTED_NEW
     assert len(shapes) == 30 + 41
     assert model_variables == set(shapes)  # the restore looks for model variables
-    # The seed's default exclude scopes cover exactly the new layers.
+    # The original's default exclude scopes cover exactly the new layers.
     assert all(n.startswith(SEED_EXCLUDE_SCOPES) for n in new)
     assert not any(n.startswith(SEED_EXCLUDE_SCOPES) for n in backbone)
 

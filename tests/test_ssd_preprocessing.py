@@ -13,7 +13,7 @@ OUT = 300
 NUM_SEEDS = 150
 
 
-class _Train(object):
+class _Train:
     """preprocess_for_train on placeholders; call(image, boxes, labels, key) -> numpy triple."""
 
     def __init__(self, out_size=OUT, channel_order='bgr'):

@@ -26,8 +26,6 @@ conversion reverses conv1_1's input channels (kernel[:, :, ::-1, :]); pass
 reversal.
 """
 
-from __future__ import absolute_import, division, print_function
-
 import argparse
 import collections
 import os

@@ -10,12 +10,12 @@ instead, whatever ``checkpoint_model_scope`` says, so ``train_ssd.py --checkpoin
 checkpoint> --checkpoint_exclude_scopes=`` fine-tunes from all of it.
 
 Which variables are restored (semantics used by train_ssd.py):
-  * variables under one of ``exclude_scopes`` are never restored (SSD's new layers: the seed's
+  * variables under one of ``exclude_scopes`` are never restored (SSD's new layers: the original's
     default ``--checkpoint_exclude_scopes='ssd300/multibox_head, ssd300/additional_layers,
     ssd300/conv4_3_scale'``);
   * every other model variable must be in the checkpoint with the same shape; a shape mismatch
     is always an error, a variable absent from the checkpoint is an error unless
-    ``ignore_missing_vars`` (train_ssd.py's default is True, as in the seed);
+    ``ignore_missing_vars`` (train_ssd.py's default is True, as in the original);
   * at least one variable must be restored (otherwise the scopes are wrong: error).
 Every model variable not restored (excluded or missing) is logged and listed in the report, so
 with train_ssd.py's defaults the backbone (30 variables) is restored and the rest listed.
@@ -27,8 +27,6 @@ batch-norm moving statistics included (they are model variables).
 
 Importing this module has no side effects.
 """
-
-from __future__ import absolute_import, division, print_function
 
 import hashlib
 import os

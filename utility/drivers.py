@@ -33,7 +33,7 @@ AUTO, ESTIMATOR, SESSION = 'auto', 'estimator', 'session'
 DRIVERS = (AUTO, ESTIMATOR, SESSION)
 
 
-class ModeKeys(object):
+class ModeKeys:
     """The three modes, with tf.estimator.ModeKeys' values (so either may be passed)."""
     TRAIN = 'train'
     EVAL = 'eval'

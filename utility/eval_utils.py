@@ -397,7 +397,7 @@ def exif_orientation(path):
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-class ImageDecoder(object):
+class ImageDecoder:
     """Decodes image files with tf.io.decode_image, as the demo's input_fn does, turned upright
     by their EXIF orientation (`exif_orientation`, ssd_model.apply_exif_orientation).
 

@@ -107,7 +107,7 @@ def scalar_values(record):
     return {tag: float(v) for tag, v in values.items() if v is not None}
 
 
-class ScalarWriter(object):
+class ScalarWriter:
     """Writes {tag: float} TensorBoard scalars at a step into one events file in `event_dir`.
 
     One writer per session: several writers opened in the same second would write files of

@@ -96,7 +96,7 @@ def _pid_alive(pid, start=None):
     return True
 
 
-class ModelDirLock(object):
+class ModelDirLock:
     """Holds `<model_dir>/train.lock` while a trainer runs (a context manager).
 
     The lock file is created atomically (O_CREAT | O_EXCL) and holds JSON with the pid,

@@ -211,7 +211,7 @@ def export(params, checkpoint, export_dir, class_names, quantize='none', calibra
     return path
 
 
-class _quiet_stderr(object):
+class _quiet_stderr:
     """Sends file descriptor 2 to a temporary file for the block (the converter's C++ side
     prints op statistics there); `read()` gives what was printed."""
 

@@ -53,7 +53,7 @@ def read_sidecar(model_path):
         return json.load(f)
 
 
-class Detector(object):
+class Detector:
     """One TFLite SSD model in an interpreter: detect(image [1, S, S, 3]) -> output dict."""
 
     def __init__(self, model_path, num_threads=None):

@@ -34,8 +34,8 @@ def learning_rate_schedule(global_step, base_lr, decay_boundaries, lr_decay_fact
     """Piecewise-constant learning rate, floored at `end_learning_rate`.
 
     lr = base_lr * lr_decay_factors[i] for decay_boundaries[i-1] < step <= decay_boundaries[i]
-    (tf.compat.v1.train.piecewise_constant semantics, as the seed);
-    the seed's defaults ('500, 80000, 100000' and '0.1, 1, 0.1, 0.01') give a warm-up at
+    (tf.compat.v1.train.piecewise_constant semantics, as the original);
+    the original's defaults ('500, 80000, 100000' and '0.1, 1, 0.1, 0.01') give a warm-up at
     0.1x for 500 steps, then 1x, then two decays.
 
     Returns: a float32 scalar tensor.
