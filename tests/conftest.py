@@ -117,18 +117,6 @@ def trained_model_dir(trained_run):
 
 
 @pytest.fixture(scope='session')
-def vgg_model_dir(tfrecord_dir, tmp_path_factory):
-    """model_dir of a 2-step, batch-2 VGG-16 run from scratch on the sample records, for tests
-    about VGG-16 itself or that need its batch-norm-free numerics. Read-only."""
-    model_dir = str(tmp_path_factory.mktemp('vgg16') / 'model')
-    proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
-                       '--max_number_of_steps=2'] + TRAIN_FAST_FLAGS + ['--backbone=vgg16'])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert_finite_losses(proc.stdout + proc.stderr, steps=[1, 2])
-    return model_dir
-
-
-@pytest.fixture(scope='session')
 def resnet18_model_dir(trained_model_dir):
     """trained_model_dir, named for the tests that are about its ResNet-18 backbone."""
     assert FAST_BACKBONE == 'resnet18'
@@ -136,7 +124,7 @@ def resnet18_model_dir(trained_model_dir):
 
 
 # Session fixtures above that start training subprocesses: a test that uses one is slow.
-SLOW_FIXTURES = ('trained_run', 'trained_model_dir', 'resnet18_model_dir', 'vgg_model_dir')
+SLOW_FIXTURES = ('trained_run', 'trained_model_dir', 'resnet18_model_dir')
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,9 @@
 """TFLite export (export_ssd.py --format tflite, utility/tflite_export.py) and running it
 (utility/tflite_runner.py, eval_ssd.py / simple_ssd_demo.py --model).
 
-One float and one int8 export of the session's 2-step model (conftest's vgg_model_dir,
-VGG-16: its scores are spread out, so top detections can be compared; a 2-step ResNet-18's
-batch-norm statistics are still at their initial values and saturate every score at 1.0).
+One float and one int8 export of the session's 2-step model (conftest's trained_model_dir:
+ResNet-18 with --batch_norm_decay=0, so its scores are spread out and top detections can be
+compared).
 """
 import json
 import os
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import run_script
+from conftest import FAST_BACKBONE, run_script
 from dataset import dataset_common
 from utility import tflite_export
 
@@ -41,17 +41,17 @@ def generated_images(folder, sizes=((240, 320), (375, 500), (300, 300))):
 
 
 @pytest.fixture(scope='session')
-def float_export(vgg_model_dir, tmp_path_factory):
+def float_export(trained_model_dir, tmp_path_factory):
     export_dir = tmp_path_factory.mktemp('tflite_float')
-    proc = export(vgg_model_dir, export_dir)
+    proc = export(trained_model_dir, export_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return str(export_dir)
 
 
 @pytest.fixture(scope='session')
-def int8_export(vgg_model_dir, tfrecord_dir, tmp_path_factory):
+def int8_export(trained_model_dir, tfrecord_dir, tmp_path_factory):
     export_dir = tmp_path_factory.mktemp('tflite_int8')
-    proc = export(vgg_model_dir, export_dir, '--quantize=int8',
+    proc = export(trained_model_dir, export_dir, '--quantize=int8',
                   '--calibration_data=' + tfrecord_dir, '--calibration_images=3')
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return str(export_dir), proc.stdout
@@ -91,7 +91,7 @@ def test_detector_names_a_missing_or_broken_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_float_tflite_gives_the_saved_models_detections(vgg_model_dir, float_export,
+def test_float_tflite_gives_the_saved_models_detections(trained_model_dir, float_export,
                                                         tmp_path):
     import tensorflow as tf
     from utility import ssd_model, tflite_runner
@@ -102,13 +102,13 @@ def test_float_tflite_gives_the_saved_models_detections(vgg_model_dir, float_exp
         sidecar = json.load(f)
     assert sidecar['input']['shape'] == [1, 300, 300, 3] and sidecar['class_names'] == NAMES
 
-    proc = run_script(['export_ssd.py', '--model_dir=' + vgg_model_dir,
+    proc = run_script(['export_ssd.py', '--model_dir=' + trained_model_dir,
                        '--export_dir=' + str(tmp_path / 'saved')])
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = tf.saved_model.load(proc.stdout.strip().splitlines()[-1].split('written to ')[1])
     serve = saved.signatures['serving_default']
     detector = tflite_runner.Detector(os.path.join(float_export, 'model.tflite'), 2)
-    params = ssd_model.make_params(batch_size=1)
+    params = ssd_model.make_params(batch_size=1, backbone=FAST_BACKBONE)
     for path in generated_images(tmp_path / 'images'):
         with open(path, 'rb') as f:
             encoded = f.read()
@@ -164,11 +164,11 @@ def test_int8_from_tfrecords_is_quarter_size_and_runs_in_eval_and_demo(
 
 
 @pytest.mark.slow
-def test_int8_calibrates_from_an_image_folder(vgg_model_dir, tmp_path):
+def test_int8_calibrates_from_an_image_folder(trained_model_dir, tmp_path):
     images = tmp_path / 'calibration'
     generated_images(images)
     (images / 'broken.png').write_bytes(b'not a png')
-    proc = export(vgg_model_dir, tmp_path / 'export', '--quantize=int8',
+    proc = export(trained_model_dir, tmp_path / 'export', '--quantize=int8',
                   '--calibration_data=' + str(images))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'skipped 1 unreadable image(s)' in proc.stdout
@@ -179,7 +179,7 @@ def test_int8_calibrates_from_an_image_folder(vgg_model_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize('case', ['missing', 'empty', 'not_images', 'unreadable_images',
                                   'format', 'quantize', 'quantize_saved_model'])
-def test_bad_export_input_is_one_line_and_writes_nothing(vgg_model_dir, tmp_path, case):
+def test_bad_export_input_is_one_line_and_writes_nothing(trained_model_dir, tmp_path, case):
     calibration = tmp_path / 'calibration'
     if case != 'missing':
         calibration.mkdir()
@@ -195,7 +195,7 @@ def test_bad_export_input_is_one_line_and_writes_nothing(vgg_model_dir, tmp_path
     if case == 'quantize_saved_model':
         flags = ['--format=saved_model', '--quantize=int8']  # the last --format wins
     export_dir = tmp_path / 'export'
-    proc = export(vgg_model_dir, export_dir, *flags)
+    proc = export(trained_model_dir, export_dir, *flags)
     assert proc.returncode != 0
     errors = [l for l in proc.stderr.splitlines()
               if l.startswith('error: ') or 'Flags parsing error' in l]
