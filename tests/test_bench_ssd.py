@@ -8,7 +8,9 @@ import json
 import os
 from contextlib import redirect_stdout
 
-from conftest import REPO_ROOT
+import pytest
+
+from conftest import REPO_ROOT, run_script
 
 
 def _load_bench():
@@ -74,3 +76,21 @@ def test_unknown_stage_is_an_error(capsys):
     bench = _load_bench()
     assert bench.main(['--stages', 'input,nope']) == 2
     assert 'unknown stage(s) nope' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tflite_stage_exports_and_times_three_models(tmp_path):
+    """--stages tflite: a stand-in checkpoint exported as SavedModel, TFLite fp32 and int8,
+    each timed in its own process; int8's ratios against the targets."""
+    proc = run_script([os.path.join('benchmarks', 'bench_ssd.py'), '--stages', 'tflite',
+                       '--json', '--backbone', 'resnet18', '--tflite_threads', '1',
+                       '--tflite_runs', '1', '--calibration_images', '2', '--num_images', '8',
+                       '--cache_dir', str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stage = json.loads(proc.stdout)['stages']['tflite']
+    assert 'untrained' in stage['checkpoint']
+    for name in ('saved_model_fp32', 'tflite_fp32', 'tflite_int8'):
+        assert stage[name]['ms_1_threads'] > 0 and stage[name]['size_mb'] > 1
+    assert stage['tflite_int8']['size_mb'] < 0.3 * stage['tflite_fp32']['size_mb']
+    assert stage['int8_size_share_of_tflite_fp32'] < 0.3
+    assert stage['int8_speedup_over_tflite_fp32'] > 0 and 'meets_targets' in stage
