@@ -80,7 +80,7 @@ HELDOUT_IMAGES ?= 400
 HELDOUT_STEPS  ?= 1000
 HELDOUT_CKPT_SECS ?= 600
 # bfloat16 on CPUs with AVX512-BF16/AMX (ignored elsewhere); HELDOUT_PRECISION= trains in fp32.
-HELDOUT_PRECISION ?= --bf16
+HELDOUT_PRECISION ?= --precision=bf16
 HELDOUT_TRAIN  := --checkpoint_path= --batch_size=8 --max_number_of_steps=$(HELDOUT_STEPS) $(HELDOUT_PRECISION) \
                   --learning_rate=1e-3 --decay_boundaries=200,800 --lr_decay_factors=0.1,0.3,0.1 \
                   --data_format=channels_last --save_checkpoints_secs=$(HELDOUT_CKPT_SECS) \

@@ -144,7 +144,7 @@ flags.DEFINE_boolean('augment', True,
                      '--noaugment trains on the eval preprocessing (resize only), e.g. to '
                      'overfit a few fixed images.')
 flags.DEFINE_boolean(helpers.VERBOSE_FLAG, False, helpers.VERBOSE_HELP)
-flags.DEFINE_enum('precision', 'auto', ['auto', 'fp32', 'bf16'],
+flags.DEFINE_enum('precision', 'fp32', ['auto', 'fp32', 'bf16'],
                   'Arithmetic of the convolutions and matmuls: bf16 = bfloat16 through the '
                   'oneDNN graph rewrite (CPUs with AVX512-BF16 or AMX; weights, loss and '
                   'optimizer stay float32), fp32 = float32 throughout; auto = bf16 where the '

@@ -303,15 +303,14 @@ def test_configure_precision_turns_on_the_onednn_rewrite_only_for_bf16(tmp_path,
 
 
 def test_precision_is_printed_recorded_and_free_to_change_on_resume(tfrecord_dir, tmp_path):
-    """The default --precision (auto) falls back to fp32 on a CPU without bfloat16 (simulated
-    through $SSD_CPUINFO) and resolves for this machine on the real one; each run says which
-    in one line and params.json records it; a checkpoint trained in one precision resumes in
-    the other; eval takes --precision too."""
-    from utility import ssd_model
-    assert ssd_model.DEFAULT_PARAMS['precision'] == 'auto'
+    """--precision=auto falls back to fp32 on a CPU without bfloat16 (simulated through
+    $SSD_CPUINFO) and resolves for this machine on the real one; each run says which in one
+    line and params.json records it; a checkpoint trained in one precision resumes in the
+    other; eval takes --precision too."""
     machine = (bool(tf.config.list_physical_devices('GPU')), train_utils.cpu_supports_bf16())
     native = train_utils.resolve_precision('auto', *machine)[0]
-    flags = [f for f in TRAIN_FAST_FLAGS if not f.startswith('--precision')]
+    flags = [f for f in TRAIN_FAST_FLAGS if not f.startswith('--precision')] + [
+        '--precision=auto']
     model_dir = str(tmp_path / 'model')
 
     def train(steps, env=None):

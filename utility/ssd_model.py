@@ -89,7 +89,7 @@ DEFAULT_PARAMS = {
     # rewrite on CPUs with AVX512-BF16/AMX, applied by the driver to the session config
     # (train_utils.configure_precision); train_ssd.py records the resolved 'fp32' or 'bf16'
     # here so that params.json says how a run trained.
-    'precision': 'auto',
+    'precision': 'fp32',
     'log_every_n_steps': 10,
     # backbone restore
     'checkpoint_path': None,
