@@ -1029,7 +1029,10 @@ def bench_tflite(args, context):
                 [sys.executable, os.path.join(REPO_ROOT, 'train_ssd.py'),
                  '--data_dir=' + context.data_dir(), '--model_dir=' + checkpoint,
                  '--checkpoint_path=', '--backbone=' + args.backbone, '--batch_size=2',
-                 '--max_number_of_steps=1', '--num_readers=1', '--precision=fp32'],
+                 '--max_number_of_steps=1', '--num_readers=1', '--precision=fp32',
+                 # decay 0: batch-norm statistics of the step it took (with the initial
+                 # ones, ResNet activations blow up and int8 conversion crashed)
+                 '--batch_norm_decay=0'],
                 capture_output=True, text=True, cwd=REPO_ROOT)
             if proc.returncode != 0:
                 raise RuntimeError('training the stand-in checkpoint failed: %s' % (
