@@ -409,9 +409,7 @@ def session_config(args):
         config.graph_options.optimizer_options.global_jit_level = (
             tf.compat.v1.OptimizerOptions.ON_1)
     if args.bf16:
-        from tensorflow.core.protobuf import rewriter_config_pb2
-        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = (
-            rewriter_config_pb2.RewriterConfig.ON)
+        train_utils.apply_bf16(config)  # what train_ssd.py --precision=bf16 applies
     return config
 
 
