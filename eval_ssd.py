@@ -43,6 +43,7 @@ import time
 
 from absl import flags
 
+from common import defaults
 from dataset import helpers
 from dataset.helpers import log
 helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
@@ -56,11 +57,11 @@ from utility import tflite_runner
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string('data_dir', './dataset/tfrecords',
+flags.DEFINE_string('data_dir', defaults.DATA_DIR,
                     'Directory with the <split>-*-of-* TFRecord shards made by '
                     'dataset/convert_voc_sample_tfrecords.py or dataset/convert_tfrecords.py.')
 flags.DEFINE_string('split', 'val', 'Shard name prefix to evaluate: val reads val-*.')
-flags.DEFINE_string('model_dir', './logs/',
+flags.DEFINE_string('model_dir', defaults.MODEL_DIR,
                     'Training directory; its latest checkpoint is evaluated unless '
                     '--checkpoint_path is given.')
 flags.DEFINE_string('checkpoint_path', '',

@@ -65,6 +65,7 @@ import tempfile
 
 from absl import flags
 
+from common import defaults
 from dataset import helpers
 from dataset.helpers import log
 helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
@@ -73,7 +74,7 @@ from utility import eval_utils
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string('model_dir', './logs/',
+flags.DEFINE_string('model_dir', defaults.MODEL_DIR,
                     'Training directory; its latest checkpoint is exported unless '
                     '--checkpoint_path is given.')
 flags.DEFINE_string('checkpoint_path', '',

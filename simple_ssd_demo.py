@@ -25,6 +25,7 @@ import sys
 
 from absl import flags
 
+from common import defaults
 from dataset import helpers
 from dataset.helpers import log
 helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
@@ -38,7 +39,7 @@ MAX_LISTED = 10  # detections listed per image in the progress line (all are dra
 
 flags.DEFINE_multi_string('input', [], 'Image file or directory of images; repeat the flag '
                                        'for more (--input a.jpg --input photos/).')
-flags.DEFINE_string('checkpoint_path', './logs',
+flags.DEFINE_string('checkpoint_path', defaults.MODEL_DIR,
                     'Checkpoint: a training directory (its latest checkpoint) or a prefix such '
                     'as logs/model.ckpt-120000.')
 flags.DEFINE_string('output_dir', './demo_output', 'Where the drawn images are written.')

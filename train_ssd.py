@@ -21,30 +21,34 @@ import sys
 from absl import app
 from absl import flags
 
+from common import defaults
 from dataset import helpers
 from dataset.helpers import log
 
 FLAGS = flags.FLAGS
+# Every flag that is also a model param takes the model's default.
+DEFAULTS = defaults.DEFAULT_PARAMS
 
 # Data and input pipeline.
-flags.DEFINE_integer('num_readers', 8, 'Number of TFRecord shards read in parallel.')
-flags.DEFINE_integer('num_preprocessing_threads', 24,
+flags.DEFINE_integer('num_readers', DEFAULTS['num_readers'],
+                     'Number of TFRecord shards read in parallel.')
+flags.DEFINE_integer('num_preprocessing_threads', DEFAULTS['num_preprocessing_threads'],
                      'Parallel calls for decoding and augmentation (0 = let tf.data autotune).')
 flags.DEFINE_integer('num_cpu_threads', 0,
                      'Threads TensorFlow uses for its CPU op pools (0 = one per core).')
 flags.DEFINE_float('gpu_memory_fraction', 1.0,
                    'Fraction of each GPU\'s memory to reserve (1.0 = grow as needed).')
-flags.DEFINE_string('data_dir', './dataset/tfrecords',
+flags.DEFINE_string('data_dir', DEFAULTS['data_dir'],
                     'Directory with the train-*-of-* TFRecord shards made by '
                     'dataset/convert_voc_sample_tfrecords.py or dataset/convert_tfrecords.py.')
 flags.DEFINE_integer('num_classes', None,
                      'Number of classes, background included (VOC: 21). Default: the class '
                      'names the converter recorded in <data_dir>/manifest.json, plus the '
                      'background; a different value is an error.')
-flags.DEFINE_string('model_dir', './logs/',
+flags.DEFINE_string('model_dir', defaults.MODEL_DIR,
                     'Directory for checkpoints, summaries and params.json. Training resumes '
                     'from the latest checkpoint found here.')
-flags.DEFINE_integer('log_every_n_steps', 10,
+flags.DEFINE_integer('log_every_n_steps', DEFAULTS['log_every_n_steps'],
                      'Log step, losses, learning rate, accuracy and images/s every N steps.')
 flags.DEFINE_integer('save_summary_steps', 500, 'Write TensorBoard summaries every N steps.')
 flags.DEFINE_integer('save_checkpoints_secs', 7200,
@@ -52,50 +56,51 @@ flags.DEFINE_integer('save_checkpoints_secs', 7200,
                      'ends. A checkpoint is always written at the end, also when SIGTERM or '
                      'Ctrl-C stops training (a second signal exits at once, unsaved).')
 flags.DEFINE_integer('keep_checkpoint_max', 5, 'Number of recent checkpoints kept.')
-flags.DEFINE_integer('train_image_size', 300, 'Input image size (SSD300: 300).')
-flags.DEFINE_integer('train_epochs', None,
+flags.DEFINE_integer('train_image_size', DEFAULTS['train_image_size'],
+                     'Input image size (SSD300: 300).')
+flags.DEFINE_integer('train_epochs', DEFAULTS['train_epochs'],
                      'Stop after this many passes over the data (default: no epoch limit; '
                      'training stops at --max_number_of_steps).')
 flags.DEFINE_integer('max_number_of_steps', 120000, 'Global step at which training stops.')
-flags.DEFINE_integer('batch_size', 16,
+flags.DEFINE_integer('batch_size', DEFAULTS['batch_size'],
                      'Global batch size: images per step over all replicas; must divide '
                      'evenly over the replicas.')
-# The model's default and choices (utility/ssd_model.DEFAULT_PARAMS['data_format'],
-# net/ssd_net.DATA_FORMAT_CHOICES; written out here so that --help runs without TensorFlow;
-# tests/test_train.py checks they agree).
-flags.DEFINE_enum('data_format', 'auto', ['auto', 'channels_first', 'channels_last'],
+flags.DEFINE_enum('data_format', DEFAULTS['data_format'], list(defaults.DATA_FORMATS),
                   "'auto': channels_first (NCHW, fastest on GPU) when a GPU is visible, else "
                   "channels_last (NHWC). channels_first without a GPU falls back to "
                   'channels_last, with a notice.')
 # Targets and loss.
-flags.DEFINE_float('negative_ratio', 3.0, 'Hard negatives per positive anchor in the loss.')
-flags.DEFINE_float('match_threshold', 0.5, 'IoU at or above which an anchor is positive.')
-flags.DEFINE_float('neg_threshold', 0.5,
+flags.DEFINE_float('negative_ratio', DEFAULTS['negative_ratio'],
+                   'Hard negatives per positive anchor in the loss.')
+flags.DEFINE_float('match_threshold', DEFAULTS['match_threshold'],
+                   'IoU at or above which an anchor is positive.')
+flags.DEFINE_float('neg_threshold', DEFAULTS['neg_threshold'],
                    'IoU below which an anchor is background; anchors between this and '
                    '--match_threshold are ignored.')
-flags.DEFINE_integer('tf_random_seed', 20180503, 'Random seed for TensorFlow.')
-flags.DEFINE_float('weight_decay', 5e-4, 'L2 weight decay.')
+flags.DEFINE_integer('tf_random_seed', DEFAULTS['tf_random_seed'], 'Random seed for TensorFlow.')
+flags.DEFINE_float('weight_decay', DEFAULTS['weight_decay'], 'L2 weight decay.')
 # Optimizer.
-flags.DEFINE_float('momentum', 0.9, 'Momentum of the SGD optimizer.')
-flags.DEFINE_float('learning_rate', 1e-3, 'Base learning rate.')
-flags.DEFINE_float('end_learning_rate', 1e-6, 'The learning rate never goes below this.')
-flags.DEFINE_string('decay_boundaries', '500, 80000, 100000',
+flags.DEFINE_float('momentum', DEFAULTS['momentum'], 'Momentum of the SGD optimizer.')
+flags.DEFINE_float('learning_rate', DEFAULTS['learning_rate'], 'Base learning rate.')
+flags.DEFINE_float('end_learning_rate', DEFAULTS['end_learning_rate'],
+                   'The learning rate never goes below this.')
+flags.DEFINE_string('decay_boundaries', defaults.number_list_text(DEFAULTS['decay_boundaries']),
                     'Global steps where the learning-rate factor changes (comma-separated).')
-flags.DEFINE_string('lr_decay_factors', '0.1, 1, 0.1, 0.01',
+flags.DEFINE_string('lr_decay_factors', defaults.number_list_text(DEFAULTS['lr_decay_factors']),
                     'Learning-rate factor for each interval; one more than the boundaries. '
                     'The default warms up at 0.1x for 500 steps, then decays twice.')
 # Restore.
-flags.DEFINE_string('checkpoint_path', './model',
+flags.DEFINE_string('checkpoint_path', defaults.BACKBONE_CHECKPOINT_DIR,
                     'Pretrained weights: a checkpoint directory or prefix (V1 or V2) of the '
                     'backbone (reduced-fc VGG-16, TF-slim resnet_v1_50/101) or of a whole SSD '
                     '(this project\'s or the original SSD.TensorFlow\'s, to fine-tune). Empty '
                     '(--checkpoint_path=) trains from scratch. Ignored when --model_dir already '
                     'holds a checkpoint (training resumes instead).')
-flags.DEFINE_string('checkpoint_model_scope', None,
+flags.DEFINE_string('checkpoint_model_scope', DEFAULTS['checkpoint_model_scope'],
                     'Variable scope of the backbone inside the pretrained checkpoint '
                     '(default: the backbone\'s: vgg_16, resnet_v1_50, ...).')
-flags.DEFINE_string('model_scope', 'ssd300', 'Variable scope of the model.')
-flags.DEFINE_string('backbone', 'vgg16',
+flags.DEFINE_string('model_scope', DEFAULTS['model_scope'], 'Variable scope of the model.')
+flags.DEFINE_string('backbone', DEFAULTS['backbone'],
                     'Feature extractor: a name in the net/backbones.py registry (vgg16, the '
                     'ResNets resnet18/34/50/101, and any you register there); its input '
                     'convention and checkpoint scope come with it. ResNet weights: see '
@@ -105,20 +110,20 @@ flags.DEFINE_string('anchor_preset', '',
                     'scale 0.1) or coco (the caffe SSD300 COCO sizes, 21..315 pixels). Empty: '
                     'the preset the converter recorded in <data_dir>/manifest.json (coco for '
                     'COCO data), else voc. Recorded in params.json; resuming checks it.')
-flags.DEFINE_boolean('freeze_batch_norm', False,
+flags.DEFINE_boolean('freeze_batch_norm', DEFAULTS['freeze_batch_norm'],
                      'ResNets: batch norm uses its moving statistics in training too and '
                      'gamma/beta stay fixed (for fine-tuning with few images per replica).')
-flags.DEFINE_float('batch_norm_decay', 0.997,
+flags.DEFINE_float('batch_norm_decay', DEFAULTS['batch_norm_decay'],
                    'ResNets: decay of the batch-norm moving averages that eval, demo and export '
                    'use (their initial values fade as decay**step). Keep 0.997 for long runs; '
                    'fitting a few images in a few hundred steps wants about 0.9. Recorded in '
                    'params.json.')
-flags.DEFINE_string('checkpoint_exclude_scopes', None,
+flags.DEFINE_string('checkpoint_exclude_scopes', DEFAULTS['checkpoint_exclude_scopes'],
                     'Comma-separated model scopes never restored from --checkpoint_path '
                     '(default: the layers no ImageNet checkpoint of --backbone has, under '
                     '--model_scope: net/ssd_net.default_exclude_scopes; empty '
                     '(--checkpoint_exclude_scopes=) restores every layer the checkpoint has).')
-flags.DEFINE_boolean('ignore_missing_vars', True,
+flags.DEFINE_boolean('ignore_missing_vars', DEFAULTS['ignore_missing_vars'],
                      'Model variables absent from the checkpoint keep their initial values '
                      '(they are listed); if false, a missing variable is an error.')
 # Devices.
@@ -128,7 +133,7 @@ flags.DEFINE_integer('num_cpu_replicas', 0,
                      'Without GPUs: split the CPU into N logical devices and train one '
                      'MirroredStrategy replica on each (N >= 2; used to test the multi-replica '
                      'path; 0 = off).')
-flags.DEFINE_enum('driver', 'auto', ['auto', 'estimator', 'session'],
+flags.DEFINE_enum('driver', defaults.AUTO, list(defaults.DRIVERS),
                   'What runs the training loop: tf.estimator (TensorFlow <= 2.15) or a plain '
                   'MonitoredTrainingSession (any TensorFlow 2.x); auto = the Estimator where '
                   'TensorFlow has it. Checkpoints from either resume under the other.')
@@ -136,15 +141,15 @@ flags.DEFINE_integer('collective_timeout_secs', 600,
                      'Multi-worker training (TF_CONFIG set): a worker whose step (all-reduce '
                      'included) makes no progress for this long stops with a message naming '
                      'the lost worker; 0 = wait forever.')
-flags.DEFINE_boolean('use_amp', False,
+flags.DEFINE_boolean('use_amp', DEFAULTS['use_amp'],
                      'Mixed precision (float16) via the graph rewrite; GPUs only, ignored with '
                      'a notice on the CPU.')
-flags.DEFINE_boolean('augment', True,
+flags.DEFINE_boolean('augment', DEFAULTS['augment'],
                      'Photometric distortion, zoom-out, IoU crop and flip while training; '
                      '--noaugment trains on the eval preprocessing (resize only), e.g. to '
                      'overfit a few fixed images.')
 flags.DEFINE_boolean(helpers.VERBOSE_FLAG, False, helpers.VERBOSE_HELP)
-flags.DEFINE_enum('precision', 'fp32', ['auto', 'fp32', 'bf16'],
+flags.DEFINE_enum('precision', DEFAULTS['precision'], list(defaults.PRECISIONS),
                   'Arithmetic of the convolutions and matmuls: bf16 = bfloat16 through the '
                   'oneDNN graph rewrite (CPUs with AVX512-BF16 or AMX; weights, loss and '
                   'optimizer stay float32), fp32 = float32 throughout; auto = bf16 where the '
@@ -267,7 +272,7 @@ def anchor_preset():
         log('Anchor preset %s (from %s).' % (suggested, os.path.join(
             FLAGS.data_dir, dataset_common.MANIFEST_NAME)))
         return anchors.check_preset(suggested)
-    return anchors.DEFAULT_PRESET
+    return defaults.ANCHOR_PRESET
 
 
 def build_params(num_replicas, data_format, use_amp, checkpoint_path, cluster=None,
@@ -395,7 +400,7 @@ def prepare(cluster):
     new_params_file = None
     if is_chief:
         model_dir.check_params_identity(FLAGS.model_dir, params,
-                                        defaults=ssd_model.DEFAULT_PARAMS, checkpoint=latest)
+                                        defaults=defaults.DEFAULT_PARAMS, checkpoint=latest)
         path = os.path.join(FLAGS.model_dir, model_dir.PARAMS_NAME)
         if not latest and not os.path.exists(path):
             new_params_file = path

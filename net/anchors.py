@@ -12,10 +12,11 @@ import math
 
 import numpy as np
 
+from common import defaults
+
 # The original SSD300's six source maps on a 300x300 input (the backbone's stride-8 and
 # stride-16 maps, then conv8..conv11) and the anchor steps it uses for them.
 _SSD300_FEATURE_SHAPES = (38, 19, 10, 5, 3, 1)
-_SSD300_IMAGE_SIZE = 300
 _SSD300_LAYER_STEPS = (8, 16, 32, 64, 100, 300)
 
 
@@ -35,7 +36,6 @@ ANCHOR_PRESETS = {
              'anchor_scale_end': 315 / 300.,
              'extra_anchor_scales': None},
 }
-DEFAULT_PRESET = 'voc'
 
 
 def check_preset(name):
@@ -46,8 +46,8 @@ def check_preset(name):
     return name
 
 
-def ssd300_anchor_spec(feature_shapes=_SSD300_FEATURE_SHAPES, image_size=_SSD300_IMAGE_SIZE,
-                       preset=DEFAULT_PRESET):
+def ssd300_anchor_spec(feature_shapes=_SSD300_FEATURE_SHAPES, image_size=defaults.IMAGE_SIZE,
+                       preset=defaults.ANCHOR_PRESET):
     """The SSD300 anchor spec for a network whose six source maps are `feature_shapes` cells a
     side on an `image_size` input (net/ssd_net.feature_shapes(backbone, image_size)), with the
     anchor sizes of `preset` (ANCHOR_PRESETS: 'voc' or 'coco').
@@ -64,7 +64,7 @@ def ssd300_anchor_spec(feature_shapes=_SSD300_FEATURE_SHAPES, image_size=_SSD300
         raise ValueError('SSD300 anchors need 6 positive feature-map sizes, got %s; the '
                          'backbone must give two source maps (strides 8 and 16) before the '
                          'four extra layers.' % (list(feature_shapes),))
-    steps = [step if (size == ref and int(image_size) == _SSD300_IMAGE_SIZE)
+    steps = [step if (size == ref and int(image_size) == defaults.IMAGE_SIZE)
              else float(image_size) / size
              for size, ref, step in zip(shapes, _SSD300_FEATURE_SHAPES, _SSD300_LAYER_STEPS)]
     sizes = ANCHOR_PRESETS[check_preset(preset)]

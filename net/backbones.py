@@ -67,6 +67,8 @@ import collections
 import tensorflow as tf
 import tf_slim as slim
 
+from common import defaults
+
 DATA_FORMATS = {'channels_last': 'NHWC', 'channels_first': 'NCHW'}
 
 # The ImageNet mean of the VGG-16 and TF-slim ResNet weights (0-255 scale, R, G, B order).
@@ -86,8 +88,6 @@ def channel_axis(data_format):
 # ============================================================================ VGG-16 reduced-fc
 
 
-# Scope of the backbone variables in the public reduced-fc VGG-16 checkpoint.
-VGG16_CHECKPOINT_SCOPE = 'vgg_16'
 
 # (number of 3x3 convs, filters) of the five VGG-16 blocks conv1..conv5.
 _VGG_BLOCKS = (('conv1', 2, 64), ('conv2', 2, 128), ('conv3', 3, 256),
@@ -99,15 +99,15 @@ def _vgg_reduced_fc_shapes():
     in_channels = 3
     for block, repeat, filters in _VGG_BLOCKS:
         for i in range(1, repeat + 1):
-            prefix = '%s/%s/%s_%d/' % (VGG16_CHECKPOINT_SCOPE, block, block, i)
+            prefix = '%s/%s/%s_%d/' % (defaults.VGG16_CHECKPOINT_SCOPE, block, block, i)
             shapes.append((prefix + 'weights', (3, 3, in_channels, filters)))
             shapes.append((prefix + 'biases', (filters,)))
             in_channels = filters
     shapes += [
-        (VGG16_CHECKPOINT_SCOPE + '/fc6/weights', (3, 3, 512, 1024)),
-        (VGG16_CHECKPOINT_SCOPE + '/fc6/biases', (1024,)),
-        (VGG16_CHECKPOINT_SCOPE + '/fc7/weights', (1, 1, 1024, 1024)),
-        (VGG16_CHECKPOINT_SCOPE + '/fc7/biases', (1024,)),
+        (defaults.VGG16_CHECKPOINT_SCOPE + '/fc6/weights', (3, 3, 512, 1024)),
+        (defaults.VGG16_CHECKPOINT_SCOPE + '/fc6/biases', (1024,)),
+        (defaults.VGG16_CHECKPOINT_SCOPE + '/fc7/weights', (1, 1, 1024, 1024)),
+        (defaults.VGG16_CHECKPOINT_SCOPE + '/fc7/biases', (1024,)),
     ]
     return tuple(shapes)
 
@@ -217,7 +217,6 @@ def vgg16_source_maps(images, is_training=False, data_format='channels_last',
 
 # ============================================================================ ResNet v1
 
-BATCH_NORM_DECAY = 0.997
 BATCH_NORM_EPSILON = 1e-5
 
 
@@ -313,8 +312,8 @@ def resnet_layout(depth):
 
 
 @slim.add_arg_scope
-def batch_norm(inputs, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON, is_training=False,
-               trainable=True, data_format='channels_last', scope=None):
+def batch_norm(inputs, decay=defaults.BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON,
+               is_training=False, trainable=True, data_format='channels_last', scope=None):
     """Batch norm with TF-slim's variable names, on tf.nn.fused_batch_norm.
 
     Variables (model variables, under scope 'BatchNorm'): gamma, beta (trainable unless
@@ -358,10 +357,10 @@ def resnet_arg_scope(is_training, freeze_batch_norm=False, data_format='channels
                      batch_norm_decay=None):
     """slim.conv2d with batch norm and He initialization, as TF-slim's resnet_arg_scope
     (weight decay is applied by the SSD loss, not here). batch_norm_decay: the moving
-    averages' decay (None: BATCH_NORM_DECAY)."""
+    averages' decay (None: defaults.BATCH_NORM_DECAY)."""
     batch_norm_params = {'is_training': bool(is_training) and not freeze_batch_norm,
                          'trainable': not freeze_batch_norm, 'data_format': data_format,
-                         'decay': BATCH_NORM_DECAY if batch_norm_decay is None
+                         'decay': defaults.BATCH_NORM_DECAY if batch_norm_decay is None
                          else float(batch_norm_decay)}
     with slim.arg_scope([slim.conv2d],
                         weights_initializer=slim.variance_scaling_initializer(),
@@ -381,7 +380,7 @@ def resnet_v1_source_maps(images, depth, is_training=False, data_format='channel
       is_training: batch norm uses batch statistics and adds its moving-average updates to
         UPDATE_OPS (unless freeze_batch_norm).
       freeze_batch_norm: moving statistics in training too; gamma/beta not trainable.
-      batch_norm_decay: decay of the moving averages (None: BATCH_NORM_DECAY, TF-slim's).
+      batch_norm_decay: decay of the moving averages (None: defaults.BATCH_NORM_DECAY, TF-slim's).
     Returns:
       [stride-8 map, stride-16 map] in `data_format`: for 300x300, 38x38 and 19x19 with
       128/256 (resnet18/34) or 512/1024 (resnet50/101) channels.
@@ -456,7 +455,7 @@ BACKBONES = collections.OrderedDict([
         source_strides=(8, 16), source_depths=(512, 1024),
         # The reduced-fc VGG-16 weights come from Caffe: BGR input, ImageNet mean.
         channel_order='bgr', mean_rgb=IMAGENET_MEAN_RGB,
-        checkpoint_model_scope=VGG16_CHECKPOINT_SCOPE, added_scopes=('conv4_3_scale',),
+        checkpoint_model_scope=defaults.VGG16_CHECKPOINT_SCOPE, added_scopes=('conv4_3_scale',),
         batch_norm=False)),
     # TF-slim's ResNets were trained on RGB with the same mean (its vgg_preprocessing).
     ('resnet18', _resnet_entry(18)),
@@ -465,7 +464,6 @@ BACKBONES = collections.OrderedDict([
     ('resnet101', _resnet_entry(101)),
 ])
 
-DEFAULT_BACKBONE = 'vgg16'
 
 
 def get_backbone(name):

@@ -6,8 +6,9 @@ Per image, following the original SSD.TensorFlow evaluation:
      score > select_threshold and, if min_size > 0, clipped height and width > min_size;
   3. per class, the keep_topk best of those enter greedy NMS (IoU > nms_threshold
      suppresses), which keeps at most nms_topk per class;
-  4. keep_per='image' (the default; every default is in ``DEFAULTS``): across classes, the
-     nms_topk best detections of the image are returned, best first (Caffe SSD's keep_top_k);
+  4. keep_per='image' (the default; every default is in common/defaults.POSTPROCESS): across
+     classes, the nms_topk best detections of the image are returned, best first (Caffe SSD's
+     keep_top_k);
      keep_per='class': every class keeps its nms_topk, so up to nms_topk * (C - 1) per image,
      best first: the original SSD.TensorFlow selection (its eval_ssd.py).
 Steps 3 and 4 run in one tf.image.combined_non_max_suppression call (nms_ops='combined', the
@@ -17,6 +18,7 @@ the two select the same detections (tests/test_postprocess.py).
 """
 import tensorflow as tf
 
+from common import defaults
 from net import anchor_manipulator
 
 
@@ -30,35 +32,23 @@ def clip_boxes(boxes):
     return tf.stack([ymin, xmin, ymax, xmax], axis=-1)
 
 
-KEEP_PER = ('image', 'class')
-NMS_OPS = ('combined', 'per_class')
-
-# The post-processing settings' defaults, stated once: `postprocess`'s keyword defaults,
-# utility/ssd_model.DEFAULT_PARAMS and the entry scripts' flags (eval, demo, export) read them.
-DEFAULTS = {
-    'select_threshold': 0.01,
-    'min_size': 0.03,
-    'keep_topk': 400,
-    'nms_threshold': 0.45,
-    'nms_topk': 200,
-    'keep_per': 'image',  # 'class': nms_topk per class, as the original's eval
-}
+_DEFAULT = defaults.POSTPROCESS
 
 
-def max_detections(num_classes, nms_topk=DEFAULTS['nms_topk'], keep_per=DEFAULTS['keep_per']):
+def max_detections(num_classes, nms_topk=_DEFAULT['nms_topk'], keep_per=_DEFAULT['keep_per']):
     """K, the detections dimension of `postprocess`'s output: nms_topk for keep_per='image',
     nms_topk * (num_classes - 1) for keep_per='class'."""
-    if keep_per not in KEEP_PER:
+    if keep_per not in defaults.KEEP_PER:
         raise ValueError("keep_per=%r is not one of %s; pass 'image' (nms_topk per image) or "
                          "'class' (nms_topk per class, as the original code)."
-                         % (keep_per, KEEP_PER))
+                         % (keep_per, defaults.KEEP_PER))
     return int(nms_topk) if keep_per == 'image' else int(nms_topk) * (int(num_classes) - 1)
 
 
 def postprocess(cls_logits, loc_preds, anchors, prior_scaling,
-                select_threshold=DEFAULTS['select_threshold'], min_size=DEFAULTS['min_size'],
-                keep_topk=DEFAULTS['keep_topk'], nms_threshold=DEFAULTS['nms_threshold'],
-                nms_topk=DEFAULTS['nms_topk'], keep_per=DEFAULTS['keep_per'],
+                select_threshold=_DEFAULT['select_threshold'], min_size=_DEFAULT['min_size'],
+                keep_topk=_DEFAULT['keep_topk'], nms_threshold=_DEFAULT['nms_threshold'],
+                nms_topk=_DEFAULT['nms_topk'], keep_per=_DEFAULT['keep_per'],
                 nms_ops='combined'):
     """Detections of a batch from the network outputs.
 
@@ -128,7 +118,7 @@ def postprocess(cls_logits, loc_preds, anchors, prior_scaling,
                 pad_per_class=False,
                 clip_boxes=False)
         else:
-            raise ValueError('nms_ops=%r is not one of %s.' % (nms_ops, NMS_OPS))
+            raise ValueError('nms_ops=%r is not one of %s.' % (nms_ops, defaults.NMS_OPS))
         nmsed_boxes, nmsed_scores, nmsed_classes, num_detections = nmsed
         num_detections = tf.cast(num_detections, tf.int32)
         valid = tf.range(max_total)[None, :] < num_detections[:, None]  # [B, K]

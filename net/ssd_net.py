@@ -27,10 +27,11 @@ import collections
 import tensorflow as tf
 import tf_slim as slim
 
+from common import defaults
 from net import backbones
 
-# Default model scope: variable names are MODEL_SCOPE + the checkpoint name minus its scope.
-MODEL_SCOPE = 'ssd300'
+# Variable names are the model scope (common/defaults.MODEL_SCOPE) + the checkpoint name minus
+# its scope.
 
 # Scopes (under the model scope) of the variables SSD adds to every backbone.
 SSD_LAYER_SCOPES = ('multibox_head', 'additional_layers')
@@ -39,23 +40,23 @@ SSD_LAYER_SCOPES = ('multibox_head', 'additional_layers')
 EXTRA_SOURCE_LAYERS = ('conv8', 'conv9', 'conv10', 'conv11')
 
 
-def source_layers(backbone=backbones.DEFAULT_BACKBONE):
+def source_layers(backbone=defaults.BACKBONE):
     """end_points names of the six source maps, in anchor order (backbone's two + conv8..11)."""
     return tuple(backbones.get_backbone(backbone).source_layers) + EXTRA_SOURCE_LAYERS
 
 
-def new_layer_scopes(backbone=backbones.DEFAULT_BACKBONE):
+def new_layer_scopes(backbone=defaults.BACKBONE):
     """Scopes (under the model scope) that no ImageNet checkpoint of `backbone` has."""
     return SSD_LAYER_SCOPES + tuple(backbones.get_backbone(backbone).added_scopes)
 
 
-def default_exclude_scopes(backbone=backbones.DEFAULT_BACKBONE, model_scope=MODEL_SCOPE):
+def default_exclude_scopes(backbone=defaults.BACKBONE, model_scope=defaults.MODEL_SCOPE):
     """The default --checkpoint_exclude_scopes for `backbone`: its new layers, comma-separated
     ('ssd300/multibox_head, ssd300/additional_layers, ssd300/conv4_3_scale' for VGG-16)."""
     return ', '.join('%s/%s' % (model_scope, s) for s in new_layer_scopes(backbone))
 
 
-def feature_shapes(backbone=backbones.DEFAULT_BACKBONE, image_size=300):
+def feature_shapes(backbone=defaults.BACKBONE, image_size=300):
     """Sides (cells) of the six source maps for a square `image_size` input, computed without
     building the graph: the backbone's stride-8 and stride-16 maps, then conv8 and conv9
     (3x3/2 SAME: ceil(n / 2)), conv10 and conv11 (3x3 VALID: n - 2). 300 -> [38, 19, 10, 5,
@@ -82,12 +83,7 @@ _EXTRA_LAYERS = (('conv8', 256, 512, 2, 'SAME'), ('conv9', 128, 256, 2, 'SAME'),
                  ('conv10', 128, 256, 1, 'VALID'), ('conv11', 128, 256, 1, 'VALID'))
 
 
-# What --data_format and params['data_format'] accept: 'auto' (the default) or a layout.
-AUTO_DATA_FORMAT = 'auto'
-DATA_FORMAT_CHOICES = (AUTO_DATA_FORMAT,) + tuple(backbones.DATA_FORMATS)
-
-
-def resolve_data_format(requested=AUTO_DATA_FORMAT):
+def resolve_data_format(requested=defaults.AUTO):
     """Returns the data format to build the model with: 'channels_first' or 'channels_last'.
 
     'auto': 'channels_first' when a GPU is visible (faster in cuDNN), else 'channels_last'.
@@ -97,7 +93,7 @@ def resolve_data_format(requested=AUTO_DATA_FORMAT):
     Raises ValueError for anything but 'auto' / 'channels_first' / 'channels_last'.
     """
     has_gpu = bool(tf.config.list_physical_devices('GPU'))
-    if requested == AUTO_DATA_FORMAT:
+    if requested == defaults.AUTO:
         return 'channels_first' if has_gpu else 'channels_last'
     backbones.check_data_format(requested)
     if requested == 'channels_first' and not has_gpu:
@@ -177,7 +173,7 @@ def multibox_head(feature_maps, num_classes, anchors_per_location, data_format='
 
 
 def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
-           data_format='channels_last', scope=MODEL_SCOPE, backbone=backbones.DEFAULT_BACKBONE,
+           data_format='channels_last', scope=defaults.MODEL_SCOPE, backbone=defaults.BACKBONE,
            freeze_batch_norm=False, batch_norm_decay=None):
     """Builds SSD300 (a backbone + extra layers + multibox heads).
 
@@ -197,7 +193,7 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
         'resnet101'.
       freeze_batch_norm: ResNets: moving statistics in training too, gamma/beta frozen.
       batch_norm_decay: ResNets: decay of the batch-norm moving averages (None: the
-        backbone's default, backbones.BATCH_NORM_DECAY).
+        backbone's default, defaults.BATCH_NORM_DECAY).
     Returns:
       cls_logits: float32 [B, 8732, num_classes], unnormalized class scores.
       loc_preds: float32 [B, 8732, 4], encoded box offsets; anchor order (layer, y, x, anchor
@@ -222,7 +218,7 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
                          'pass images in channels_last layout (the model transposes itself).'
                          % (shape,))
 
-    with tf.compat.v1.variable_scope(scope, 'ssd300', [inputs]) as sc:
+    with tf.compat.v1.variable_scope(scope, defaults.MODEL_SCOPE, [inputs]) as sc:
         collection = sc.original_name_scope + '_end_points'
         with slim.arg_scope(ssd_arg_scope(data_format)), \
                 slim.arg_scope([slim.conv2d, slim.max_pool2d, backbones.dilated_conv2d],

@@ -78,6 +78,7 @@ pair, so a given key always gives the same augmentation.  `seed` may be
 import numpy as np
 import tensorflow as tf
 
+from common import defaults
 from net import anchor_manipulator
 from net import anchors as anchor_lib
 from net import backbones
@@ -86,10 +87,10 @@ from net import backbones
 # Normalization defaults (VGG-16's; each backbone's own live in net/backbones.py and
 # reach the functions below through params['channel_order'] / params['mean_rgb']).
 # ---------------------------------------------------------------------------
-MEAN_RGB = backbones.BACKBONES[backbones.DEFAULT_BACKBONE].mean_rgb
+MEAN_RGB = backbones.BACKBONES[defaults.BACKBONE].mean_rgb
 """Default per-channel mean (the default backbone's, VGG-16), in R, G, B order (0-255 scale)."""
 
-DEFAULT_CHANNEL_ORDER = backbones.BACKBONES[backbones.DEFAULT_BACKBONE].channel_order
+DEFAULT_CHANNEL_ORDER = backbones.BACKBONES[defaults.BACKBONE].channel_order
 """Default channel order of the network input: the reduced-fc VGG-16 weights expect BGR."""
 
 IMAGE_SIZE = anchor_lib.SSD300_SPEC['image_size']

@@ -16,6 +16,7 @@ import tf_slim as slim
 
 from conftest import (REPO_ROOT, TRAIN_FAST_FLAGS, assert_finite_losses, run_script,
                       write_variables)
+from common import defaults
 from net import backbones, ssd_net
 from preprocessing import ssd_preprocessing
 from net import anchors as anchor_lib
@@ -45,7 +46,7 @@ def _model_variables(scope='ssd300'):
 
 def test_registry_matches_the_original_and_the_flag():
     assert list(backbones.BACKBONES) == NAMES
-    assert backbones.DEFAULT_BACKBONE == 'vgg16'
+    assert defaults.BACKBONE == 'vgg16'
     # train_ssd.py's --backbone is a free string checked against this registry (check_flags),
     # so a new backbone is one registry entry: no list of names is written out there.
     tree = ast.parse(open(os.path.join(REPO_ROOT, 'train_ssd.py')).read())
@@ -54,7 +55,9 @@ def test_registry_matches_the_original_and_the_flag():
              and n.args and isinstance(n.args[0], ast.Constant) and n.args[0].value == 'backbone']
     assert len(calls) == 1
     assert calls[0].func.attr == 'DEFINE_string'
-    assert ast.literal_eval(calls[0].args[1]) == backbones.DEFAULT_BACKBONE
+    default = eval(compile(ast.Expression(calls[0].args[1]), 'train_ssd.py', 'eval'),
+                   {'DEFAULTS': defaults.DEFAULT_PARAMS, 'defaults': defaults})
+    assert default == defaults.BACKBONE
     with pytest.raises(ValueError, match=r"Unknown backbone 'resnet152'; use one of vgg16, "):
         backbones.get_backbone('resnet152')
     vgg, r50 = backbones.get_backbone('vgg16'), backbones.get_backbone('resnet50')

@@ -8,6 +8,7 @@ import types
 import numpy as np
 import pytest
 
+from common import defaults
 from conftest import write_variables
 from net import anchors as anchor_lib
 from utility import eval_utils
@@ -38,7 +39,7 @@ def test_coco_preset_has_the_caffe_ssd300_coco_sizes():
 def test_voc_preset_is_the_original_spec_and_the_default():
     assert anchor_lib.ssd300_anchor_spec(preset='voc') == anchor_lib.SSD300_SPEC
     assert ssd_model.make_params()['anchor_spec'] == anchor_lib.SSD300_SPEC
-    assert ssd_model.DEFAULT_PARAMS['anchor_preset'] == 'voc'
+    assert defaults.DEFAULT_PARAMS['anchor_preset'] == 'voc'
     coco = ssd_model.make_params(anchor_preset='coco')
     assert coco['anchor_spec'] == anchor_lib.ssd300_anchor_spec(preset='coco')
     assert coco['anchor_spec']['anchor_scales'][0] == pytest.approx(0.07)
@@ -62,10 +63,10 @@ def test_resuming_with_another_preset_is_refused_naming_the_flag(tmp_path):
     with pytest.raises(ValueError, match=r'anchor_preset="coco".*anchor_preset="voc".*pass '
                                          r'--anchor_preset coco'):
         model_dir.check_params_identity(str(tmp_path), ssd_model.make_params(),
-                                        defaults=ssd_model.DEFAULT_PARAMS)
+                                        defaults=defaults.DEFAULT_PARAMS)
     same = model_dir.check_params_identity(str(tmp_path),
                                            ssd_model.make_params(anchor_preset='coco'),
-                                           defaults=ssd_model.DEFAULT_PARAMS)
+                                           defaults=defaults.DEFAULT_PARAMS)
     assert same['anchor_preset'] == 'coco'
 
 
@@ -73,10 +74,9 @@ def test_inference_takes_the_preset_from_the_checkpoints_params_json(tmp_path):
     """eval, demo and export build params through eval_utils.inference_params: the anchors
     are the ones the checkpoint was trained with, whatever the flags say."""
     _model_dir_with_checkpoint(tmp_path, ssd_model.make_params(anchor_preset='coco'))
-    defaults = ssd_model.DEFAULT_PARAMS
     values = types.SimpleNamespace(
         num_classes=21, train_image_size=300, data_format='channels_last',
-        model_scope=defaults['model_scope'], select_threshold=0.01, min_size=0.03,
+        model_scope=defaults.MODEL_SCOPE, select_threshold=0.01, min_size=0.03,
         nms_threshold=0.45, nms_topk=200, keep_topk=400)
     params = eval_utils.inference_params(values, checkpoint=str(tmp_path / 'model.ckpt-5'))
     assert params['anchor_preset'] == 'coco'

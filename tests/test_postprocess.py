@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common import defaults
 from net import postprocess as pp
 
 PRIOR = [0.1, 0.1, 0.2, 0.2]
@@ -140,7 +141,7 @@ def test_per_class_nms_ops_select_what_combined_nms_selects(keep_per, nms_topk):
     logits[:, :, 4] -= 7.0  # class 4: fewer survivors than nms_topk, so NMS output is padded
     loc = rng.normal(0, 0.5, size=(2, 300, 4)).astype(np.float32)
     outs = {}
-    for ops in pp.NMS_OPS:
+    for ops in defaults.NMS_OPS:
         with tf.Graph().as_default():
             out = pp.postprocess(logits, loc, anchors, PRIOR, nms_topk=nms_topk,
                                  keep_per=keep_per, nms_ops=ops, select_threshold=0.05)

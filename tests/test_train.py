@@ -200,13 +200,12 @@ def test_help_explains_every_seed_flag():
         match = re.search(r'--(?:\[no\])?%s: (\S.*)' % name, text)
         assert match and len(match.group(1)) > 10, name
     assert "(default: '500, 80000, 100000')" in text and "(default: '16')" in text
-    # --data_format is written out in train_ssd.py (no TensorFlow for --help): the model's.
-    from net import ssd_net
-    from utility import ssd_model
+    # --data_format's choices and default are the model's (common/defaults).
+    from common import defaults
     match = re.search(r"--data_format: <([^>]*)>:.*?\(default: '([^']*)'\)", text, re.S)
     assert match, text[-2000:]
-    assert set(match.group(1).split('|')) == set(ssd_net.DATA_FORMAT_CHOICES)
-    assert match.group(2) == ssd_model.DEFAULT_PARAMS['data_format']
+    assert set(match.group(1).split('|')) == set(defaults.DATA_FORMATS)
+    assert match.group(2) == defaults.DEFAULT_PARAMS['data_format']
 
 
 
@@ -217,16 +216,19 @@ CLI_ONLY_DEFAULTS = ('checkpoint_path', 'num_classes', 'anchor_preset')
 
 
 def test_train_flag_defaults_are_the_model_defaults():
-    """train_ssd.py writes its flag defaults out (--help runs without TensorFlow); each one
-    that is also a model param must equal utility/ssd_model.DEFAULT_PARAMS, the one source."""
+    """Each train_ssd.py flag that is also a model param defaults to
+    common/defaults.DEFAULT_PARAMS, the one source (a value written into a flag again fails
+    here); train_ssd.py imports no TensorFlow for it (--help stays fast)."""
     code = (
         "import json, sys\n"
         "from absl import flags\n"
         "import train_ssd\n"
-        "from utility import ssd_model, train_utils\n"
+        "from common import defaults\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "from utility import train_utils\n"
         "lists = {'decay_boundaries': int, 'lr_decay_factors': float}\n"
         "out = {}\n"
-        "for name, value in ssd_model.DEFAULT_PARAMS.items():\n"
+        "for name, value in defaults.DEFAULT_PARAMS.items():\n"
         "    if name in flags.FLAGS and name not in %r:\n"
         "        default = flags.FLAGS[name].default\n"
         "        if name in lists:\n"

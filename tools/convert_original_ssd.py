@@ -17,6 +17,7 @@ Exit status: 0 on success, 2 when the input is missing or not an original SSD ch
 import argparse
 import sys
 
+from common import defaults
 from utility import checkpoint_utils
 
 
@@ -29,7 +30,7 @@ def main(argv=None):
                         help='Original checkpoint: directory, prefix or one of its files.')
     parser.add_argument('--output', required=True,
                         help='Prefix of the checkpoint to write, e.g. model/ssd300_voc/model.ckpt.')
-    parser.add_argument('--model_scope', default='ssd300',
+    parser.add_argument('--model_scope', default=defaults.MODEL_SCOPE,
                         help='Model scope of the written names (default %(default)s; '
                              'train/eval --model_scope).')
     args = parser.parse_args(argv)

@@ -35,7 +35,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from net.backbones import VGG16_CHECKPOINT_SCOPE, VGG_REDUCED_FC_SHAPES
+from common import defaults
+from net.backbones import VGG_REDUCED_FC_SHAPES
 from utility import checkpoint_utils
 
 # TF-slim full VGG-16 shapes of the two fully connected layers (as convolutions).
@@ -61,7 +62,7 @@ def _layer_names():
     """Checkpoint layer paths without scope and variable: 'conv1/conv1_1', ..., 'fc7'."""
     names = []
     for name, _ in VGG_REDUCED_FC_SHAPES:
-        layer = name[len(VGG16_CHECKPOINT_SCOPE) + 1:].rpartition('/')[0]
+        layer = name[len(defaults.VGG16_CHECKPOINT_SCOPE) + 1:].rpartition('/')[0]
         if layer not in names:
             names.append(layer)
     return names
@@ -119,7 +120,8 @@ def _check_reduced_fc(tensors):
         _check_shape(name, tensors[name], shape)
 
 
-def convert_slim_tensors(get_tensor, reverse_input_channels=True, source_scope='vgg_16'):
+def convert_slim_tensors(get_tensor, reverse_input_channels=True,
+                         source_scope=defaults.VGG16_CHECKPOINT_SCOPE):
     """TF-slim full VGG-16 weights -> reduced-fc weights in checkpoint naming.
 
     Args:
@@ -142,8 +144,8 @@ def convert_slim_tensors(get_tensor, reverse_input_channels=True, source_scope='
             weights, biases = reduce_fc7(weights, biases)
         elif layer == 'conv1/conv1_1' and reverse_input_channels:
             weights = np.ascontiguousarray(weights[:, :, ::-1, :])
-        out['%s/%s/weights' % (VGG16_CHECKPOINT_SCOPE, layer)] = weights
-        out['%s/%s/biases' % (VGG16_CHECKPOINT_SCOPE, layer)] = biases
+        out['%s/%s/weights' % (defaults.VGG16_CHECKPOINT_SCOPE, layer)] = weights
+        out['%s/%s/biases' % (defaults.VGG16_CHECKPOINT_SCOPE, layer)] = biases
     _check_reduced_fc(out)
     return out
 
@@ -189,9 +191,10 @@ def convert_pytorch_state_dict(state_dict):
             raise ValueError('%s%d.weight has shape %s, not a 4-D OIHW conv kernel; the file '
                              'is not a reduced-fc VGG-16.' % (complete[0], index,
                                                               list(weights.shape)))
-        out['%s/%s/weights' % (VGG16_CHECKPOINT_SCOPE, layer)] = np.ascontiguousarray(
+        out['%s/%s/weights' % (defaults.VGG16_CHECKPOINT_SCOPE, layer)] = np.ascontiguousarray(
             weights.transpose(2, 3, 1, 0))  # OIHW -> HWIO
-        out['%s/%s/biases' % (VGG16_CHECKPOINT_SCOPE, layer)] = to_numpy(group[(index, 'bias')])
+        out['%s/%s/biases' % (defaults.VGG16_CHECKPOINT_SCOPE, layer)] = to_numpy(
+            group[(index, 'bias')])
     _check_reduced_fc(out)
     return out
 
@@ -273,7 +276,7 @@ def _output_prefix(output):
 
 
 def convert_from_slim(slim_path, output=DEFAULT_OUTPUT, reverse_input_channels=True,
-                      source_scope='vgg_16'):
+                      source_scope=defaults.VGG16_CHECKPOINT_SCOPE):
     """TF-slim vgg_16.ckpt (V1 or V2, file/prefix/directory) -> reduced-fc V2 checkpoint.
 
     Returns the written prefix.
@@ -291,7 +294,7 @@ def convert_from_slim(slim_path, output=DEFAULT_OUTPUT, reverse_input_channels=T
         raise ValueError('%s has no %s; it is not a TF-slim VGG-16 checkpoint (list it with '
                          '--list; set --source_scope if its scope is not %s).'
                          % (prefix, fc6, source_scope))
-    if tuple(shapes[fc6]) == _EXPECTED[VGG16_CHECKPOINT_SCOPE + '/fc6/weights']:
+    if tuple(shapes[fc6]) == _EXPECTED[defaults.VGG16_CHECKPOINT_SCOPE + '/fc6/weights']:
         raise ValueError('%s is already reduced-fc (fc6 %s); no conversion is needed: put it '
                          'in ./model or pass it as --checkpoint_path.' % (prefix, shapes[fc6]))
     missing = [name for name in ('%s/%s/%s' % (source_scope, layer, kind)
@@ -337,7 +340,7 @@ def main(argv=None):
                              'vgg16_reducedfc inside it.')
     parser.add_argument('--keep_channel_order', action='store_true',
                         help='--from_slim: do not reverse conv1_1 input channels (RGB->BGR).')
-    parser.add_argument('--source_scope', default='vgg_16',
+    parser.add_argument('--source_scope', default=defaults.VGG16_CHECKPOINT_SCOPE,
                         help='--from_slim: variable scope in the source (default %(default)s).')
     args = parser.parse_args(argv)
     try:

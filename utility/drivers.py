@@ -18,7 +18,7 @@ Three jobs, each with the same signature for both drivers:
 * `export_saved_model(...)`: a timestamped SavedModel whose `serving_default` (and `predict`)
   signature maps the serving inputs to `ModelSpec.export_outputs`.
 
-This module imports nothing of the project: it takes the model_fn and input functions as
+This module imports nothing of the project but its names (common/defaults): it takes the model_fn and input functions as
 arguments. It never touches flags.
 """
 import collections
@@ -29,8 +29,9 @@ import time
 
 import tensorflow as tf
 
-AUTO, ESTIMATOR, SESSION = 'auto', 'estimator', 'session'
-DRIVERS = (AUTO, ESTIMATOR, SESSION)
+from common import defaults
+
+AUTO, ESTIMATOR, SESSION = defaults.DRIVERS
 
 
 class ModeKeys:
@@ -67,8 +68,8 @@ def resolve_driver(name):
       ValueError: an unknown name, or 'estimator' on a TensorFlow without it (one line).
     """
     name = (name or AUTO).strip().lower()
-    if name not in DRIVERS:
-        raise ValueError('--driver=%s is not one of %s.' % (name, ', '.join(DRIVERS)))
+    if name not in defaults.DRIVERS:
+        raise ValueError('--driver=%s is not one of %s.' % (name, ', '.join(defaults.DRIVERS)))
     if name == AUTO:
         return ESTIMATOR if has_estimator() else SESSION
     if name == ESTIMATOR and not has_estimator():

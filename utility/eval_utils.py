@@ -17,6 +17,7 @@ import sys
 
 import tensorflow as tf
 
+from common import defaults
 from dataset import dataset_common
 from dataset.helpers import VERBOSE_FLAG, VERBOSE_HELP, notify
 from utility import checkpoint_utils
@@ -67,52 +68,42 @@ def define_inference_flags(flags_module):
     """Defines the model and post-processing flags shared by eval, demo and export.
 
     `flags_module` is `absl.flags`; call once from an entry script before parsing. The
-    defaults are the model's (`ssd_model.DEFAULT_PARAMS`; post-processing:
-    net/postprocess.DEFAULTS).
+    defaults are the model's (common/defaults.DEFAULT_PARAMS).
     """
-    from utility import ssd_model
-    from net import postprocess, ssd_net
     f = flags_module
-    defaults = ssd_model.DEFAULT_PARAMS
+    model = defaults.DEFAULT_PARAMS
     f.DEFINE_boolean(VERBOSE_FLAG, False, VERBOSE_HELP)  # read by helpers.quiet_logs
-    f.DEFINE_integer('num_classes', defaults['num_classes'],
+    f.DEFINE_integer('num_classes', model['num_classes'],
                      'Number of classes, background included (VOC: 21).')
-    f.DEFINE_integer('train_image_size', defaults['train_image_size'],
+    f.DEFINE_integer('train_image_size', model['train_image_size'],
                      'Input image size (SSD300: 300).')
-    f.DEFINE_enum('data_format', defaults['data_format'], list(ssd_net.DATA_FORMAT_CHOICES),
+    f.DEFINE_enum('data_format', model['data_format'], list(defaults.DATA_FORMATS),
                   "'auto': channels_first (NCHW, fastest on GPU) when a GPU is visible, else "
                   "channels_last (NHWC). channels_first without a GPU falls back to "
                   'channels_last, with a notice.')
-    f.DEFINE_string('model_scope', defaults['model_scope'], 'Variable scope of the model.')
-    f.DEFINE_float('select_threshold', defaults['select_threshold'],
+    f.DEFINE_string('model_scope', model['model_scope'], 'Variable scope of the model.')
+    f.DEFINE_float('select_threshold', model['select_threshold'],
                    'Class score a detection needs to enter non-maximum suppression.')
-    f.DEFINE_float('min_size', defaults['min_size'],
+    f.DEFINE_float('min_size', model['min_size'],
                    'Detections whose normalized height or width is not above this are dropped.')
-    f.DEFINE_float('nms_threshold', defaults['nms_threshold'],
+    f.DEFINE_float('nms_threshold', model['nms_threshold'],
                    'IoU above which NMS suppresses the lower-scored box of a class.')
-    f.DEFINE_integer('nms_topk', defaults['nms_topk'],
+    f.DEFINE_integer('nms_topk', model['nms_topk'],
                      'Detections kept per class by NMS and per image.')
-    f.DEFINE_integer('keep_topk', defaults['keep_topk'], 'Candidates per class that enter NMS.')
-    f.DEFINE_enum('driver', 'auto', ['auto', 'estimator', 'session'],
+    f.DEFINE_integer('keep_topk', model['keep_topk'], 'Candidates per class that enter NMS.')
+    f.DEFINE_enum('driver', defaults.AUTO, list(defaults.DRIVERS),
                   'What runs the model: tf.estimator (TensorFlow <= 2.15) or a plain session '
                   '(any TensorFlow 2.x); auto = the Estimator where TensorFlow has it.')
-    f.DEFINE_enum('keep_per', defaults['keep_per'], list(postprocess.KEEP_PER),
+    f.DEFINE_enum('keep_per', model['keep_per'], list(defaults.KEEP_PER),
                   "'image': the --nms_topk best detections of each image; 'class': "
                   '--nms_topk per class (up to nms_topk * (num_classes - 1) per image), '
                   "the original SSD.TensorFlow eval's selection.")
 
 
-# Inference precision of eval and demo: fp32, bf16 only when asked for (measured in
-# docs/learning.md, "bf16 against fp32"); the SavedModel and TFLite exports are float32 either
-# way.
-INFERENCE_PRECISION = 'fp32'
-
-
 def define_precision_flag(flags_module):
     """--precision for the entry scripts that run a checkpoint (eval, demo)."""
-    from utility import train_utils
     flags_module.DEFINE_enum(
-        'precision', INFERENCE_PRECISION, list(train_utils.PRECISIONS),
+        'precision', defaults.INFERENCE_PRECISION, list(defaults.PRECISIONS),
         'Arithmetic of the convolutions and matmuls while predicting: bf16 = bfloat16 through '
         'the oneDNN graph rewrite (CPUs with AVX512-BF16 or AMX), fp32 = float32; auto = bf16 '
         'where the CPU has it. Detections of the two differ slightly (docs/learning.md).')
@@ -201,7 +192,7 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
         model_scope=values.model_scope, select_threshold=values.select_threshold,
         min_size=values.min_size, nms_threshold=values.nms_threshold,
         nms_topk=values.nms_topk, keep_topk=values.keep_topk,
-        keep_per=getattr(values, 'keep_per', ssd_model.DEFAULT_PARAMS['keep_per']))
+        keep_per=getattr(values, 'keep_per', defaults.DEFAULT_PARAMS['keep_per']))
     trained = model_dir_params(checkpoint)
     identity = checkpoint_identity(checkpoint)
     for key in MODEL_IDENTITY_KEYS:
@@ -238,10 +229,9 @@ def young_batch_norm_warning(checkpoint, trained):
     Args:
       checkpoint: the checkpoint prefix about to run.
       trained: its params.json (model_dir_params); 'batch_norm_decay' defaults to the
-        backbones' BATCH_NORM_DECAY, 'freeze_batch_norm' (statistics never updated: they are
-        the restored ones) to False.
+        default (common/defaults.BATCH_NORM_DECAY), 'freeze_batch_norm' (statistics never
+        updated: they are the restored ones) to False.
     """
-    from net import backbones
     if trained.get('freeze_batch_norm'):
         return None
     try:
@@ -251,7 +241,7 @@ def young_batch_norm_warning(checkpoint, trained):
     names = reader.get_variable_to_shape_map()
     if not any(name.endswith('/moving_mean') for name in names) or 'global_step' not in names:
         return None
-    decay = float(trained.get('batch_norm_decay', backbones.BATCH_NORM_DECAY))
+    decay = float(trained.get('batch_norm_decay', defaults.BATCH_NORM_DECAY))
     step = int(reader.get_tensor('global_step'))
     if decay <= 0 or step >= 1.0 / (1.0 - decay):
         return None
@@ -320,7 +310,7 @@ def checkpoint_class_names(checkpoint, num_classes=None, log=None):
     names = model_dir_params(checkpoint).get('class_names')
     if isinstance(names, list) and len(names) >= 2:
         return [str(n) for n in names], os.path.join(os.path.dirname(str(checkpoint)),
-                                                     'params.json')
+                                                     defaults.PARAMS_NAME)
     if num_classes is not None and num_classes != len(dataset_common.VOC_LABELS):
         folder = os.path.dirname(str(checkpoint))
         notify(log, 'No class names are recorded beside %s (its %d classes are not VOC\'s); '

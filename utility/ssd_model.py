@@ -25,6 +25,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from common import defaults
 from dataset import dataset_common
 from net import backbones
 from net import ssd_net
@@ -36,73 +37,6 @@ from utility.drivers import ModeKeys, ModelSpec
 from net import losses as loss_lib
 from net import postprocess as postprocess_lib
 from utility import train_utils
-
-# Every key model_fn / input_fn read, with its default. Entry scripts override from flags.
-DEFAULT_PARAMS = {
-    'num_classes': 21,
-    # Class names, index = label id ('none' first), from the data's manifest.json; written to
-    # params.json so that eval, demo and export know them. None: the VOC names.
-    'class_names': None,
-    'train_image_size': anchor_lib.SSD300_SPEC['image_size'],
-    # net/anchors.ANCHOR_PRESETS name ('voc' or 'coco'): the anchor sizes of the spec that
-    # make_params builds (train_ssd.py takes it from the data's manifest unless
-    # --anchor_preset is given).
-    'anchor_preset': anchor_lib.DEFAULT_PRESET,
-    # 'auto', 'channels_first' or 'channels_last'; make_params resolves it for this machine
-    # (net/ssd_net.resolve_data_format: 'auto' is channels_first on a GPU, else channels_last).
-    'data_format': ssd_net.AUTO_DATA_FORMAT,
-    'model_scope': ssd_net.MODEL_SCOPE,
-    # net/backbones.py name; the four keys below left at None follow it (make_params).
-    'backbone': backbones.DEFAULT_BACKBONE,
-    'channel_order': None,         # VGG-16: 'bgr'; ResNets: 'rgb'
-    'mean_rgb': None,              # subtracted on the 0-255 scale, (R, G, B)
-    'freeze_batch_norm': False,    # ResNets: moving statistics in training too
-    # ResNets: decay of the batch-norm moving averages. Their initial values fade as
-    # decay**step: 0.997 needs ~1000 steps; a short fit (a few images) wants ~0.9.
-    'batch_norm_decay': backbones.BATCH_NORM_DECAY,
-    # data
-    'data_dir': './dataset/tfrecords',
-    'batch_size': 16,              # global batch over all replicas
-    'num_replicas': 1,             # all replicas of all workers
-    'num_workers': 1,              # multi-worker training (TF_CONFIG): workers in the cluster
-    'worker_index': 0,             # ... and this one's place (0 = chief): its data shard
-    'num_readers': 8,
-    'num_preprocessing_threads': 24,
-    'train_epochs': None,
-    # False: train on the eval preprocessing (resize + mean only; still shuffled and repeated),
-    # e.g. to overfit a few fixed images.
-    'augment': True,
-    'tf_random_seed': 20180503,
-    # targets and loss
-    'match_threshold': 0.5,
-    'neg_threshold': 0.5,
-    'negative_ratio': 3.0,
-    'weight_decay': 5e-4,
-    # optimizer
-    'momentum': 0.9,
-    'learning_rate': 1e-3,
-    'end_learning_rate': 1e-6,
-    'decay_boundaries': [500, 80000, 100000],
-    'lr_decay_factors': [0.1, 1.0, 0.1, 0.01],
-    'use_amp': False,
-    # 'auto', 'fp32' or 'bf16' (train_utils.PRECISIONS): bf16 is the oneDNN bfloat16 graph
-    # rewrite on CPUs with AVX512-BF16/AMX, applied by the driver to the session config
-    # (train_utils.configure_precision); train_ssd.py records the resolved 'fp32' or 'bf16'
-    # here so that params.json says how a run trained.
-    'precision': 'fp32',
-    'log_every_n_steps': 10,
-    # backbone restore
-    'checkpoint_path': None,
-    'checkpoint_model_scope': None,     # VGG-16: 'vgg_16'; ResNet-50: 'resnet_v1_50'
-    'checkpoint_exclude_scopes': None,  # the SSD layers (ssd_net.default_exclude_scopes)
-    'ignore_missing_vars': True,
-    # post-processing: select_threshold, min_size, keep_topk, nms_threshold, nms_topk,
-    # keep_per (net/postprocess.DEFAULTS)
-    **postprocess_lib.DEFAULTS,
-    # How NMS runs (net/postprocess.NMS_OPS): 'combined' (TF's combined op: eval, demo,
-    # SavedModel) or 'per_class' (TFLite builtins; the TFLite export sets it).
-    'nms_ops': 'combined',
-}
 
 
 def make_params(**overrides):
@@ -117,10 +51,10 @@ def make_params(**overrides):
     at train_image_size, with the anchor sizes of params['anchor_preset'] (net/anchors).
     Unknown keys are an error so that a misspelt flag cannot be silently ignored.
     """
-    unknown = sorted(set(overrides) - set(DEFAULT_PARAMS) - {'anchor_spec'})
+    unknown = sorted(set(overrides) - set(defaults.DEFAULT_PARAMS) - {'anchor_spec'})
     if unknown:
         raise ValueError('Unknown model parameter(s): %s.' % ', '.join(unknown))
-    params = dict(DEFAULT_PARAMS)
+    params = dict(defaults.DEFAULT_PARAMS)
     params.update({k: v for k, v in overrides.items() if k != 'anchor_spec'})
     params['data_format'] = ssd_net.resolve_data_format(params['data_format'])
     backbone = backbones.get_backbone(params['backbone'])
@@ -315,7 +249,7 @@ def postprocess(cls_logits, loc_preds, params, anchors=None):
     (select_threshold, min_size, keep_topk, nms_threshold, nms_topk, keep_per, nms_ops)."""
     if anchors is None:
         anchors = _anchors(params)
-    settings = {key: params[key] for key in postprocess_lib.DEFAULTS}
+    settings = {key: params[key] for key in defaults.POSTPROCESS}
     return postprocess_lib.postprocess(cls_logits, loc_preds, anchors,
                                        params['anchor_spec']['prior_scaling'],
                                        nms_ops=params.get('nms_ops', 'combined'), **settings)

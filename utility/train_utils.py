@@ -11,6 +11,8 @@ import time
 
 import tensorflow as tf
 
+from common import defaults
+
 from dataset.helpers import parse_comma_list
 
 # Marker put in the error raised when the loss is NaN or infinite, so the entry
@@ -429,9 +431,6 @@ def quiet_tensorflow_logs(verbose=False):
 
 
 BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
-# --precision choices ('auto' = bf16 where the CPU has native bfloat16 and no GPU is visible,
-# else fp32); the default is ssd_model.DEFAULT_PARAMS['precision'].
-PRECISIONS = ('auto', 'fp32', 'bf16')
 # Read instead of /proc/cpuinfo when set: lets tests (and users) see what a CPU without (or
 # with) bfloat16 would get.
 CPUINFO_ENV = 'SSD_CPUINFO'
@@ -475,12 +474,12 @@ def apply_bf16(config_proto):
 def resolve_precision(requested, has_gpu, cpu_bf16):
     """The precision a run trains in, and why: ('fp32' or 'bf16', reason).
 
-    `requested` is one of PRECISIONS. bf16 is the CPU's oneDNN rewrite: never on a GPU (mixed
+    `requested` is one of defaults.PRECISIONS. bf16 is the CPU's oneDNN rewrite: never on a GPU (mixed
     precision there is --use_amp), never on a CPU without native bfloat16 (it would be
     emulated, slower than float32). An explicit bf16 that cannot apply says so in its reason.
     """
-    if requested not in PRECISIONS:
-        raise ValueError('--precision=%s is not one of %s.' % (requested, '|'.join(PRECISIONS)))
+    if requested not in defaults.PRECISIONS:
+        raise ValueError('--precision=%s is not one of %s.' % (requested, '|'.join(defaults.PRECISIONS)))
     if requested == 'fp32':
         return 'fp32', '--precision=fp32'
     prefix = 'auto' if requested == 'auto' else '--precision=bf16 ignored'
