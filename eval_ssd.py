@@ -206,4 +206,5 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
 
 
 if __name__ == '__main__':
-    eval_utils.run_entry_point(main)
+    from utility import entry
+    entry.run(main)

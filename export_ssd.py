@@ -151,4 +151,5 @@ def export_tflite(params, checkpoint, export_dir, class_names):
 
 
 if __name__ == '__main__':
-    eval_utils.run_entry_point(main)
+    from utility import entry
+    entry.run(main)

@@ -140,4 +140,5 @@ def main(_):
 
 
 if __name__ == '__main__':
-    eval_utils.run_entry_point(main)
+    from utility import entry
+    entry.run(main)

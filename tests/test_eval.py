@@ -293,19 +293,26 @@ def test_num_classes_must_match_the_label_table():
         eval_utils.check_num_classes(20, NAMES)
 
 
-def test_run_entry_point_exit_status_and_one_line_error():
-    code = ('import sys; from utility import eval_utils\n'
+def test_entry_run_exit_status_one_line_error_and_interrupt():
+    """utility/entry.run, the one runner of the four entry scripts."""
+    code = ('import sys; from utility import entry\n'
             'def main(argv):\n'
             '    if argv[1:] == ["bad"]:\n'
             '        raise ValueError("No checkpoint found in x; train first.")\n'
+            '    if argv[1:] == ["stop"]:\n'
+            '        raise KeyboardInterrupt\n'
             '    print("ran", argv[1:]); return 3\n'
-            'eval_utils.run_entry_point(main)\n')
+            'entry.run(main, interrupted="Interrupted; nothing was trained.")\n')
     ok = run_script(['-c', code, 'fine'])
     assert ok.returncode == 3 and "ran ['fine']" in ok.stdout
     bad = run_script(['-c', code, 'bad'])
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == 'error: No checkpoint found in x; train first.'
     assert 'Traceback' not in bad.stderr
+    stop = run_script(['-c', code, 'stop'])
+    assert stop.returncode == 130, stop.stderr[-2000:]
+    assert stop.stdout.strip().splitlines()[-1] == 'Interrupted; nothing was trained.'
+    assert 'Traceback' not in stop.stderr
 
 
 # ----------------------------------------------------------------------------- the script

@@ -6,14 +6,11 @@ tested). The evaluation itself (ground truth, detections, report, figures) is in
 * what the three scripts share: flags (`define_inference_flags`, `inference_params`,
   `check_num_classes`; predictions run through `utility/drivers.predict`), input checks
   (`check_positive`, `check_directory_target`, `check_checkpoint_classes`,
-  `checkpoint_identity`: the checkpoint's variables against the params.json beside it) and
-  the runner that turns configuration errors into one line and exit status 2
-  (`run_entry_point`);
+  `checkpoint_identity`: the checkpoint's variables against the params.json beside it);
 * image files for the demo: `list_image_files`, `exif_orientation`, `ImageDecoder`,
   `make_image_files_input_fn` (photos turned upright by their EXIF orientation).
 """
 import os
-import sys
 
 import tensorflow as tf
 
@@ -320,25 +317,6 @@ def checkpoint_class_names(checkpoint, num_classes=None, log=None):
         return ([dataset_common.VOC_LABELS[0]] + ['class_%d' % k for k in range(1, num_classes)],
                 'the numbered names of %s' % checkpoint)
     return list(dataset_common.VOC_LABELS), None
-
-
-def run_entry_point(main):
-    """Runs an entry script's `main(argv)` under absl.app (flags parsed first); never returns.
-
-    TF's Python logging is set to ERROR. A ValueError is a configuration problem whose
-    message names the cause and the fix: it is printed as 'error: <message>' on stderr,
-    without a traceback, and the exit status is 2. Otherwise the status is main's return.
-    """
-    from absl import app
-
-    def checked_main(argv):
-        tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-        try:
-            return main(argv)
-        except ValueError as err:
-            print('error: %s' % err, file=sys.stderr, flush=True)
-            return 2
-    app.run(checked_main)
 
 
 # ----------------------------------------------------------------------------- image files

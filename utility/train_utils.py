@@ -3,7 +3,6 @@
 Learning-rate schedule, the finite-loss guard, the progress-logging hook, and the
 device / distribution set-up (GPUs or N logical CPU devices).
 """
-import logging
 import os
 import re
 import signal
@@ -400,34 +399,6 @@ def setup_multi_worker(cluster, batch_size=None, num_cpu_threads=0, gpu_memory_f
             'workers).' % (batch_size, num_replicas, cluster.num_workers, per_worker,
                            num_replicas))
     return strategy, num_replicas, config
-
-
-# TensorFlow's own INFO lines that stay without --verbose: when checkpoints are written and read.
-_KEPT_TF_INFO = ('Saving checkpoints for', 'Restoring parameters from')
-
-
-def quiet_tensorflow_logs(verbose=False):
-    """Entry scripts only: INFO progress logs without TF's per-call deprecation notices and
-    MirroredStrategy's per-variable 'Reduce to ...' lines, which drown the progress lines.
-
-    Unless `verbose`, TensorFlow's own INFO lines go too (the Estimator's RunConfig dict,
-    session set-up, collective all-reduce plans), but for `_KEPT_TF_INFO`; the project's
-    INFO lines (progress, restore lists) and every warning stay.
-    """
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.INFO)
-
-    class _DropNoise(logging.Filter):
-        def filter(self, record):
-            msg = record.getMessage()
-            if msg.startswith('Reduce to ') or 'is deprecated' in msg or (
-                    'Instructions for updating' in msg):
-                return False
-            if verbose or record.levelno != logging.INFO:
-                return True
-            return ('site-packages' not in record.pathname
-                    and 'dist-packages' not in record.pathname) or msg.startswith(_KEPT_TF_INFO)
-
-    tf.get_logger().addFilter(_DropNoise())
 
 
 BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')

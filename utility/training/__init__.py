@@ -1,0 +1,1 @@
+"""The glue floor's training room: what train_ssd.py runs (run.py)."""
