@@ -167,22 +167,14 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
     from utility import ssd_model
     from utility import drivers
 
-    num_classes = len(class_names)
     if FLAGS.model:
         predictions, params = tflite_runner.record_predictions(
             FLAGS.model, pattern, num_records, class_names, FLAGS, FLAGS.num_threads, log)
     else:
         driver = drivers.resolve_driver(FLAGS.driver)
-        params = eval_utils.inference_params(
-            FLAGS, log=log, checkpoint=checkpoint, data_dir=FLAGS.data_dir,
-            batch_size=FLAGS.batch_size, num_classes=num_classes, class_names=class_names,
-            num_readers=FLAGS.num_readers)
-        eval_utils.check_checkpoint_classes(checkpoint, params)
-        trained_names, trained_source = eval_utils.checkpoint_class_names(checkpoint)
-        if trained_source and trained_names != list(class_names):
-            print('warning: %s names the classes %s, the records %s; the table uses the records\' '
-                  'names.' % (trained_source, ', '.join(trained_names[1:]),
-                              ', '.join(class_names[1:])), file=sys.stderr, flush=True)
+        params, _ = eval_utils.checkpoint_model(
+            FLAGS, checkpoint, log=log, class_names=class_names, data_dir=FLAGS.data_dir,
+            batch_size=FLAGS.batch_size, num_readers=FLAGS.num_readers)
         log('Evaluating %s on %d images of %s (%s driver).'
             % (checkpoint, num_records, pattern, driver))
         predictions = drivers.predict(

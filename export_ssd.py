@@ -104,15 +104,7 @@ def main(_):
 
     checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
     driver = drivers.resolve_driver(FLAGS.driver)
-    # Class names from the params.json training wrote beside the checkpoint (VOC without).
-    identity = eval_utils.checkpoint_identity(checkpoint)
-    class_names, source = eval_utils.checkpoint_class_names(
-        checkpoint, None if FLAGS['num_classes'].present or identity is None
-        else identity['num_classes'], log=log)
-    params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint, batch_size=1,
-                                         class_names=class_names)
-    eval_utils.check_num_classes(params['num_classes'], class_names, source)
-    eval_utils.check_checkpoint_classes(checkpoint, params)
+    params, class_names = eval_utils.checkpoint_model(FLAGS, checkpoint, log=log, batch_size=1)
     export_base = FLAGS.export_dir or os.path.join(FLAGS.model_dir, 'export')
     eval_utils.check_directory_target(export_base, 'export_dir')
     if FLAGS.format == 'tflite':

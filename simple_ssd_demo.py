@@ -100,16 +100,8 @@ def main(_):
             FLAGS.model, readable, FLAGS, FLAGS.num_threads, log)
     else:
         driver = drivers.resolve_driver(FLAGS.driver)
-        # Class names from the params.json training wrote beside the checkpoint (VOC without).
-        identity = eval_utils.checkpoint_identity(checkpoint)
-        class_names, source = eval_utils.checkpoint_class_names(
-            checkpoint, None if FLAGS['num_classes'].present or identity is None
-            else identity['num_classes'], log=log)
-        params = eval_utils.inference_params(FLAGS, log=log, checkpoint=checkpoint,
-                                             batch_size=FLAGS.batch_size,
-                                             class_names=class_names)
-        eval_utils.check_num_classes(params['num_classes'], class_names, source)
-        eval_utils.check_checkpoint_classes(checkpoint, params)
+        params, class_names = eval_utils.checkpoint_model(FLAGS, checkpoint, log=log,
+                                                          batch_size=FLAGS.batch_size)
         log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
             % (checkpoint, len(readable), FLAGS.score_threshold, FLAGS.output_dir))
         predictions = drivers.predict(

@@ -3,7 +3,8 @@ tested). The evaluation itself (ground truth, detections, report, figures) is in
 
 * checkpoints: `find_checkpoint` (latest in a model directory, or a given directory / prefix;
   located by checkpoint_utils.locate_checkpoint);
-* what the three scripts share: flags (`define_inference_flags`, `inference_params`,
+* what the three scripts share: flags (`define_inference_flags`), the checkpoint's params
+  and class names (`checkpoint_model`: `inference_params`,
   `check_num_classes`; predictions run through `utility/drivers.predict`), input checks
   (`check_positive`, `check_directory_target`, `check_checkpoint_classes`,
   `checkpoint_identity`: the checkpoint's variables against the params.json beside it);
@@ -11,6 +12,7 @@ tested). The evaluation itself (ground truth, detections, report, figures) is in
   `make_image_files_input_fn` (photos turned upright by their EXIF orientation).
 """
 import os
+import sys
 
 import tensorflow as tf
 
@@ -212,6 +214,46 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
     if warning:
         notify(log, warning)
     return ssd_model.make_params(**params)
+
+
+def checkpoint_model(values, checkpoint, log=None, class_names=None, **overrides):
+    """(params, class names) to run `checkpoint` with: the one checkpoint -> inference-params
+    sequence of eval, demo and export.
+
+    Args:
+      values: the parsed flags (`inference_params`).
+      checkpoint: the checkpoint prefix to run.
+      log: callable(str) for notices (the backbone read, numbered class names, ...).
+      class_names: the names the caller evaluates against (eval: the records'), which set the
+        class count; a model that recorded other names gets a warning on stderr. None (demo,
+        export): the names training recorded beside the checkpoint (checkpoint_class_names;
+        numbered for a non-VOC class count without names, VOC's otherwise), checked against
+        --num_classes.
+      **overrides: further `ssd_model.make_params` keys (batch_size, data_dir, ...).
+    Raises:
+      ValueError: --num_classes disagrees with the names or with the checkpoint's class head.
+    """
+    given = class_names is not None
+    if not given:
+        identity = checkpoint_identity(checkpoint)
+        count = (None if _flag_given(values, 'num_classes') or identity is None
+                 else identity['num_classes'])
+        class_names, source = checkpoint_class_names(checkpoint, count, log=log)
+    else:
+        class_names = list(class_names)
+        overrides['num_classes'] = len(class_names)
+    params = inference_params(values, log=log, checkpoint=checkpoint, class_names=class_names,
+                              **overrides)
+    if not given:
+        check_num_classes(params['num_classes'], class_names, source)
+    check_checkpoint_classes(checkpoint, params)
+    if given:
+        trained, source = checkpoint_class_names(checkpoint)
+        if source and trained != class_names:
+            print('warning: %s names the classes %s, the records %s; the table uses the '
+                  'records\' names.' % (source, ', '.join(trained[1:]),
+                                        ', '.join(class_names[1:])), file=sys.stderr, flush=True)
+    return params, class_names
 
 
 def young_batch_norm_warning(checkpoint, trained):
