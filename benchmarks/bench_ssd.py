@@ -1,3 +1,4 @@
+
 r"""SSD300 benchmarks: a table of stages, each measured on its own.
 
     python3 benchmarks/bench_ssd.py                       # every stage, printed as a table
@@ -68,7 +69,7 @@ matmul 4096^3 (137.4 GFLOP), both float32, median of --kernel_repeats; the forwa
 gradients of the convolution is reported too (oneDNN's backward kernels are slower).
 
 TF graph stages (train, kernels, infer) run in subprocesses so each gets a fresh TensorFlow
-with the session config train_ssd.py uses (utility/train_utils.setup_replicas), and so
+with the session config train_ssd.py uses (utility/replicas.setup_replicas), and so
 their peak memory is their own.  --trace_dir writes one step's Chrome trace per
 TF worker (chrome://tracing) and adds the top op types by time to the output.
 Experiments: --inter_op / --intra_op (thread pools), --xla, --bf16, and the environment
@@ -93,6 +94,7 @@ import sys
 import tempfile
 import time
 import warnings
+
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -395,10 +397,11 @@ TRAIN_FLOP_FACTOR = 3
 
 
 def session_config(args):
-    """The ConfigProto train_ssd.py trains with (train_utils.setup_replicas, one replica)
+    """The ConfigProto train_ssd.py trains with (replicas.setup_replicas, one replica)
     plus the --intra_op / --inter_op / --xla experiment overrides."""
-    from utility import train_utils
-    _, _, config = train_utils.setup_replicas(multi_gpu=False, num_cpu_replicas=0,
+    from utility.training import precision as precision_lib
+    from utility.training import replicas
+    _, _, config = replicas.setup_replicas(multi_gpu=False, num_cpu_replicas=0,
                                               num_cpu_threads=args.threads,
                                               log=lambda *_: None)
     if args.intra_op:
@@ -409,7 +412,7 @@ def session_config(args):
         config.graph_options.optimizer_options.global_jit_level = (
             tf.compat.v1.OptimizerOptions.ON_1)
     if args.bf16:
-        train_utils.apply_bf16(config)  # what train_ssd.py --precision=bf16 applies
+        precision_lib.apply_bf16(config)  # what train_ssd.py --precision=bf16 applies
     return config
 
 
@@ -783,10 +786,10 @@ def bench_train(args, context):
 
 def _bf16_available():
     """True when the train stage can measure bf16 here (train_ssd.py's --precision=auto rule)."""
-    from utility import train_utils
-    return train_utils.resolve_precision(
+    from utility.training import precision as precision_lib
+    return precision_lib.resolve_precision(
         'auto', bool(tf.config.list_physical_devices('GPU')),
-        train_utils.cpu_supports_bf16())[0] == 'bf16'
+        precision_lib.cpu_supports_bf16())[0] == 'bf16'
 
 
 def backbone_train_gflop(backbone):

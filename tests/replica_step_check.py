@@ -15,6 +15,7 @@ import json
 import os
 import sys
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 GLOBAL_BATCH = 2
@@ -31,9 +32,10 @@ def main():
     import numpy as np
     import tensorflow as tf
     from utility import ssd_model
-    from utility import drivers, train_utils
+    from utility import drivers
+    from utility.training import replicas
 
-    strategy, replicas, session_config = train_utils.setup_replicas(
+    strategy, replicas, session_config = replicas.setup_replicas(
         multi_gpu=False, num_cpu_replicas=args.replicas, batch_size=GLOBAL_BATCH,
         log=lambda m: None)
     params = ssd_model.make_params(

@@ -1,11 +1,11 @@
-"""utility/cluster.py (TF_CONFIG parsing, lost-worker messages) and the per-worker data shards."""
+"""utility/training/cluster.py (TF_CONFIG parsing, lost-worker messages) and the per-worker data shards."""
 import json
 import os
 
 import pytest
 import tensorflow as tf
 
-from utility import cluster as cluster_lib
+from utility.training import cluster as cluster_lib
 
 TWO = {'cluster': {'worker': ['10.0.0.1:2222', '10.0.0.2:2222']},
        'task': {'type': 'worker', 'index': 1}}

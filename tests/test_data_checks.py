@@ -16,6 +16,7 @@ from dataset import voc_xml
 from voc_files import convert, good, image_bytes, read_records, write_split, xml_text
 from evaluation import ground_truth
 
+
 BOMB = ('<!DOCTYPE annotation [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
         '<annotation><object><name>&b;</name><bndbox><xmin>1</xmin><ymin>1</ymin>'
         '<xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>')
@@ -65,14 +66,15 @@ def test_imagesets_lines_are_whole_ids_even_with_spaces(tmp_path):
 
 def test_comma_lists_and_optional_log_have_one_helper():
     from dataset import helpers
-    from utility import checkpoint_utils, train_utils
+    from utility import checkpoint_utils
+    from utility.training import schedule
     assert helpers.parse_comma_list(' VOC2007, ,VOC2012 ,') == ['VOC2007', 'VOC2012']
     assert helpers.parse_comma_list(None) == [] and helpers.parse_comma_list('') == []
     assert helpers.parse_comma_list(['a ', ' ', 'b']) == ['a', 'b']
     assert conv_splits('VOC2007, VOC2012') == ['VOC2007', 'VOC2012']
-    assert train_utils.parse_number_list('500, 80000,100000', int) == [500, 80000, 100000]
+    assert schedule.parse_number_list('500, 80000,100000', int) == [500, 80000, 100000]
     with pytest.raises(ValueError, match='--decay_boundaries must be comma-separated numbers'):
-        train_utils.parse_number_list('500, x', int, '--decay_boundaries')
+        schedule.parse_number_list('500, x', int, '--decay_boundaries')
     assert checkpoint_utils._parse_scopes('ssd300/multibox_head/, ssd300/conv4_3_scale') == [
         'ssd300/multibox_head', 'ssd300/conv4_3_scale']
     got = []

@@ -12,7 +12,9 @@ import tensorflow as tf
 
 from conftest import (AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS, assert_finite_losses,
                       run_script, write_initial_checkpoint)
-from utility import train_utils
+from utility.training import precision as precision_lib
+from utility.training import schedule
+
 
 # Every test here runs an entry script or a training subprocess (the slow tier).
 pytestmark = pytest.mark.slow
@@ -167,18 +169,18 @@ def test_after_a_nan_stop_the_advised_rerun_trains(tfrecord_dir, tmp_path):
 def test_learning_rate_schedule_values():
     with tf.Graph().as_default():
         step = tf.compat.v1.placeholder(tf.int64, [])
-        lr = train_utils.learning_rate_schedule(step, 1e-3, [500, 80000, 100000],
-                                                [0.1, 1, 0.1, 0.01], 2e-6)
+        lr = schedule.learning_rate_schedule(step, 1e-3, [500, 80000, 100000],
+                                             [0.1, 1, 0.1, 0.01], 2e-6)
         with tf.compat.v1.Session() as sess:
             got = [sess.run(lr, {step: s}) for s in (0, 500, 501, 80000, 80001, 100000, 100001)]
     np.testing.assert_allclose(got, [1e-4, 1e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5], rtol=1e-6)
     with tf.Graph().as_default():
-        lr = train_utils.learning_rate_schedule(tf.constant(200000, tf.int64), 1e-3, [10],
-                                                [1, 1e-6], 1e-6)
+        lr = schedule.learning_rate_schedule(tf.constant(200000, tf.int64), 1e-3, [10],
+                                             [1, 1e-6], 1e-6)
         with tf.compat.v1.Session() as sess:
             assert sess.run(lr) == pytest.approx(1e-6)  # floored at end_learning_rate
     with pytest.raises(ValueError, match='one more entry'):
-        train_utils.learning_rate_schedule(tf.constant(0), 1e-3, [1, 2], [1, 1], 0)
+        schedule.learning_rate_schedule(tf.constant(0), 1e-3, [1, 2], [1, 1], 0)
 
 
 SEED_TRAIN_FLAGS = (
@@ -208,7 +210,6 @@ def test_help_explains_every_seed_flag():
     assert match.group(2) == defaults.DEFAULT_PARAMS['data_format']
 
 
-
 # Flags whose default deliberately differs from the library's: the CLI restores ./model and
 # counts the classes and takes the anchor preset from the data's manifest; the library takes
 # them from its caller.
@@ -232,7 +233,7 @@ def test_train_flag_defaults_are_the_model_defaults():
         "    if name in flags.FLAGS and name not in %r:\n"
         "        default = flags.FLAGS[name].default\n"
         "        if name in lists:\n"
-        "            default = train_utils.parse_number_list(default, lists[name])\n"
+        "            default = schedule.parse_number_list(default, lists[name])\n"
         "        out[name] = [default, value]\n"
         "json.dump(out, sys.stdout)\n" % (CLI_ONLY_DEFAULTS,))
     proc = run_script(['-c', code], timeout=300)
@@ -246,12 +247,12 @@ def test_train_flag_defaults_are_the_model_defaults():
 def test_cpu_supports_bf16_reads_the_cpuinfo_flags(tmp_path):
     cpuinfo = tmp_path / 'cpuinfo'
     cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n')
-    assert not train_utils.cpu_supports_bf16(str(cpuinfo))
+    assert not precision_lib.cpu_supports_bf16(str(cpuinfo))
     cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n')
-    assert train_utils.cpu_supports_bf16(str(cpuinfo))
+    assert precision_lib.cpu_supports_bf16(str(cpuinfo))
     cpuinfo.write_text('flags\t\t: fpu amx_bf16 amx_tile\n')
-    assert train_utils.cpu_supports_bf16(str(cpuinfo))
-    assert not train_utils.cpu_supports_bf16(str(tmp_path / 'missing'))
+    assert precision_lib.cpu_supports_bf16(str(cpuinfo))
+    assert not precision_lib.cpu_supports_bf16(str(tmp_path / 'missing'))
 
 
 @pytest.mark.parametrize('requested, has_gpu, cpu_bf16, expected, reason', [
@@ -265,14 +266,14 @@ def test_cpu_supports_bf16_reads_the_cpuinfo_flags(tmp_path):
 ])
 def test_resolve_precision_uses_bf16_only_where_the_cpu_has_it(requested, has_gpu, cpu_bf16,
                                                                expected, reason):
-    precision, why = train_utils.resolve_precision(requested, has_gpu, cpu_bf16)
+    precision, why = precision_lib.resolve_precision(requested, has_gpu, cpu_bf16)
     assert precision == expected
     assert why.startswith(reason)
 
 
 def test_resolve_precision_refuses_an_unknown_choice():
     with pytest.raises(ValueError, match='--precision=fp16 is not one of auto|fp32|bf16'):
-        train_utils.resolve_precision('fp16', False, True)
+        precision_lib.resolve_precision('fp16', False, True)
 
 
 def test_configure_precision_turns_on_the_onednn_rewrite_only_for_bf16(tmp_path, monkeypatch):
@@ -290,16 +291,16 @@ def test_configure_precision_turns_on_the_onednn_rewrite_only_for_bf16(tmp_path,
     for requested, cpuinfo, expected in [('fp32', yes, 'fp32'), ('auto', no, 'fp32'),
                                          ('bf16', no, 'fp32')]:
         config = tf.compat.v1.ConfigProto()
-        assert train_utils.configure_precision(config, requested, log=messages.append,
-                                               cpuinfo_path=str(cpuinfo)) == expected
+        assert precision_lib.configure_precision(config, requested, log=messages.append,
+                                                 cpuinfo_path=str(cpuinfo)) == expected
         assert rewrite(config) != on
         assert messages[-1].startswith('Precision: fp32 (')
     assert 'neither AVX512-BF16 nor AMX-BF16' in messages[-1]
     # the simulated CPU can also come from the environment (what subprocess tests use)
-    monkeypatch.setenv(train_utils.CPUINFO_ENV, str(yes))
+    monkeypatch.setenv(precision_lib.CPUINFO_ENV, str(yes))
     for requested in ('auto', 'bf16'):
         config = tf.compat.v1.ConfigProto()
-        assert train_utils.configure_precision(config, requested, log=messages.append) == 'bf16'
+        assert precision_lib.configure_precision(config, requested, log=messages.append) == 'bf16'
         assert rewrite(config) == on
         assert messages[-1].startswith('Precision: bf16 (')
 
@@ -309,8 +310,8 @@ def test_precision_is_printed_recorded_and_free_to_change_on_resume(tfrecord_dir
     $SSD_CPUINFO) and resolves for this machine on the real one; each run says which in one
     line and params.json records it; a checkpoint trained in one precision resumes in the
     other; eval takes --precision too."""
-    machine = (bool(tf.config.list_physical_devices('GPU')), train_utils.cpu_supports_bf16())
-    native = train_utils.resolve_precision('auto', *machine)[0]
+    machine = (bool(tf.config.list_physical_devices('GPU')), precision_lib.cpu_supports_bf16())
+    native = precision_lib.resolve_precision('auto', *machine)[0]
     flags = [f for f in TRAIN_FAST_FLAGS if not f.startswith('--precision')] + [
         '--precision=auto']
     model_dir = str(tmp_path / 'model')
@@ -327,7 +328,7 @@ def test_precision_is_printed_recorded_and_free_to_change_on_resume(tfrecord_dir
 
     cpuinfo = tmp_path / 'cpuinfo'
     cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n')
-    out, recorded = train(1, env={train_utils.CPUINFO_ENV: str(cpuinfo)})
+    out, recorded = train(1, env={precision_lib.CPUINFO_ENV: str(cpuinfo)})
     assert 'Precision: fp32 (auto: this CPU has neither AVX512-BF16 nor AMX-BF16)' in out
     assert recorded == 'fp32'
     out, recorded = train(2)

@@ -119,10 +119,10 @@ def train(driver, model_fn, input_fn, params, model_dir, max_steps, strategy=Non
       save_checkpoints_secs: seconds between checkpoints; a checkpoint is also written when
         the session is created (global step as found) and at the end. None or 0: only then.
       hooks: extra SessionRunHooks (e.g. stop on a signal).
-      cluster: None (one machine), or this worker's cluster (`utility.cluster.Cluster`: spec,
+      cluster: None (one machine), or this worker's cluster (`utility.training.cluster.Cluster`: spec,
         task_type, task_index, is_chief; the same cluster TF_CONFIG describes) with `strategy`
         a graph-mode MultiWorkerMirroredStrategy configured for it
-        (`train_utils.setup_multi_worker`). Every worker runs this same call; see
+        (`utility.training.replicas.setup_multi_worker`). Every worker runs this same call; see
         `_train_multi_worker`.
     Returns:
       the latest checkpoint prefix in `model_dir` afterwards.

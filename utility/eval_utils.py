@@ -21,8 +21,8 @@ from dataset import dataset_common
 from dataset.helpers import VERBOSE_FLAG, VERBOSE_HELP, notify
 from utility import checkpoint_utils
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -110,12 +110,12 @@ def define_precision_flag(flags_module):
 
 def predict_session_config(precision, log=None):
     """The session config drivers.predict runs a checkpoint with: `precision` resolved for this
-    machine (train_utils.configure_precision), logged in one line; None (the driver's
+    machine (precision_lib.configure_precision), logged in one line; None (the driver's
     default) for fp32."""
     import tensorflow as tf
-    from utility import train_utils
+    from utility.training import precision as precision_lib
     config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
-    if train_utils.configure_precision(config, precision, log=log or (lambda *_: None)) == 'fp32':
+    if precision_lib.configure_precision(config, precision, log=log or (lambda *_: None)) == 'fp32':
         return None
     return config
 

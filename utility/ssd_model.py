@@ -36,7 +36,8 @@ from utility import checkpoint_utils
 from utility.drivers import ModeKeys, ModelSpec
 from net import losses as loss_lib
 from net import postprocess as postprocess_lib
-from utility import train_utils
+from utility.training import hooks
+from utility.training import schedule
 
 
 def make_params(**overrides):
@@ -303,7 +304,7 @@ def model_fn(features, labels, mode, params):
         return ModelSpec(mode, loss=total_loss, eval_metric_ops=metrics)
 
     global_step = tf.compat.v1.train.get_or_create_global_step()
-    learning_rate = train_utils.learning_rate_schedule(
+    learning_rate = schedule.learning_rate_schedule(
         global_step, params['learning_rate'], params['decay_boundaries'],
         params['lr_decay_factors'], params['end_learning_rate'])
 
@@ -317,7 +318,7 @@ def model_fn(features, labels, mode, params):
     if params.get('use_amp'):
         optimizer = tf.compat.v1.mixed_precision.enable_mixed_precision_graph_rewrite(optimizer)
     update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
-    finite_check = train_utils.assert_finite_loss(total_loss, global_step)
+    finite_check = schedule.assert_finite_loss(total_loss, global_step)
     with tf.control_dependencies(update_ops + [finite_check]):
         train_op = optimizer.minimize(total_loss, global_step=global_step)
 
@@ -330,7 +331,7 @@ def model_fn(features, labels, mode, params):
             ignore_missing_vars=params['ignore_missing_vars'])
         scaffold = tf.compat.v1.train.Scaffold(init_fn=init_fn)
 
-    logger = train_utils.TrainingLoggerHook(
+    logger = hooks.TrainingLoggerHook(
         {'loss': total_loss, 'cls_loss': parts['cls_loss'], 'loc_loss': parts['loc_loss'],
          'l2_loss': l2_loss, 'lr': learning_rate, 'acc': parts['accuracy']},
         global_step, images_per_step=int(params['batch_size']),

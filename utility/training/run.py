@@ -138,7 +138,7 @@ def build_params(values, num_replicas, data_format, use_amp, checkpoint_path, cl
     `checkpoint_model_scope` / `checkpoint_exclude_scopes` override those flags
     (fine_tune_settings)."""
     from utility import ssd_model
-    from utility import train_utils
+    from utility.training import schedule
     return ssd_model.make_params(
         num_classes=num_classes or values.num_classes or 21,
         class_names=list(class_names) if class_names else None,
@@ -164,9 +164,9 @@ def build_params(values, num_replicas, data_format, use_amp, checkpoint_path, cl
         momentum=values.momentum,
         learning_rate=values.learning_rate,
         end_learning_rate=values.end_learning_rate,
-        decay_boundaries=train_utils.parse_number_list(
+        decay_boundaries=schedule.parse_number_list(
             values.decay_boundaries, int, '--decay_boundaries'),
-        lr_decay_factors=train_utils.parse_number_list(
+        lr_decay_factors=schedule.parse_number_list(
             values.lr_decay_factors, float, '--lr_decay_factors'),
         use_amp=use_amp,
         augment=values.augment,
@@ -188,7 +188,7 @@ def prepare(values, cluster):
     Order matters: everything that can refuse runs before params.json is (re)written.
 
     Args:
-      cluster: `utility.cluster` description of a multi-worker TF_CONFIG, or None.
+      cluster: `utility.training.cluster` description of a multi-worker TF_CONFIG, or None.
 
     Returns:
       dict with 'driver', 'params', 'strategy', 'session_config', 'num_replicas',
@@ -203,7 +203,9 @@ def prepare(values, cluster):
     from dataset import dataset_common
     from utility import ssd_model
     from net import ssd_net
-    from utility import checkpoint_utils, drivers, model_dir, train_utils
+    from utility import checkpoint_utils, drivers, model_dir
+    from utility.training import precision as precision_lib
+    from utility.training import replicas
 
     driver = drivers.resolve_driver(values.driver)
     is_chief = cluster is None or cluster.is_chief
@@ -211,16 +213,16 @@ def prepare(values, cluster):
         if values.num_cpu_replicas:
             raise ValueError('--num_cpu_replicas does not combine with TF_CONFIG: a worker '
                              'trains one replica per GPU, or one on its CPU; drop the flag.')
-        strategy, num_replicas, session_config = train_utils.setup_multi_worker(
+        strategy, num_replicas, session_config = replicas.setup_multi_worker(
             cluster, batch_size=values.batch_size, num_cpu_threads=values.num_cpu_threads,
             gpu_memory_fraction=values.gpu_memory_fraction,
             collective_timeout_secs=values.collective_timeout_secs, log=log)
     else:
-        strategy, num_replicas, session_config = train_utils.setup_replicas(
+        strategy, num_replicas, session_config = replicas.setup_replicas(
             multi_gpu=values.multi_gpu, num_cpu_replicas=values.num_cpu_replicas,
             batch_size=values.batch_size, num_cpu_threads=values.num_cpu_threads,
             gpu_memory_fraction=values.gpu_memory_fraction, log=log)
-    precision = train_utils.configure_precision(session_config, requested_precision(values), log=log)
+    precision = precision_lib.configure_precision(session_config, requested_precision(values), log=log)
     has_gpu = bool(tf.config.list_physical_devices('GPU'))
     data_format = ssd_net.resolve_data_format(values.data_format)
     use_amp = values.use_amp and has_gpu
@@ -283,17 +285,20 @@ def train(values, setup):
     import tensorflow as tf
     from dataset import dataset_common
     from utility import ssd_model
-    from utility import cluster as cluster_lib, drivers, model_dir, train_utils
+    from utility import drivers, model_dir
+    from utility.training import cluster as cluster_lib
+    from utility.training import hooks
+    from utility.training import schedule
 
     params = setup['params']
     log('Training to global step %d, global batch %d over %d replica(s), %s driver.'
         % (values.max_number_of_steps, values.batch_size, setup['num_replicas'],
            setup['driver']))
-    stop = train_utils.StopOnSignalHook()
+    stop = hooks.StopOnSignalHook()
     hooks = [stop]
     if setup['cluster'] is not None:  # start-up ends: on a signal, or at the timeout
-        hooks.append(train_utils.StartupWatchdog(setup['cluster'],
-                                                 values.collective_timeout_secs, log=log))
+        hooks.append(hooks.StartupWatchdog(setup['cluster'],
+                                           values.collective_timeout_secs, log=log))
     try:
         with contextlib.ExitStack() as installed:
             for hook in hooks:
@@ -326,7 +331,7 @@ def train(values, setup):
                 setup['cluster'], err.message, values.collective_timeout_secs),
                 file=sys.stderr, flush=True)
             return 1
-        step = (train_utils.non_finite_loss_step(err)
+        step = (schedule.non_finite_loss_step(err)
                 if isinstance(err, tf.errors.InvalidArgumentError) else None)
         if step is None:
             raise
@@ -365,7 +370,8 @@ def main(values):
     """Trains as the parsed flags `values` say (absl FlagValues of train_ssd.py); returns the
     exit status (0 done or stopped by a signal, 1 a NaN stop, a full disk or a lost worker).
     Raises ValueError (one line naming the cause and the fix) for configuration problems."""
-    from utility import cluster as cluster_lib, model_dir
+    from utility import model_dir
+    from utility.training import cluster as cluster_lib
     from utility import entry
 
     entry.quiet_tensorflow_logs(verbose=values.verbose)
