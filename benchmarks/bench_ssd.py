@@ -85,7 +85,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -97,69 +96,15 @@ import warnings
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
-
-from dataset.helpers import parse_comma_list  # noqa: E402
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import machine  # noqa: E402
+from dataset.helpers import parse_comma_list  # noqa: E402
+
 SAMPLE_NAME = 'VOC2012_sample'
 SAMPLE_SEED = 0
-
-
-# ----------------------------------------------------------------------------- machine
-
-
-def cpu_count():
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def cpu_model():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average():
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def onednn_state():
-    """'on' / 'off' and why: TF 2.15 x86 Linux builds use oneDNN unless
-    TF_ENABLE_ONEDNN_OPTS=0."""
-    value = os.environ.get('TF_ENABLE_ONEDNN_OPTS')
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-        enabled = _pywrap_util_port.IsMklEnabled()
-    except (ImportError, AttributeError):
-        enabled = value != '0'
-    return '%s (TF_ENABLE_ONEDNN_OPTS=%s)' % ('on' if enabled else 'off',
-                                             value if value is not None else 'unset')
-
-
-def machine_info():
-    return {
-        'cores': cpu_count(),
-        'cpu_model': cpu_model(),
-        'tensorflow': tf.__version__,
-        'python': platform.python_version(),
-        'platform': platform.platform(),
-        'gpus': len(tf.config.list_physical_devices('GPU')),
-        'onednn': onednn_state(),
-        'load_average_1_5_15min': load_average(),
-    }
 
 
 # ----------------------------------------------------------------------------- data
@@ -309,7 +254,7 @@ def _with_threading(dataset, args):
 def bench_input(args, context):
     """The training input pipeline of utility.ssd_model.make_input_fn, and its parts alone."""
     from utility import ssd_model
-    cores = cpu_count()
+    cores = machine.cpu_count()
     params = ssd_model.make_params(data_dir=context.data_dir(), batch_size=args.batch_size,
                                    backbone=args.backbone)
     dataset = _with_threading(ssd_model.make_input_fn(params, is_training=True)(), args)
@@ -737,7 +682,7 @@ def bench_train(args, context):
     result['conv3x3_gflop_per_s'] = conv_rate
     result['conv3x3_fwd_bwd_gflop_per_s'] = kernels['conv3x3_fwd_bwd']['gflop_per_s']
     result['matmul_gflop_per_s'] = kernels['matmul']['gflop_per_s']
-    cores = cpu_count()
+    cores = machine.cpu_count()
     precisions = parse_comma_list(args.train_precisions)
     unknown = sorted(set(precisions) - {'fp32', 'bf16'})
     if unknown:
@@ -1001,7 +946,7 @@ def bench_convert(args, context):
         images = sum(int(s['images']) for s in manifest['splits'].values())
         rates.append(images / seconds)
         seconds_all.append(seconds)
-    cores = cpu_count()
+    cores = machine.cpu_count()
     rate = statistics.median(rates)
     return collections.OrderedDict([
         ('images_per_run', images), ('threads', args.convert_threads),
@@ -1343,7 +1288,7 @@ def main(argv=None):
         return 2
     context = Context(args)
     report = collections.OrderedDict()
-    report['machine'] = machine_info()
+    report['machine'] = machine.machine_info()
     report['settings'] = {k: getattr(args, k) for k in
                           ('batch_size', 'warmup', 'batches', 'repeats', 'num_images',
                            'breakdown', 'threadpool', 'max_intra_op', 'train_batch_sizes',
@@ -1358,10 +1303,10 @@ def main(argv=None):
             start = time.perf_counter()
             report['stages'][name] = stages[name][0](args, context)
             report['stages'][name]['stage_seconds'] = round(time.perf_counter() - start, 1)
-            report['stages'][name]['load_average_after'] = load_average()
+            report['stages'][name]['load_average_after'] = machine.load_average()
     finally:
         context.close()
-    report['load_average_after'] = load_average()
+    report['load_average_after'] = machine.load_average()
     report['summary'] = collections.OrderedDict(
         (k, list(v) if isinstance(v, tuple) else v) for k, v in summarize(report).items())
     if args.json:
