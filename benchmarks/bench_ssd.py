@@ -101,11 +101,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import machine  # noqa: E402
+from benchmarks.sample_data import SAMPLE_SEED, make_sample, prepare_sample  # noqa: E402
+from benchmarks.stage_convert import bench_convert  # noqa: E402
 from dataset.helpers import parse_comma_list  # noqa: E402
-
-SAMPLE_NAME = 'VOC2012_sample'
-SAMPLE_SEED = 0
-
 
 # ----------------------------------------------------------------------------- data
 
@@ -161,45 +159,6 @@ class Context:
     def close(self):
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
-
-
-def make_sample(root, num_images):
-    """Generates the VOC-format sample under `root`/voc_<num_images> (once per root);
-    returns that folder (the converter's dataset directory)."""
-    from dataset import make_voc_sample
-    voc_root = os.path.join(root, 'voc_%d' % num_images)
-    done = os.path.join(voc_root, '.complete')
-    if not os.path.exists(done):
-        make_voc_sample.make_voc_sample(voc_root, num_images=num_images, seed=SAMPLE_SEED,
-                                        name=SAMPLE_NAME)
-        open(done, 'w').close()
-    return voc_root
-
-
-def prepare_sample(root, num_images):
-    """Generates the VOC-format sample under `root` and converts it (once per root).
-
-    Returns the TFRecord folder `<root>/tfrecords_<num_images>`.
-    """
-    from dataset import voc_to_tfrecords
-    out = os.path.join(root, 'tfrecords_%d' % num_images)
-    if os.path.exists(os.path.join(out, 'manifest.json')):
-        return out
-    voc_root = make_sample(root, num_images)
-    quiet = voc_to_tfrecords.Reporter(out=_Null(), err=sys.stderr)
-    voc_to_tfrecords.convert_dataset(voc_root, out, [SAMPLE_NAME], [SAMPLE_NAME],
-                                     train_shards=4, validation_shards=1, num_threads=2,
-                                     train_list='train', validation_list='val',
-                                     reporter=quiet)
-    return out
-
-
-class _Null:
-    def write(self, _text):
-        pass
-
-    def flush(self):
-        pass
 
 
 # ----------------------------------------------------------------------------- timing
@@ -924,36 +883,6 @@ def bench_coco_metric(args, context):
         out['faster_speedup'] = round(seconds / faster[0], 2)
         out['faster_max_abs_difference'] = diff
     return out
-
-
-def bench_convert(args, context):
-    """dataset/voc_to_tfrecords.convert_dataset on the generated VOC sample."""
-    from dataset import voc_to_tfrecords
-    voc_root = context.voc_root()
-    rates, seconds_all, images = [], [], 0
-    for _ in range(args.repeats):
-        out = tempfile.mkdtemp(prefix='bench_ssd_convert_')
-        try:
-            start = time.perf_counter()
-            manifest = voc_to_tfrecords.convert_dataset(
-                voc_root, out, [SAMPLE_NAME], [SAMPLE_NAME], train_shards=args.convert_shards,
-                validation_shards=args.convert_shards, num_threads=args.convert_threads,
-                train_list='train', validation_list='val',
-                reporter=voc_to_tfrecords.Reporter(out=_Null(), err=sys.stderr))
-            seconds = time.perf_counter() - start
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
-        images = sum(int(s['images']) for s in manifest['splits'].values())
-        rates.append(images / seconds)
-        seconds_all.append(seconds)
-    cores = machine.cpu_count()
-    rate = statistics.median(rates)
-    return collections.OrderedDict([
-        ('images_per_run', images), ('threads', args.convert_threads),
-        ('shards_per_split', args.convert_shards),
-        ('images_per_s', round(rate, 1)), ('images_per_s_per_core', round(rate / cores, 1)),
-        ('runs_images_per_s', [round(r, 1) for r in rates]),
-        ('seconds', round(sum(seconds_all), 2))])
 
 
 def bench_tflite(args, context):
