@@ -101,6 +101,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import machine  # noqa: E402
+from benchmarks.flops import backbone_train_gflop  # noqa: E402
 from benchmarks.sample_data import SAMPLE_SEED, make_sample, prepare_sample  # noqa: E402
 from benchmarks.stage_convert import bench_convert  # noqa: E402
 from dataset.helpers import parse_comma_list  # noqa: E402
@@ -149,11 +150,9 @@ class Context:
         return self._kernels
 
     def forward_gmac(self):
-        """Forward GMAC per image of SSD300 (ssd300_conv_macs), counted once per run."""
+        """Forward GMAC per image of SSD300 with --backbone, counted once per run."""
         if self._forward_gmac is None:
-            from utility import ssd_model
-            self._forward_gmac = sum(ssd300_conv_macs(
-                ssd_model.make_params(backbone=self.args.backbone)).values()) / 1e9
+            self._forward_gmac = backbone_train_gflop(self.args.backbone)[0]
         return self._forward_gmac
 
     def close(self):
@@ -294,8 +293,6 @@ def _in_memory(elements, signature):
 CONV_INPUT = (16, 75, 75, 256)
 CONV_OUT_CHANNELS = 256
 MATMUL_SIZE = 4096
-# Training costs forward + backward (input and weight gradients): 3 x the forward FLOPs.
-TRAIN_FLOP_FACTOR = 3
 
 
 def session_config(args):
@@ -330,38 +327,6 @@ def peak_memory():
     except OSError:
         pass
     return result
-
-
-def ssd300_conv_macs(params):
-    """Forward multiply-accumulates per image of every convolution of SSD300 (with the
-    backbone params['backbone']; batch-norm, pooling and additions are not counted).
-
-    Builds the network (batch 1, params' image size) in a throwaway graph and counts, for
-    each tf_slim convolution, output height x width x kernel height x width x in x out
-    channels, from the layer's output shape and its `weights` variable.  The dilated fc6 is
-    counted at its nominal 19x19 output (TF runs it as space-to-batch + a convolution on a
-    padded 24x24 grid, a little more work than counted).
-    Returns: OrderedDict layer scope -> MACs (python ints), in network order.
-    """
-    from net import ssd_net
-    from net import anchors as anchor_lib
-    size = int(params['train_image_size'])
-    with tf.Graph().as_default():
-        images = tf.compat.v1.placeholder(tf.float32, [1, size, size, 3])
-        _, _, end_points = ssd_net.ssd300(
-            images, params['num_classes'],
-            anchor_lib.anchors_per_location(params['anchor_spec']),
-            scope=params['model_scope'], backbone=params.get('backbone', 'vgg16'))
-        kernels = {v.op.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
-        macs = collections.OrderedDict()
-        for name, output in end_points.items():
-            kernel = kernels.get('%s/weights' % name)
-            if kernel is None or len(kernel) != 4:
-                continue  # pooling layers, the 1-D L2-norm scale, aliases
-            _, height, width, _ = output.shape.as_list()
-            kh, kw, cin, cout = kernel
-            macs[name] = height * width * kh * kw * cin * cout
-    return macs
 
 
 def _variable_batch(values):
@@ -627,10 +592,7 @@ def bench_kernels(args, context):
 def bench_train(args, context):
     """Training images/s and GFLOP/s at each --train_batch_sizes, peak memory, and the
     ratio to the large convolution's GFLOP/s measured in the same run."""
-    from utility import ssd_model
-    macs = ssd300_conv_macs(ssd_model.make_params(backbone=args.backbone))
-    forward_gmac = sum(macs.values()) / 1e9
-    train_gflop = forward_gmac * 2 * TRAIN_FLOP_FACTOR
+    forward_gmac, train_gflop = backbone_train_gflop(args.backbone)
     kernels = context.kernels()
     conv_rate = kernels['conv3x3']['gflop_per_s']
     result = collections.OrderedDict()
@@ -691,13 +653,6 @@ def _bf16_available():
     return train_utils.resolve_precision(
         'auto', bool(tf.config.list_physical_devices('GPU')),
         train_utils.cpu_supports_bf16())[0] == 'bf16'
-
-
-def backbone_train_gflop(backbone):
-    """(forward GMAC, training GFLOP) per 300x300 image of SSD300 with `backbone`."""
-    from utility import ssd_model
-    forward_gmac = sum(ssd300_conv_macs(ssd_model.make_params(backbone=backbone)).values()) / 1e9
-    return forward_gmac, forward_gmac * 2 * TRAIN_FLOP_FACTOR
 
 
 def bench_backbones(args, context):
