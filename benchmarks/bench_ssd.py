@@ -102,6 +102,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import machine  # noqa: E402
 from benchmarks.flops import backbone_train_gflop  # noqa: E402
+from benchmarks.timing import peak_memory, time_batches, time_runs, trace  # noqa: E402
 from benchmarks.sample_data import SAMPLE_SEED, make_sample, prepare_sample  # noqa: E402
 from benchmarks.stage_convert import bench_convert  # noqa: E402
 from dataset.helpers import parse_comma_list  # noqa: E402
@@ -158,30 +159,6 @@ class Context:
     def close(self):
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
-
-
-# ----------------------------------------------------------------------------- timing
-
-
-def time_batches(dataset, batch_size, warmup, batches, repeats=1):
-    """Iterates `dataset`: `warmup` batches untimed, then `repeats` timed runs of `batches`.
-
-    Returns dict(images_per_s (median over the runs), runs (images/s of each run),
-    seconds (all runs), images (per run)).
-    """
-    iterator = iter(dataset)
-    for _ in range(warmup):
-        next(iterator)
-    rates, total = [], 0.
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(batches):
-            next(iterator)
-        seconds = time.perf_counter() - start
-        total += seconds
-        rates.append(batches * batch_size / seconds)
-    return {'images_per_s': statistics.median(rates), 'runs': rates, 'seconds': total,
-            'images': batches * batch_size}
 
 
 def _rate_entry(result, cores):
@@ -314,21 +291,6 @@ def session_config(args):
     return config
 
 
-def peak_memory():
-    """Peak resident memory of this process: dict(peak_rss_gb, vm_hwm_gb) in 1e9 bytes."""
-    import resource
-    result = {'peak_rss_gb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                   * 1024 / 1e9, 3)}
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    result['vm_hwm_gb'] = round(int(line.split()[1]) * 1024 / 1e9, 3)
-    except OSError:
-        pass
-    return result
-
-
 def _variable_batch(values):
     """Numpy arrays -> local (non-trainable) variables holding them, read every step.
 
@@ -354,46 +316,6 @@ def _draw_batch(dataset, config):
     element = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
     with tf.compat.v1.Session(config=config) as sess:
         return sess.run(element)
-
-
-def _time_runs(sess, fetches, warmup, steps):
-    """Runs every fetch `warmup` times untimed, then `steps` rounds, one run of each fetch
-    per round (interleaved, so a change of machine load hits all alike).
-
-    Args: fetches: OrderedDict name -> fetch.  Returns dict name -> list of seconds.
-    """
-    for _ in range(warmup):
-        for fetch in fetches.values():
-            sess.run(fetch)
-    seconds = {name: [] for name in fetches}
-    for _ in range(steps):
-        for name, fetch in fetches.items():
-            start = time.perf_counter()
-            sess.run(fetch)
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
-def _trace(sess, fetch, path, top=12):
-    """Runs `fetch` once with a full trace: writes a Chrome trace to `path` and returns
-    the `top` op types by summed op time [(type, ms, share of the summed time)]."""
-    from tensorflow.python.client import timeline
-    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
-    metadata = tf.compat.v1.RunMetadata()
-    sess.run(fetch, options=options, run_metadata=metadata)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
-        f.write(timeline.Timeline(metadata.step_stats).generate_chrome_trace_format())
-    by_type = collections.Counter()
-    for device in metadata.step_stats.dev_stats:
-        for node in device.node_stats:
-            label = node.timeline_label
-            op_type = label.split(' = ', 1)[1].split('(', 1)[0] if ' = ' in label else (
-                node.node_name.split(':')[0])
-            by_type[op_type] += node.op_end_rel_micros - node.op_start_rel_micros
-    total = float(sum(by_type.values())) or 1.
-    return [(name, round(micros / 1000., 1), round(micros / total, 3))
-            for name, micros in by_type.most_common(top)]
 
 
 def _median(values):
@@ -424,7 +346,7 @@ def worker_kernels(args):
             ('matmul', product.op)])
         with tf.compat.v1.Session(config=config) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
-            seconds = _time_runs(sess, fetches, 1, args.kernel_repeats)
+            seconds = time_runs(sess, fetches, 1, args.kernel_repeats)
     flops = {'conv3x3': conv_flop, 'conv3x3_fwd_bwd': 3 * conv_flop, 'matmul': matmul_flop}
     result = collections.OrderedDict()
     for name in fetches:
@@ -460,11 +382,11 @@ def worker_train(args):
         with tf.compat.v1.Session(config=config) as sess:
             sess.run(init_model)
             sess.run([init_features, init_labels], feed_dict=feed)
-            seconds = _time_runs(sess, {'step': spec.train_op}, args.train_warmup,
+            seconds = time_runs(sess, {'step': spec.train_op}, args.train_warmup,
                                  args.train_steps)['step']
             loss = float(sess.run(spec.loss))
             if args.trace_dir:
-                result['trace_top_ops_ms'] = _trace(sess, spec.train_op, os.path.join(
+                result['trace_top_ops_ms'] = trace(sess, spec.train_op, os.path.join(
                     args.trace_dir, 'train_b%d.json' % args.batch_size))
     step = _median(seconds)
     result['step_seconds'] = round(step, 3)
@@ -514,10 +436,10 @@ def worker_infer(args):
                 ('network', [t.op for t in network]),
                 ('network_postprocess', detections),
                 ('postprocess_alone', alone)])
-            seconds = _time_runs(sess, fetches, args.infer_warmup, args.infer_steps)
+            seconds = time_runs(sess, fetches, args.infer_warmup, args.infer_steps)
             found = sess.run(detections['num_detections'])
             if args.trace_dir:
-                result['trace_top_ops_ms'] = _trace(sess, detections, os.path.join(
+                result['trace_top_ops_ms'] = trace(sess, detections, os.path.join(
                     args.trace_dir, 'infer_b%d.json' % batch))
     probabilities = _softmax(logits)[..., 1:]
     med = {k: _median(v) for k, v in seconds.items()}
