@@ -43,7 +43,8 @@ def test_conv_macs_equal_the_hand_count():
 
 
 def test_benchmark_data_is_voc07_sized():
-    detections, ground_truth = _load_bench().make_benchmark_data(num_images=50)
+    from benchmarks.stage_metric import make_benchmark_data
+    detections, ground_truth = make_benchmark_data(num_images=50)
     assert len(ground_truth) == 50
     assert sum(len(d) for d in detections) == 50 * 200
     from evaluation import voc_metric
