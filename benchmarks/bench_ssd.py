@@ -86,7 +86,6 @@ import collections
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -98,7 +97,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import tensorflow as tf  # noqa: E402
 
-from benchmarks import machine  # noqa: E402
+from benchmarks import bench_tflite, machine  # noqa: E402
 from benchmarks.flops import backbone_train_gflop  # noqa: E402
 from benchmarks.workers import quiet_layer_warnings, run_worker  # noqa: E402
 from benchmarks.stage_model import (bench_backbones, bench_infer, bench_kernels,  # noqa: E402
@@ -167,43 +166,6 @@ class Context:
 # ----------------------------------------------------------------------------- stages (TF)
 
 
-def bench_tflite(args, context):
-    """SavedModel fp32, TFLite fp32 and TFLite int8 exports of one checkpoint: file sizes and
-    batch-1 ms per image at each --tflite_threads (benchmarks/bench_tflite.py)."""
-    from benchmarks import bench_tflite as tflite_bench
-    work = tempfile.mkdtemp(prefix='bench_tflite_')
-    try:
-        checkpoint = args.tflite_checkpoint
-        result = collections.OrderedDict()
-        if not checkpoint:
-            # Untrained weights pass every anchor through the 0.01 score threshold: the
-            # post-processing's worst case, so pass a trained model for representative figures.
-            checkpoint = os.path.join(work, 'model')
-            proc = subprocess.run(
-                [sys.executable, os.path.join(REPO_ROOT, 'train_ssd.py'),
-                 '--data_dir=' + context.data_dir(), '--model_dir=' + checkpoint,
-                 '--checkpoint_path=', '--backbone=' + args.backbone, '--batch_size=2',
-                 '--max_number_of_steps=1', '--num_readers=1', '--precision=fp32',
-                 # decay 0: batch-norm statistics of the step it took (with the initial
-                 # ones, ResNet activations blow up and int8 conversion crashed)
-                 '--batch_norm_decay=0'],
-                capture_output=True, text=True, cwd=REPO_ROOT)
-            if proc.returncode != 0:
-                raise RuntimeError('training the stand-in checkpoint failed: %s' % (
-                    proc.stderr.strip().splitlines() or ['?'])[-1])
-            result['checkpoint'] = ('a 1-step %s from scratch (untrained: post-processing at '
-                                    'its worst; pass --tflite_checkpoint)' % args.backbone)
-        else:
-            result['checkpoint'] = checkpoint
-        paths = tflite_bench.export_models(checkpoint, work, context.data_dir(),
-                                           args.calibration_images)
-        result.update(tflite_bench.compare(paths, parse_number_list(args.tflite_threads, int, '--tflite_threads'),
-                                           args.tflite_runs))
-        return result
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
 # name -> (function, one-line description). Other stages are added here.
 STAGES = collections.OrderedDict([
     ('input', (bench_input, 'training input pipeline: TFRecords -> decode -> augment -> '
@@ -220,8 +182,9 @@ EXTRA_STAGES = collections.OrderedDict([
     ('backbones', (bench_backbones, 'each --backbones: training GFLOP/image and images/s')),
     ('coco_metric', (bench_coco_metric, 'COCO metric (pycocotools) on a val2017-sized random '
                                         'set; faster-coco-eval beside it when installed')),
-    ('tflite', (bench_tflite, 'SavedModel fp32, TFLite fp32 and int8 of one checkpoint: sizes, '
-                              'batch-1 ms per image at each --tflite_threads')),
+    ('tflite', (bench_tflite.bench_tflite, 'SavedModel fp32, TFLite fp32 and int8 of one '
+                                           'checkpoint: sizes, batch-1 ms per image at each '
+                                           '--tflite_threads')),
 ])
 
 
@@ -456,9 +419,9 @@ def build_parser():
                        help='checkpoint (or model dir) to export and time; default: a 1-step '
                             'model trained from scratch on the sample (untrained weights: '
                             'post-processing at its worst case)')
-    group.add_argument('--tflite_threads', default='1,2',
+    group.add_argument('--tflite_threads', default=bench_tflite.DEFAULT_THREADS,
                        help='interpreter / TensorFlow thread counts to time')
-    group.add_argument('--tflite_runs', type=int, default=7,
+    group.add_argument('--tflite_runs', type=int, default=bench_tflite.DEFAULT_RUNS,
                        help='timed batch-1 calls per model and thread count (median)')
     group.add_argument('--calibration_images', type=int, default=64,
                        help='int8 calibration images from the sample (or --data_dir) train '
