@@ -3,76 +3,28 @@ r"""SSD300 benchmarks: a table of stages, each measured on its own.
     python3 benchmarks/bench_ssd.py                       # every stage, printed as a table
     python3 benchmarks/bench_ssd.py --stages input --json # one JSON object on stdout
 
-Stages (add one by writing `def bench_<name>(args, context) -> dict` and registering it
-in `STAGES`):
+This file is the runner: the flags, the choice of stages, calling them and the report.  The
+stages live one family per module; each module's docstring says what its stages measure.  Add
+a stage by writing `def bench_<name>(args, context) -> dict` in its family's module and
+registering it in `STAGES` (or `EXTRA_STAGES`, not in the default list) below.
 
-  input         the training input pipeline exactly as training builds it
-                (`utility.ssd_model.make_input_fn`): read the sample TFRecords, decode, full
-                training augmentation, target encoding against the 8732 anchors, batch
-                (--batch_size), prefetch.  Reports images/s after warm-up (median
-                of --repeats runs), in total and per core.  With --breakdown it also
-                measures each part alone on the same data: read + parse + decode,
-                augmentation (on decoded images held in memory), target encoding (on
-                augmented boxes held in memory).
-  train         model_fn's TRAIN graph (net, loss, momentum update), built directly in a
-                tf.compat.v1 Session (the same graph tf.estimator runs), timed as
-                sess.run(train_op) on ONE fixed batch drawn from the real training
-                input pipeline and held in variables (so the input pipeline is not
-                counted).  For each --train_batch_sizes (8,16) and each
-                --train_precisions (fp32,bf16: float32, and bfloat16 through the oneDNN
-                rewrite that train_ssd.py --precision=bf16 applies, on CPUs that have it)
-                in its own subprocess: images/s (median step after --train_warmup
-                steps), achieved GFLOP/s, the peak resident memory of that process, and
-                bf16's speed-up over fp32.  Beside it, in the same run:
-                GFLOP/s of a large 3x3 convolution and of a large matmul, and the ratio
-                training / convolution.
-  infer         model_fn's PREDICT graph on a fixed eval batch (--infer_batch_size),
-                interleaved runs of: network only, network + post-processing (decode,
-                top-k, NMS) and post-processing alone on the network's output; images/s
-                and the share of time after the network, both as (fastest net+post -
-                fastest net) / net+post and, directly, post alone / net+post (the target
-                is checked on the direct one).  The weights are untrained, so every
-                anchor passes the 0.01 score threshold for every class: the worst case
-                for NMS.
-  metric        evaluation/voc_metric.evaluate on a random VOC07-test-sized set (4952 images,
-                200 detections each), best of --metric_repeats.
-  convert       dataset/voc_to_tfrecords.convert_dataset on the generated VOC sample
-                (--num_images), median of --repeats conversions into fresh folders.
-  kernels       (not in the default list; train reports it too) only the convolution and
-                matmul GFLOP/s.
-  backbones     (not in the default list) each of --backbones side by side: GFLOP per
-                training image (counted as below) and training images/s at
-                --backbones_batch_size (the train stage's worker, one subprocess each).
-  tflite        (not in the default list) one checkpoint (--tflite_checkpoint; default a
-                1-step stand-in) exported with export_ssd.py as a SavedModel (fp32), a
-                TFLite fp32 and a TFLite int8 file (calibrated on the sample records):
-                sizes, batch-1 ms per image at each --tflite_threads (each in its own
-                process, benchmarks/bench_tflite.py), int8's speed-ups and size share
-                against the targets (2x the SavedModel, 1.5x TFLite fp32, 30% of its size).
-  coco_metric   (not in the default list) evaluation/coco_metric (pycocotools) on a random
-                val2017-sized set (--coco_images 5000, ~36,000 gt boxes, 100 detections
-                each); faster-coco-eval beside it when installed (speed-up, largest
-                difference over the 12 figures).
+  input                               benchmarks/stage_input.py
+  train, kernels, backbones, infer    benchmarks/stage_model.py (their TF graphs run in worker
+                                      processes, benchmarks/workers.py; the FLOP count is
+                                      benchmarks/flops.py)
+  metric, coco_metric                 benchmarks/stage_metric.py
+  convert                             benchmarks/stage_convert.py
+  tflite                              benchmarks/bench_tflite.py (also a command of its own)
+
+Beside them: context.py (what the stages of one run share), sample_data.py (the generated
+sample), timing.py (how figures are taken), machine.py (the machine line), report.py (the table
+and the summary with targets).
 
 --backbone (default vgg16) picks the network of the input, train and infer stages.
-
-FLOPs: forward multiply-accumulates of every convolution of the network, counted from the
-built graph's layer shapes (output H x W x kernel h x kernel w x in x out channels, batch
-1, 300x300 input; the dilated fc6 counted at its nominal 19x19 output), x 2 FLOPs per MAC,
-x 3 for forward + backward (input and weight gradients): 31.37 GMAC -> 188.2 GFLOP per
-training image, 62.7 GFLOP per inference image.  Pooling, L2-norm, loss and the optimizer
-are not counted (under 1%).
-
-The large convolution is [16,75,75,256] x 3x3x256x256 (NHWC, SAME: 106.2 GFLOP), the
-matmul 4096^3 (137.4 GFLOP), both float32, median of --kernel_repeats; the forward + both
-gradients of the convolution is reported too (oneDNN's backward kernels are slower).
-
-TF graph stages (train, kernels, infer) run in subprocesses so each gets a fresh TensorFlow
-with the session config train_ssd.py uses (utility/train_utils.setup_replicas), and so
-their peak memory is their own.  --trace_dir writes one step's Chrome trace per
-TF worker (chrome://tracing) and adds the top op types by time to the output.
-Experiments: --inter_op / --intra_op (thread pools), --xla, --bf16, and the environment
-(TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off; the machine line says which was used).
+--trace_dir writes one step's Chrome trace per TF worker (chrome://tracing) and adds the top op
+types by time to the output.  Experiments: --inter_op / --intra_op (thread pools), --xla,
+--bf16, and the environment (TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off; the machine line says
+which was used).
 
 Without --data_dir the VOC-format sample is generated (dataset/make_voc_sample.py) and
 converted (dataset/voc_to_tfrecords.py) into a temporary folder that is deleted at exit;
@@ -85,9 +37,7 @@ import argparse
 import collections
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,76 +45,16 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import tensorflow as tf  # noqa: E402
-
 from benchmarks import bench_tflite, machine  # noqa: E402
-from benchmarks.flops import backbone_train_gflop  # noqa: E402
-from benchmarks.workers import quiet_layer_warnings, run_worker  # noqa: E402
-from benchmarks.stage_model import (bench_backbones, bench_infer, bench_kernels,  # noqa: E402
-                                    bench_train)
+from benchmarks.context import Context  # noqa: E402
 from benchmarks.report import format_table, summarize  # noqa: E402
-from benchmarks.sample_data import make_sample, prepare_sample  # noqa: E402
+from benchmarks.stage_convert import bench_convert  # noqa: E402
 from benchmarks.stage_input import bench_input  # noqa: E402
 from benchmarks.stage_metric import bench_coco_metric, bench_metric  # noqa: E402
-from benchmarks.stage_convert import bench_convert  # noqa: E402
+from benchmarks.stage_model import (bench_backbones, bench_infer, bench_kernels,  # noqa: E402
+                                    bench_train)
+from benchmarks.workers import quiet_layer_warnings  # noqa: E402
 from dataset.helpers import parse_comma_list  # noqa: E402
-
-# ----------------------------------------------------------------------------- data
-
-
-class Context:
-    """What stages share: parsed arguments, the (lazily made) sample folders and the
-    kernel GFLOP/s (measured once per run)."""
-
-    def __init__(self, args):
-        self.args = args
-        self._data_dir = args.data_dir
-        self._root = None
-        self._temp_dir = None
-        self._kernels = None
-        self._forward_gmac = None
-
-    def _sample_root(self):
-        if self._root is None:
-            if self.args.cache_dir:
-                self._root = os.path.abspath(self.args.cache_dir)
-            else:
-                self._root = self._temp_dir = tempfile.mkdtemp(prefix='bench_ssd_')
-        return self._root
-
-    def voc_root(self):
-        """Folder holding the generated VOC-format sample split folder (SAMPLE_NAME)."""
-        return make_sample(self._sample_root(), self.args.num_images)
-
-    def data_dir(self):
-        """Folder with train-* shards; generates and converts the sample if needed."""
-        if self._data_dir is None:
-            self._data_dir = prepare_sample(self._sample_root(), self.args.num_images)
-        if not tf.io.gfile.glob(os.path.join(self._data_dir, 'train-*')):
-            raise SystemExit('ERROR: no train-* TFRecord shards in %s; convert data with '
-                             'dataset/convert_voc_sample_tfrecords.py or drop --data_dir to '
-                             'let the benchmark make the sample.' % self._data_dir)
-        return self._data_dir
-
-    def kernels(self):
-        """Large conv / matmul GFLOP/s (worker 'kernels'), measured once per run."""
-        if self._kernels is None:
-            self._kernels = run_worker('kernels', self.args)
-        return self._kernels
-
-    def forward_gmac(self):
-        """Forward GMAC per image of SSD300 with --backbone, counted once per run."""
-        if self._forward_gmac is None:
-            self._forward_gmac = backbone_train_gflop(self.args.backbone)[0]
-        return self._forward_gmac
-
-    def close(self):
-        if self._temp_dir:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
-
-
-# ----------------------------------------------------------------------------- stages (TF)
-
 
 # name -> (function, one-line description). Other stages are added here.
 STAGES = collections.OrderedDict([
