@@ -45,36 +45,38 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from benchmarks import bench_tflite, machine  # noqa: E402
+from benchmarks import (bench_tflite, machine, stage_convert, stage_input,  # noqa: E402
+                        stage_metric, stage_model)
 from benchmarks.context import Context  # noqa: E402
 from benchmarks.report import format_table, summarize  # noqa: E402
-from benchmarks.stage_convert import bench_convert  # noqa: E402
-from benchmarks.stage_input import bench_input  # noqa: E402
-from benchmarks.stage_metric import bench_coco_metric, bench_metric  # noqa: E402
-from benchmarks.stage_model import (bench_backbones, bench_infer, bench_kernels,  # noqa: E402
-                                    bench_train)
 from benchmarks.workers import quiet_layer_warnings  # noqa: E402
 from dataset.helpers import parse_comma_list  # noqa: E402
 
 # name -> (function, one-line description). Other stages are added here.
 STAGES = collections.OrderedDict([
-    ('input', (bench_input, 'training input pipeline: TFRecords -> decode -> augment -> '
-                            'encode targets -> batch -> prefetch')),
-    ('train', (bench_train, 'model_fn TRAIN step at batch 8 and 16: images/s, GFLOP/s, '
-                            'ratio to a large conv, peak memory')),
-    ('infer', (bench_infer, 'model_fn PREDICT: network vs network + post-processing')),
-    ('metric', (bench_metric, 'VOC metric on a VOC07-test-sized random set')),
-    ('convert', (bench_convert, 'VOC folders -> TFRecords (convert_dataset) on the sample')),
+    ('input', (stage_input.bench_input,
+               'training input pipeline: TFRecords -> decode -> augment -> encode targets -> '
+               'batch -> prefetch')),
+    ('train', (stage_model.bench_train,
+               'model_fn TRAIN step at batch 8 and 16: images/s, GFLOP/s, ratio to a large '
+               'conv, peak memory')),
+    ('infer', (stage_model.bench_infer,
+               'model_fn PREDICT: network vs network + post-processing')),
+    ('metric', (stage_metric.bench_metric, 'VOC metric on a VOC07-test-sized random set')),
+    ('convert', (stage_convert.bench_convert,
+                 'VOC folders -> TFRecords (convert_dataset) on the sample')),
 ])
 # Stages that can be asked for but are not in the default list (train reports them too).
 EXTRA_STAGES = collections.OrderedDict([
-    ('kernels', (bench_kernels, 'large 3x3 conv and matmul GFLOP/s only')),
-    ('backbones', (bench_backbones, 'each --backbones: training GFLOP/image and images/s')),
-    ('coco_metric', (bench_coco_metric, 'COCO metric (pycocotools) on a val2017-sized random '
-                                        'set; faster-coco-eval beside it when installed')),
-    ('tflite', (bench_tflite.bench_tflite, 'SavedModel fp32, TFLite fp32 and int8 of one '
-                                           'checkpoint: sizes, batch-1 ms per image at each '
-                                           '--tflite_threads')),
+    ('kernels', (stage_model.bench_kernels, 'large 3x3 conv and matmul GFLOP/s only')),
+    ('backbones', (stage_model.bench_backbones,
+                   'each --backbones: training GFLOP/image and images/s')),
+    ('coco_metric', (stage_metric.bench_coco_metric,
+                     'COCO metric (pycocotools) on a val2017-sized random set; '
+                     'faster-coco-eval beside it when installed')),
+    ('tflite', (bench_tflite.bench_tflite,
+                'SavedModel fp32, TFLite fp32 and int8 of one checkpoint: sizes, batch-1 ms '
+                'per image at each --tflite_threads')),
 ])
 
 
@@ -185,11 +187,11 @@ def build_parser():
                        help='int8 calibration images from the sample (or --data_dir) train '
                             'records')
     group = parser.add_argument_group('metric / convert stages')
-    group.add_argument('--metric_images', type=int, default=4952,
+    group.add_argument('--metric_images', type=int, default=stage_metric.VOC07_TEST_IMAGES,
                        help='images in the metric\'s random set (VOC07 test: 4952)')
     group.add_argument('--metric_repeats', type=int, default=3,
                        help='timed runs; the best is reported')
-    group.add_argument('--coco_images', type=int, default=5000,
+    group.add_argument('--coco_images', type=int, default=stage_metric.VAL2017_IMAGES,
                        help='images in the coco_metric stage\'s random set (val2017: 5000; '
                             'about 7.2 gt boxes and 100 detections each)')
     group.add_argument('--convert_threads', type=int, default=8,

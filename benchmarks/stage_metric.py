@@ -9,8 +9,12 @@
 import collections
 import time
 
+# The sizes of the test sets the random data stands in for (the flags' defaults too).
+VOC07_TEST_IMAGES = 4952
+VAL2017_IMAGES = 5000
 
-def make_benchmark_data(num_images=4952, num_classes=21, objects_per_image=3,
+
+def make_benchmark_data(num_images=VOC07_TEST_IMAGES, num_classes=21, objects_per_image=3,
                         detections_per_image=200, seed=0):
     """Random VOC07-test-sized data: (detections, ground_truth) in voc_metric.evaluate's layout.
 
@@ -75,7 +79,7 @@ def bench_metric(args, context):
     return out
 
 
-def make_coco_benchmark_data(num_images=5000, num_classes=81, gt_per_image=7.2,
+def make_coco_benchmark_data(num_images=VAL2017_IMAGES, num_classes=81, gt_per_image=7.2,
                              detections_per_image=100, seed=0):
     """Random val2017-sized data for the COCO metric: (Collection, ground truth).
 
