@@ -96,3 +96,26 @@ def test_tflite_stage_exports_and_times_three_models(tmp_path):
     assert stage['tflite_int8']['size_mb'] < 0.3 * stage['tflite_fp32']['size_mb']
     assert stage['int8_size_share_of_tflite_fp32'] < 0.3
     assert stage['int8_speedup_over_tflite_fp32'] > 0 and 'meets_targets' in stage
+
+
+@pytest.mark.slow
+def test_infer_stage_runs_in_a_worker_with_the_command_line_settings(tmp_path):
+    """--stages infer: model_fn's PREDICT graph timed in its own worker process
+    (benchmarks/workers.py), with the batch size, steps and trace folder given on the command
+    line; the network's GFLOP/s from the FLOP count of the chosen backbone."""
+    proc = run_script([os.path.join('benchmarks', 'bench_ssd.py'), '--stages', 'infer',
+                       '--json', '--backbone', 'resnet18', '--infer_batch_size', '2',
+                       '--infer_steps', '1', '--infer_warmup', '0', '--num_images', '8',
+                       '--trace_dir', str(tmp_path / 'trace'),
+                       '--cache_dir', str(tmp_path / 'cache')])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stage = json.loads(proc.stdout)['stages']['infer']
+    assert stage['batch_size'] == 2
+    assert stage['images_per_s'] > 0 and stage['peak_rss_gb'] > 0
+    assert 0 <= stage['share_postprocess_alone'] and stage['detections_per_image_mean'] > 0
+    assert stage['meets_target'] == (stage['share_postprocess_alone'] < 0.10)
+    assert stage['trace_top_ops_ms'] and (tmp_path / 'trace' / 'infer_b2.json').is_file()
+    from benchmarks import flops
+    forward_gmac = flops.backbone_train_gflop('resnet18')[0]
+    assert stage['gflop_per_s_network'] == pytest.approx(
+        stage['network_only_images_per_s'] * 2 * forward_gmac, abs=0.1)
