@@ -8,17 +8,27 @@ start-up) on one 300x300 image: the SavedModel on its JPEG bytes (decode, resize
 post-processing included, as served), a TFLite model on the resized image it takes
 (utility/tflite_runner.py; post-processing included). Median of --runs calls after 2 warm-ups.
 
-`bench_ssd.py --stages tflite` exports one checkpoint all three ways and times them with the
-functions here (export_models, compare).
+The tflite stage of bench_ssd.py (`--stages tflite`, function bench_tflite; not in the default
+list): one checkpoint (--tflite_checkpoint; default a 1-step stand-in trained on the sample)
+exported with export_ssd.py as a SavedModel (fp32), a TFLite fp32 and a TFLite int8 file
+(calibrated on the sample records): sizes, batch-1 ms per image at each --tflite_threads (each
+in its own process), int8's speed-ups and size share against the targets (2x the SavedModel,
+1.5x TFLite fp32, 30% of its size).
 """
 import argparse
+import collections
 import glob
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Thread counts and timed calls per measurement, of this script and of the stage alike.
+DEFAULT_THREADS = '1,2'
+DEFAULT_RUNS = 7
 
 
 def model_size(path):
@@ -108,7 +118,6 @@ def compare(paths, threads, runs):
     """The stage's result: per model its size and median/min ms per image at each thread
     count; then int8's speed-ups and size share against the float models, with the targets
     (int8 >= 2x the SavedModel, >= 1.5x TFLite fp32, file <= 30% of TFLite fp32)."""
-    import collections
     result = collections.OrderedDict()
     for name, path in paths.items():
         entry = collections.OrderedDict(size_mb=round(model_size(path) / 1e6, 1))
@@ -133,13 +142,50 @@ def compare(paths, threads, runs):
     return result
 
 
+def bench_tflite(args, context):
+    """SavedModel fp32, TFLite fp32 and TFLite int8 exports of one checkpoint: file sizes and
+    batch-1 ms per image at each --tflite_threads (export_models, compare)."""
+    from utility.training.schedule import parse_number_list
+    work = tempfile.mkdtemp(prefix='bench_tflite_')
+    try:
+        checkpoint = args.tflite_checkpoint
+        result = collections.OrderedDict()
+        if not checkpoint:
+            # Untrained weights pass every anchor through the 0.01 score threshold: the
+            # post-processing's worst case, so pass a trained model for representative figures.
+            checkpoint = os.path.join(work, 'model')
+            proc = subprocess.run(
+                [sys.executable, os.path.join(REPO_ROOT, 'train_ssd.py'),
+                 '--data_dir=' + context.data_dir(), '--model_dir=' + checkpoint,
+                 '--checkpoint_path=', '--backbone=' + args.backbone, '--batch_size=2',
+                 '--max_number_of_steps=1', '--num_readers=1', '--precision=fp32',
+                 # decay 0: batch-norm statistics of the step it took (with the initial
+                 # ones, ResNet activations blow up and int8 conversion crashed)
+                 '--batch_norm_decay=0'],
+                capture_output=True, text=True, cwd=REPO_ROOT)
+            if proc.returncode != 0:
+                raise RuntimeError('training the stand-in checkpoint failed: %s' % (
+                    proc.stderr.strip().splitlines() or ['?'])[-1])
+            result['checkpoint'] = ('a 1-step %s from scratch (untrained: post-processing at '
+                                    'its worst; pass --tflite_checkpoint)' % args.backbone)
+        else:
+            result['checkpoint'] = checkpoint
+        paths = export_models(checkpoint, work, context.data_dir(), args.calibration_images)
+        threads = parse_number_list(args.tflite_threads, int, '--tflite_threads')
+        result.update(compare(paths, threads, args.tflite_runs))
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--saved_model', default='', help='SavedModel folder (export_ssd.py).')
     parser.add_argument('--tflite', action='append', default=[],
                         help='A .tflite file (export_ssd.py --format tflite); repeat for more.')
-    parser.add_argument('--threads', default='1,2', help='Comma list of thread counts.')
-    parser.add_argument('--runs', type=int, default=7, help='Timed calls per measurement.')
+    parser.add_argument('--threads', default=DEFAULT_THREADS, help='Comma list of thread counts.')
+    parser.add_argument('--runs', type=int, default=DEFAULT_RUNS,
+                        help='Timed calls per measurement.')
     parser.add_argument('--_one', nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._one:

@@ -504,14 +504,10 @@ def test_resnet50_trains_two_steps_from_scratch(tfrecord_dir, tmp_path):
 
 
 def test_benchmark_counts_each_backbones_flops():
-    """benchmarks/bench_ssd.py counts the convolutions of whichever backbone params name;
-    ResNet-18 + SSD layers counted by hand here."""
-    import importlib.util
+    """The benchmark (benchmarks/flops.py) counts the convolutions of whichever backbone params
+    name; ResNet-18 + SSD layers counted by hand here."""
+    from benchmarks import flops as bench
     from utility import ssd_model
-    spec = importlib.util.spec_from_file_location(
-        'bench_ssd', os.path.join(REPO_ROOT, 'benchmarks', 'bench_ssd.py'))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
 
     def conv(size, kernel, cin, cout):
         return size * size * kernel * kernel * cin * cout

@@ -1,4 +1,5 @@
-"""benchmarks/bench_ssd.py: the FLOP count it reports, and the shape of a tiny --json run.
+"""benchmarks/bench_ssd.py: the FLOP count it reports (benchmarks/flops.py), and the shape of a
+tiny --json run.
 
 Speed itself is never asserted: the benchmark reports it.
 """
@@ -22,9 +23,9 @@ def _load_bench():
 
 
 def test_conv_macs_equal_the_hand_count():
+    from benchmarks import flops
     from utility import ssd_model
-    bench = _load_bench()
-    macs = bench.ssd300_conv_macs(ssd_model.make_params())
+    macs = flops.ssd300_conv_macs(ssd_model.make_params())
     # 13 VGG convs + fc6 + fc7, 8 extra-layer convs, 6 loc + 6 cls heads.
     assert len(macs) == 35
     # conv1_1: 300x300 outputs x 3x3 kernel x 3 in x 64 out channels.
@@ -38,11 +39,12 @@ def test_conv_macs_equal_the_hand_count():
     # Whole network, summed by hand layer by layer: 31.37 GMAC -> 188.2 GFLOP per
     # training image (x 2 FLOPs per MAC x 3 for forward + backward).
     assert sum(macs.values()) == 31373537792
-    assert round(sum(macs.values()) * 2 * bench.TRAIN_FLOP_FACTOR / 1e9, 1) == 188.2
+    assert round(sum(macs.values()) * 2 * flops.TRAIN_FLOP_FACTOR / 1e9, 1) == 188.2
 
 
 def test_benchmark_data_is_voc07_sized():
-    detections, ground_truth = _load_bench().make_benchmark_data(num_images=50)
+    from benchmarks.stage_metric import make_benchmark_data
+    detections, ground_truth = make_benchmark_data(num_images=50)
     assert len(ground_truth) == 50
     assert sum(len(d) for d in detections) == 50 * 200
     from evaluation import voc_metric
@@ -94,3 +96,26 @@ def test_tflite_stage_exports_and_times_three_models(tmp_path):
     assert stage['tflite_int8']['size_mb'] < 0.3 * stage['tflite_fp32']['size_mb']
     assert stage['int8_size_share_of_tflite_fp32'] < 0.3
     assert stage['int8_speedup_over_tflite_fp32'] > 0 and 'meets_targets' in stage
+
+
+@pytest.mark.slow
+def test_infer_stage_runs_in_a_worker_with_the_command_line_settings(tmp_path):
+    """--stages infer: model_fn's PREDICT graph timed in its own worker process
+    (benchmarks/workers.py), with the batch size, steps and trace folder given on the command
+    line; the network's GFLOP/s from the FLOP count of the chosen backbone."""
+    proc = run_script([os.path.join('benchmarks', 'bench_ssd.py'), '--stages', 'infer',
+                       '--json', '--backbone', 'resnet18', '--infer_batch_size', '2',
+                       '--infer_steps', '1', '--infer_warmup', '0', '--num_images', '8',
+                       '--trace_dir', str(tmp_path / 'trace'),
+                       '--cache_dir', str(tmp_path / 'cache')])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stage = json.loads(proc.stdout)['stages']['infer']
+    assert stage['batch_size'] == 2
+    assert stage['images_per_s'] > 0 and stage['peak_rss_gb'] > 0
+    assert 0 <= stage['share_postprocess_alone'] and stage['detections_per_image_mean'] > 0
+    assert stage['meets_target'] == (stage['share_postprocess_alone'] < 0.10)
+    assert stage['trace_top_ops_ms'] and (tmp_path / 'trace' / 'infer_b2.json').is_file()
+    from benchmarks import flops
+    forward_gmac = flops.backbone_train_gflop('resnet18')[0]
+    assert stage['gflop_per_s_network'] == pytest.approx(
+        stage['network_only_images_per_s'] * 2 * forward_gmac, abs=0.1)

@@ -226,7 +226,7 @@ def test_train_flag_defaults_are_the_model_defaults():
         "import train_ssd\n"
         "from common import defaults\n"
         "assert 'tensorflow' not in sys.modules\n"
-        "from utility import train_utils\n"
+        "from utility.training import schedule\n"
         "lists = {'decay_boundaries': int, 'lr_decay_factors': float}\n"
         "out = {}\n"
         "for name, value in defaults.DEFAULT_PARAMS.items():\n"

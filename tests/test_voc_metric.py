@@ -194,7 +194,7 @@ def test_agrees_with_loop_reference(seed):
 
 
 def test_curves_give_back_the_aps_on_voc07_sized_classes():
-    from benchmarks.bench_ssd import make_benchmark_data  # random VOC07-like data
+    from benchmarks.stage_metric import make_benchmark_data  # random VOC07-like data
     detections, ground_truth = make_benchmark_data(num_images=60, seed=3)
     result = vm.evaluate(detections, ground_truth, 21, return_curves=True)
     checked = 0
