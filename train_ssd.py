@@ -59,9 +59,7 @@ flags.DEFINE_integer('batch_size', DEFAULTS['batch_size'],
                      'Global batch size: images per step over all replicas; must divide '
                      'evenly over the replicas.')
 flags.DEFINE_enum('data_format', DEFAULTS['data_format'], list(defaults.DATA_FORMATS),
-                  "'auto': channels_first (NCHW, fastest on GPU) when a GPU is visible, else "
-                  "channels_last (NHWC). channels_first without a GPU falls back to "
-                  'channels_last, with a notice.')
+                  defaults.DATA_FORMAT_HELP)
 # Targets and loss.
 flags.DEFINE_float('negative_ratio', DEFAULTS['negative_ratio'],
                    'Hard negatives per positive anchor in the loss.')

@@ -24,9 +24,11 @@ BACKBONE_CHECKPOINT_DIR = './model'
 # ----------------------------------------------------------------------------- choices
 
 AUTO = 'auto'
-# --data_format: 'auto' is channels_first where a GPU is visible, else channels_last
-# (net/ssd_net.resolve_data_format holds the rule).
+# --data_format (net/ssd_net.resolve_data_format holds the rule).
 DATA_FORMATS = (AUTO, 'channels_first', 'channels_last')
+DATA_FORMAT_HELP = ("'auto': channels_first (NCHW, fastest on GPU) when a GPU is visible, else "
+                    'channels_last (NHWC). channels_first without a GPU falls back to '
+                    'channels_last, with a notice.')
 # --driver: what runs model_fn (utility/drivers.py).
 DRIVERS = (AUTO, 'estimator', 'session')
 # --precision of training: 'auto' is bf16 where the CPU has it (utility/train_utils).
@@ -105,8 +107,9 @@ DEFAULT_PARAMS = {
     'lr_decay_factors': [0.1, 1.0, 0.1, 0.01],
     'use_amp': False,
     # One of PRECISIONS: bf16 is the oneDNN bfloat16 graph rewrite on CPUs with
-    # AVX512-BF16/AMX, applied by the driver to the session config; params.json records the
-    # resolved 'fp32' or 'bf16' so that it says how a run trained.
+    # AVX512-BF16/AMX, set in the session config by utility/training/run.py
+    # (precision.configure_precision); params.json records the resolved 'fp32' or 'bf16' so
+    # that it says how a run trained.
     'precision': 'fp32',
     'log_every_n_steps': 10,
     # backbone restore

@@ -77,9 +77,7 @@ def define_inference_flags(flags_module):
     f.DEFINE_integer('train_image_size', model['train_image_size'],
                      'Input image size (SSD300: 300).')
     f.DEFINE_enum('data_format', model['data_format'], list(defaults.DATA_FORMATS),
-                  "'auto': channels_first (NCHW, fastest on GPU) when a GPU is visible, else "
-                  "channels_last (NHWC). channels_first without a GPU falls back to "
-                  'channels_last, with a notice.')
+                  defaults.DATA_FORMAT_HELP)
     f.DEFINE_string('model_scope', model['model_scope'], 'Variable scope of the model.')
     f.DEFINE_float('select_threshold', model['select_threshold'],
                    'Class score a detection needs to enter non-maximum suppression.')
