@@ -43,9 +43,9 @@ import time
 
 from absl import flags
 
-from dataset import helpers
-from dataset.helpers import log
-helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
+from common import console
+from common.console import log
+console.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
 
 from evaluation.detections import collect_predictions
 from evaluation.ground_truth import (check_has_ground_truth, ground_truth_from_annotations,

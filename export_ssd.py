@@ -65,9 +65,9 @@ import tempfile
 
 from absl import flags
 
-from dataset import helpers
-from dataset.helpers import log
-helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
+from common import console
+from common.console import log
+console.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
 
 from utility import eval_utils
 

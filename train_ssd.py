@@ -21,8 +21,8 @@ import sys
 from absl import app
 from absl import flags
 
-from dataset import helpers
-from dataset.helpers import log
+from common import console
+from common.console import log
 
 FLAGS = flags.FLAGS
 
@@ -143,7 +143,7 @@ flags.DEFINE_boolean('augment', True,
                      'Photometric distortion, zoom-out, IoU crop and flip while training; '
                      '--noaugment trains on the eval preprocessing (resize only), e.g. to '
                      'overfit a few fixed images.')
-flags.DEFINE_boolean(helpers.VERBOSE_FLAG, False, helpers.VERBOSE_HELP)
+flags.DEFINE_boolean(console.VERBOSE_FLAG, False, console.VERBOSE_HELP)
 flags.DEFINE_enum('precision', 'fp32', ['auto', 'fp32', 'bf16'],
                   'Arithmetic of the convolutions and matmuls: bf16 = bfloat16 through the '
                   'oneDNN graph rewrite (CPUs with AVX512-BF16 or AMX; weights, loss and '
@@ -531,7 +531,7 @@ def checkpoint_step(prefix):
 
 
 def run():
-    helpers.quiet_logs()  # before TensorFlow is imported (main imports it); --verbose keeps them
+    console.quiet_logs()  # before TensorFlow is imported (main imports it); --verbose keeps them
     app.run(lambda argv: sys.exit(main(argv)))
 
 

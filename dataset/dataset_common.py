@@ -189,7 +189,7 @@ def class_names_of(data_dir, split='train', known=None, log=None):
       ValueError: the records' names disagree with VOC (and `known`) and leave labels unnamed,
         or are inconsistent; one line naming them and the fix.
     """
-    from dataset.helpers import notify
+    from common.console import notify
     recorded = labels_from_manifest(data_dir)
     if recorded is not None:
         return recorded, os.path.join(data_dir, MANIFEST_NAME)

@@ -38,7 +38,7 @@ import sys
 import time
 
 from dataset.dataset_common import INCOMPLETE_NAME, VOC_LABELS, LabelMapError, read_label_map
-from dataset.helpers import parse_comma_list
+from common.console import parse_comma_list
 from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError,
                                   Reporter, make_example, prepare_image, write_shards)
 from dataset import shard_writer

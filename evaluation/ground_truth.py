@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from dataset import dataset_common
 from dataset import voc_xml
-from dataset.helpers import notify
+from common.console import notify
 
 
 def image_id(filename):

@@ -18,7 +18,7 @@ import sys
 import tensorflow as tf
 
 from dataset import dataset_common
-from dataset.helpers import VERBOSE_FLAG, VERBOSE_HELP, notify
+from common.console import VERBOSE_FLAG, VERBOSE_HELP, notify
 from utility import checkpoint_utils
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
@@ -74,7 +74,7 @@ def define_inference_flags(flags_module):
     from net import postprocess, ssd_net
     f = flags_module
     defaults = ssd_model.DEFAULT_PARAMS
-    f.DEFINE_boolean(VERBOSE_FLAG, False, VERBOSE_HELP)  # read by helpers.quiet_logs
+    f.DEFINE_boolean(VERBOSE_FLAG, False, VERBOSE_HELP)  # read by console.quiet_logs
     f.DEFINE_integer('num_classes', defaults['num_classes'],
                      'Number of classes, background included (VOC: 21).')
     f.DEFINE_integer('train_image_size', defaults['train_image_size'],

@@ -172,7 +172,7 @@ def record_predictions(model_path, pattern, num_records, class_names, values, nu
                        log=None):
     """(predictions, params) of eval_ssd.py --model: the model run over the records matching
     `pattern`; `values` the parsed flags (eval_utils.inference_params)."""
-    from dataset.helpers import notify
+    from common.console import notify
     from utility import ssd_model
     class_names_of(model_path, len(class_names))
     detector = Detector(model_path, num_threads)

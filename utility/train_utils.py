@@ -11,7 +11,7 @@ import time
 
 import tensorflow as tf
 
-from dataset.helpers import parse_comma_list
+from common.console import parse_comma_list
 
 # Marker put in the error raised when the loss is NaN or infinite, so the entry
 # script can tell that failure from any other and report it in one sentence.
