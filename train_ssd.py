@@ -206,15 +206,16 @@ def data_classes():
 
     The names are the ones the converter recorded in <data_dir>/manifest.json; without a
     manifest, those the training records carry (image/object/bbox/label_text), the VOC
-    names for records that carry none (dataset_common.class_names_of); num_classes is their
+    names for records that carry none (class_names_of); num_classes is their
     count (background included) unless --num_classes is given, which must then agree.
     Raises:
       ValueError: one line naming both numbers and the manifest (or the records).
     """
-    from dataset import dataset_common
-    recorded, source = dataset_common.class_names_of(FLAGS.data_dir, 'train', log=log)
+    from dataset.class_names import class_names_of
+    from dataset.manifest import MANIFEST_NAME
+    recorded, source = class_names_of(FLAGS.data_dir, 'train', log=log)
     names = list(recorded)
-    if source and source != os.path.join(FLAGS.data_dir, dataset_common.MANIFEST_NAME):
+    if source and source != os.path.join(FLAGS.data_dir, MANIFEST_NAME):
         log('%d classes (background included) from %s: %s.'
             % (len(names), source, ', '.join(names[1:])))
     if FLAGS.num_classes is None:
@@ -258,14 +259,14 @@ def fine_tune_settings(checkpoint):
 
 def anchor_preset():
     """--anchor_preset, or the preset <data_dir>/manifest.json suggests, or 'voc'."""
-    from dataset import dataset_common
+    from dataset.manifest import MANIFEST_NAME, source_from_manifest
     from net import anchors
     if FLAGS.anchor_preset:
         return anchors.check_preset(FLAGS.anchor_preset)
-    suggested = dataset_common.source_from_manifest(FLAGS.data_dir)['anchor_preset']
+    suggested = source_from_manifest(FLAGS.data_dir)['anchor_preset']
     if suggested:
         log('Anchor preset %s (from %s).' % (suggested, os.path.join(
-            FLAGS.data_dir, dataset_common.MANIFEST_NAME)))
+            FLAGS.data_dir, MANIFEST_NAME)))
         return anchors.check_preset(suggested)
     return anchors.DEFAULT_PRESET
 
@@ -339,7 +340,7 @@ def prepare(cluster):
       a missing --checkpoint_path, no Estimator.
     """
     import tensorflow as tf
-    from dataset import dataset_common
+    from dataset.shard_checks import check_labels_fit, check_shards
     from utility import ssd_model
     from net import ssd_net
     from utility import checkpoint_utils, drivers, model_dir, train_utils
@@ -366,9 +367,9 @@ def prepare(cluster):
     if FLAGS.use_amp and not has_gpu:
         log('--use_amp ignored: mixed precision needs a GPU; training in float32.')
 
-    train_files = dataset_common.check_shards(FLAGS.data_dir, 'train')
+    train_files = check_shards(FLAGS.data_dir, 'train')
     if FLAGS.num_classes is not None:
-        dataset_common.check_labels_fit(FLAGS.data_dir, FLAGS.num_classes)
+        check_labels_fit(FLAGS.data_dir, FLAGS.num_classes)
     class_names, num_classes = data_classes()
 
     if is_chief:
@@ -420,7 +421,7 @@ def forget_new_params(setup):
 def train(setup):
     """Runs the driver; returns the exit status (0 done or stopped by a signal, 1 NaN stop)."""
     import tensorflow as tf
-    from dataset import dataset_common
+    from dataset.shard_checks import explain_data_loss
     from utility import ssd_model
     from utility import cluster as cluster_lib, drivers, model_dir, train_utils
 
@@ -450,7 +451,7 @@ def train(setup):
         forget_new_params(setup)
         raise
     except tf.errors.DataLossError as err:
-        raise dataset_common.explain_data_loss(setup['train_files'], err) or err
+        raise explain_data_loss(setup['train_files'], err) or err
     except OSError as err:  # a Python-side write (the checkpoint state file, params.json)
         if err.errno != errno.ENOSPC or not _report_full_disk(
                 setup, '%s; %s' % (err.filename, model_dir.NO_SPACE)):

@@ -36,8 +36,8 @@ import sys
 import cv2
 import numpy as np
 
-# Kept here (not imported from dataset_common) so that generating the sample
-# does not import TensorFlow; tests check it equals dataset_common.VOC_LABELS[1:].
+# Kept here (not imported from dataset/labels.py) so that `python3 dataset/make_voc_sample.py`
+# runs without the repository on sys.path; tests check it equals labels.VOC_LABELS[1:].
 CLASS_NAMES = (
     'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
     'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person',

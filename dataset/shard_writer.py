@@ -1,6 +1,6 @@
 """What every source converter (VOC XML, COCO json) shares: the record, the shards, the manifest.
 
-* `make_example`: the one ``tf.train.Example`` layout (keys in dataset_common's docstring);
+* `make_example`: the one ``tf.train.Example`` layout (keys in dataset/records.py's docstring);
 * `prepare_image`: image bytes checked and, where needed, re-encoded as RGB JPEG;
 * `write_shards`: records cut into ``<name>-SSSSS-of-NNNNN`` shards by a thread pool, with
   progress lines, written under temporary names and moved into place only when every shard
@@ -22,10 +22,14 @@ from concurrent import futures
 import tensorflow as tf
 from PIL import Image
 
-from dataset.dataset_common import MANIFEST_NAME, VOC_LABELS
+from dataset.labels import VOC_LABELS
+from dataset.manifest import MANIFEST_NAME
 
 MANIFEST_VERSION = 1
 SHUFFLE_SEED = 180428  # the original's RANDOM_SEED: records are shuffled with it before sharding
+# Present in a converter's output folder while a conversion runs; removed when every split is
+# written. Still there: the conversion was killed and the splits may come from two runs.
+INCOMPLETE_NAME = 'conversion.incomplete'
 _SHARD_RE = r'^%s-\d{5}-of-\d{5}$'
 
 

@@ -15,7 +15,7 @@ Layout expected under ``--dataset_directory``::
 
 Output in ``--output_directory``: ``train-00000-of-00016`` ... and
 ``val-00000-of-00016`` ... (one ``tf.train.Example`` per image, keys listed in
-``dataset_common``), and ``manifest.json`` with the counts per split and the class names.
+``dataset/records.py``), and ``manifest.json`` with the counts per split and the class names.
 
 Classes: ``--labels FILE`` names them, one per line (label k = the k-th name; 0 is the implied
 background 'none'); without it the 20 VOC classes. The names go into the manifest's 'labels'
@@ -37,9 +37,9 @@ import random
 import sys
 import time
 
-from dataset.dataset_common import INCOMPLETE_NAME, VOC_LABELS, LabelMapError, read_label_map
 from common.console import parse_comma_list
-from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError,
+from dataset.labels import VOC_LABELS, LabelMapError, read_label_map
+from dataset.shard_writer import (INCOMPLETE_NAME, SHUFFLE_SEED, ConversionError, ImageError,
                                   Reporter, make_example, prepare_image, write_shards)
 from dataset import shard_writer
 from dataset.voc_xml import AnnotationError, parse_annotation
@@ -366,7 +366,7 @@ def convert_dataset(dataset_directory, output_directory, train_splits, validatio
         comma-separated strings) under ``dataset_directory``.
       train_list / validation_list: ImageSets/Main list names ('train', 'val',
         'trainval', 'test').
-      labels: the class names, index = label id with 'none' first (dataset_common.
+      labels: the class names, index = label id with 'none' first (dataset.labels.
         read_label_map); None: read `label_file`, or the 20 VOC classes without one.
       label_file: the label file (read when `labels` is None; named in messages).
     Returns:

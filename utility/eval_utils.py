@@ -17,7 +17,7 @@ import sys
 
 import tensorflow as tf
 
-from dataset import dataset_common
+from dataset.labels import VOC_LABELS
 from common.console import VERBOSE_FLAG, VERBOSE_HELP, notify
 from utility import checkpoint_utils
 
@@ -297,12 +297,12 @@ def check_num_classes(num_classes, class_names, source=None):
     """Raises ValueError when --num_classes disagrees with the label table `class_names`.
 
     `source` says where the names come from (e.g. 'the manifest.json of <data_dir>'); None:
-    the VOC labels of dataset/dataset_common.py.
+    the VOC labels of dataset/labels.py.
     """
     if num_classes != len(class_names):
         if source is None:
             raise ValueError('--num_classes=%d does not match the %d VOC labels of '
-                             'dataset/dataset_common.py; use --num_classes=%d.'
+                             'dataset/labels.py; use --num_classes=%d.'
                              % (num_classes, len(class_names), len(class_names)))
         raise ValueError('--num_classes=%d does not match the %d class names (background '
                          'included) of %s; use --num_classes=%d.'
@@ -321,15 +321,15 @@ def checkpoint_class_names(checkpoint, num_classes=None, log=None):
     if isinstance(names, list) and len(names) >= 2:
         return [str(n) for n in names], os.path.join(os.path.dirname(str(checkpoint)),
                                                      'params.json')
-    if num_classes is not None and num_classes != len(dataset_common.VOC_LABELS):
+    if num_classes is not None and num_classes != len(VOC_LABELS):
         folder = os.path.dirname(str(checkpoint))
         notify(log, 'No class names are recorded beside %s (its %d classes are not VOC\'s); '
                     'numbering them. Record them with `python3 -m tools.rebuild_params '
                     '--model_dir %s --data_dir <its records>`.' % (checkpoint, num_classes,
                                                                   folder))
-        return ([dataset_common.VOC_LABELS[0]] + ['class_%d' % k for k in range(1, num_classes)],
+        return ([VOC_LABELS[0]] + ['class_%d' % k for k in range(1, num_classes)],
                 'the numbered names of %s' % checkpoint)
-    return list(dataset_common.VOC_LABELS), None
+    return list(VOC_LABELS), None
 
 
 def run_entry_point(main):
