@@ -5,6 +5,8 @@
 * `write_shards`: records cut into ``<name>-SSSSS-of-NNNNN`` shards by a thread pool, with
   progress lines, written under temporary names and moved into place only when every shard
   is complete (nothing half-written);
+* `IncompleteMarker`: ``conversion.incomplete`` (`INCOMPLETE_NAME`) in the output folder
+  while a conversion runs (shard_checks.check_conversion_complete refuses such a folder);
 * `update_manifest`: ``manifest.json`` (counts per split, class names, the source and what
   the source says about the data: its category ids, the anchor preset it suggests);
 * `Reporter`, `ConversionError`, `ImageError`: messages and the errors converters raise.
@@ -221,6 +223,45 @@ def write_shards(records, process_record, name, output_directory, num_shards, nu
                 os.remove(temp)
     results = [r for rs in per_shard for r in rs]
     return results, names, written, max(time.time() - progress.start, 1e-9)
+
+
+class IncompleteMarker:
+    """``with IncompleteMarker(output_directory, splits) as marker:`` keeps
+    `INCOMPLETE_NAME` in `output_directory` while a conversion runs, so a run killed between
+    its splits does not pass for a complete one (training and eval refuse the folder:
+    shard_checks.check_conversion_complete). The file records when the run started, its pid
+    and `splits`.
+
+    The marker goes when the block ends normally. When it ends with a ConversionError (which
+    writes nothing), it goes too unless a split of this run was written (the caller says so
+    with `marker.split_written()`) or the marker was already there from an earlier killed run.
+    Any other exception leaves it.
+    """
+
+    def __init__(self, output_directory, splits):
+        self._directory = output_directory
+        self.path = os.path.join(output_directory, INCOMPLETE_NAME)
+        self._splits = list(splits)
+        self._changed = False
+        self._was_there = False
+
+    def __enter__(self):
+        os.makedirs(self._directory, exist_ok=True)
+        self._was_there = os.path.exists(self.path)
+        with open(self.path, 'w', encoding='utf-8') as f:
+            json.dump({'started': time.strftime('%Y-%m-%d %H:%M:%S'), 'pid': os.getpid(),
+                       'splits': self._splits}, f)
+        return self
+
+    def split_written(self):
+        """Records that a split of this run changed the folder (shards and manifest)."""
+        self._changed = True
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None or (issubclass(exc_type, ConversionError) and
+                                not self._changed and not self._was_there):
+            os.remove(self.path)
+        return False
 
 
 def update_manifest(output_directory, name, summary, reporter=None, labels=VOC_LABELS,

@@ -31,15 +31,13 @@ Boxes: an annotation's 1-based inclusive pixel box is clipped to
 
 import argparse
 import io
-import json
 import os
 import random
 import sys
-import time
 
 from common.console import parse_comma_list
 from dataset.labels import VOC_LABELS, LabelMapError, read_label_map
-from dataset.shard_writer import (INCOMPLETE_NAME, SHUFFLE_SEED, ConversionError, ImageError,
+from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError, IncompleteMarker,
                                   Reporter, make_example, prepare_image, write_shards)
 from dataset import shard_writer
 from dataset.voc_xml import AnnotationError, parse_annotation
@@ -404,28 +402,15 @@ def convert_dataset(dataset_directory, output_directory, train_splits, validatio
         for split in splits:
             read_image_ids(_split_dir(dataset_directory, split), list_name, list_fallback, quiet)
     reporter.info('Saving results to %s' % output_directory)
-    # Marks the folder incomplete until every split is written: a run killed between the
-    # splits leaves it, and training and eval refuse the folder (check_conversion_complete).
-    # A split that fails cleanly (ConversionError) writes nothing: the marker then goes too,
-    # unless an earlier split of this run, or an earlier killed run, changed the folder.
-    os.makedirs(output_directory, exist_ok=True)
-    marker = os.path.join(output_directory, INCOMPLETE_NAME)
-    was_incomplete = os.path.exists(marker)
-    with open(marker, 'w', encoding='utf-8') as f:
-        json.dump({'started': time.strftime('%Y-%m-%d %H:%M:%S'), 'pid': os.getpid(),
-                   'splits': [name for name, _, _, _ in jobs]}, f)
-    manifest = None
-    try:
+    # The folder is marked incomplete until every split is written (a run killed between the
+    # splits leaves the marker; training and eval then refuse the folder).
+    with IncompleteMarker(output_directory, [name for name, _, _, _ in jobs]) as marker:
         for name, splits, list_name, shards in jobs:
             summary = convert_split(dataset_directory, splits, list_name, name,
                                     output_directory, shards, num_threads, skip_unknown_classes,
                                     list_fallback, reporter, labels, label_file)
             manifest = update_manifest(output_directory, name, summary, reporter, labels)
-    except ConversionError:
-        if manifest is None and not was_incomplete:
-            os.remove(marker)
-        raise
-    os.remove(marker)
+            marker.split_written()
     return manifest
 
 
