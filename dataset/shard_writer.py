@@ -4,7 +4,8 @@
 * `prepare_image`: image bytes checked and, where needed, re-encoded as RGB JPEG;
 * `write_shards`: records cut into ``<name>-SSSSS-of-NNNNN`` shards by a thread pool, with
   progress lines, written under temporary names and moved into place only when every shard
-  is complete (nothing half-written);
+  is complete (nothing half-written); `write_split`: one split shuffled, written and
+  summarized, with its two progress lines;
 * `IncompleteMarker`: ``conversion.incomplete`` (`INCOMPLETE_NAME`) in the output folder
   while a conversion runs (shard_checks.check_conversion_complete refuses such a folder);
 * `update_manifest`: ``manifest.json`` (counts per split, class names, the source and what
@@ -15,6 +16,7 @@
 import io
 import json
 import os
+import random
 import re
 import sys
 import threading
@@ -223,6 +225,35 @@ def write_shards(records, process_record, name, output_directory, num_shards, nu
                 os.remove(temp)
     results = [r for rs in per_shard for r in rs]
     return results, names, written, max(time.time() - progress.start, 1e-9)
+
+
+def write_split(records, process_record, name, output_directory, num_shards, num_threads,
+                reporter, summarize, what, objects):
+    """One split of a conversion: shuffles `records` in place with `SHUFFLE_SEED`, writes them
+    with `write_shards` between a 'converting' and a 'wrote' progress line, and returns
+    ``summarize(results, names, written)`` (the split's manifest entry).
+
+    `what` ends the 'converting' line's '<name>: converting ...' part (what is converted, from
+    where); `objects(summary)` fills the parentheses after 'wrote N images'. The summary needs
+    'images', 'skipped_images', 'dropped_boxes', 'clipped_boxes' and 're_encoded_images'.
+
+    Raises:
+      ConversionError: see `write_shards`.
+    """
+    random.Random(SHUFFLE_SEED).shuffle(records)
+    reporter.info('%s: converting %s into %d shards with %d threads'
+                  % (name, what, num_shards, min(num_threads, num_shards)))
+    results, names, written, elapsed = write_shards(records, process_record, name,
+                                                    output_directory, num_shards, num_threads,
+                                                    reporter)
+    summary = summarize(results, names, written)
+    reporter.info('%s: wrote %d images (%s) to %d shards in %s; skipped %d images, dropped %d '
+                  'boxes, clipped %d boxes, re-encoded %d images; %.1f images/s'
+                  % (name, summary['images'], objects(summary), num_shards, output_directory,
+                     len(summary['skipped_images']), len(summary['dropped_boxes']),
+                     summary['clipped_boxes'], len(summary['re_encoded_images']),
+                     len(results) / elapsed))
+    return summary
 
 
 class IncompleteMarker:

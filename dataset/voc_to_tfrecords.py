@@ -32,13 +32,12 @@ Boxes: an annotation's 1-based inclusive pixel box is clipped to
 import argparse
 import io
 import os
-import random
 import sys
 
 from common.console import parse_comma_list
 from dataset.labels import VOC_LABELS, LabelMapError, read_label_map
 from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError, IncompleteMarker,
-                                  Reporter, make_example, prepare_image, write_shards)
+                                  Reporter, make_example, prepare_image, write_split)
 from dataset import shard_writer
 from dataset.voc_xml import AnnotationError, parse_annotation
 
@@ -289,24 +288,13 @@ def convert_split(dataset_directory, source_splits, list_name, name, output_dire
     records = [_load_record(dataset_directory, split, image_id, skip_unknown_classes, reporter,
                             labels, label_file)
                for split, image_id in listed]
-    random.Random(SHUFFLE_SEED).shuffle(records)
-
-    reporter.info('%s: converting %d listed images from %s into %d shards with %d threads'
-                  % (name, len(records), ', '.join(source_splits), num_shards,
-                     min(num_threads, num_shards)))
-    results, names, written, elapsed = write_shards(records, _process_record, name,
-                                                    output_directory, num_shards, num_threads,
-                                                    reporter)
-    summary = _summarize(results, source_splits, lists, names, written, labels)
-    reporter.info('%s: wrote %d images (%d objects: %d difficult, %d truncated) to %d shards in '
-                  '%s; skipped %d images, dropped %d boxes, clipped %d boxes, re-encoded %d '
-                  'images; %.1f images/s'
-                  % (name, summary['images'], summary['objects'], summary['difficult'],
-                     summary['truncated'], num_shards, output_directory,
-                     len(summary['skipped_images']), len(summary['dropped_boxes']),
-                     summary['clipped_boxes'], len(summary['re_encoded_images']),
-                     len(results) / elapsed))
-    return summary
+    return write_split(
+        records, _process_record, name, output_directory, num_shards, num_threads, reporter,
+        lambda results, names, written: _summarize(results, source_splits, lists, names,
+                                                   written, labels),
+        '%d listed images from %s' % (len(records), ', '.join(source_splits)),
+        lambda summary: '%d objects: %d difficult, %d truncated' % (
+            summary['objects'], summary['difficult'], summary['truncated']))
 
 
 def _summarize(results, source_splits, lists, names, written, labels=VOC_LABELS):
