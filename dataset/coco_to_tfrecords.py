@@ -39,7 +39,8 @@ import sys
 
 from dataset import shard_writer
 from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError, Reporter,
-                                  make_example, prepare_image, write_split)
+                                  make_example, objects_per_class, prepare_image,
+                                  write_split)
 
 SOURCE = 'coco'
 ANCHOR_PRESET = 'coco'
@@ -293,11 +294,7 @@ def convert_coco(annotations_file, images_dir, output_directory, split='train', 
 
 
 def _summarize(results, dropped, labels, annotations_file, images_dir, names, written):
-    per_class = {name: 0 for name in labels[1:]}
-    kept = [r for r in results if not r['skip']]
-    for r in kept:
-        for label in r['labels']:
-            per_class[labels[label]] += 1
+    kept, per_class = objects_per_class(results, labels)
     dropped = list(dropped) + [d for r in kept for d in r['dropped']]
     return {
         'images': len(kept),

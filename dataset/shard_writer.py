@@ -5,7 +5,7 @@
 * `write_shards`: records cut into ``<name>-SSSSS-of-NNNNN`` shards by a thread pool, with
   progress lines, written under temporary names and moved into place only when every shard
   is complete (nothing half-written); `write_split`: one split shuffled, written and
-  summarized, with its two progress lines;
+  summarized, with its two progress lines; `objects_per_class`: the summaries' class counts;
 * `IncompleteMarker`: ``conversion.incomplete`` (`INCOMPLETE_NAME`) in the output folder
   while a conversion runs (shard_checks.check_conversion_complete refuses such a folder);
 * `update_manifest`: ``manifest.json`` (counts per split, class names, the source and what
@@ -254,6 +254,17 @@ def write_split(records, process_record, name, output_directory, num_shards, num
                      summary['clipped_boxes'], len(summary['re_encoded_images']),
                      len(results) / elapsed))
     return summary
+
+
+def objects_per_class(results, labels):
+    """(the result dicts of the images written, {class name: objects written} in label order)
+    from `write_shards` results, each with 'skip' and 'labels' (the label ids it holds)."""
+    per_class = {name: 0 for name in labels[1:]}
+    kept = [r for r in results if not r['skip']]
+    for r in kept:
+        for label in r['labels']:
+            per_class[labels[label]] += 1
+    return kept, per_class
 
 
 class IncompleteMarker:

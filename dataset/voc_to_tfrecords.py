@@ -37,7 +37,8 @@ import sys
 from common.console import parse_comma_list
 from dataset.labels import VOC_LABELS, LabelMapError, read_label_map
 from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError, IncompleteMarker,
-                                  Reporter, make_example, prepare_image, write_split)
+                                  Reporter, make_example, objects_per_class, prepare_image,
+                                  write_split)
 from dataset import shard_writer
 from dataset.voc_xml import AnnotationError, parse_annotation
 
@@ -298,11 +299,7 @@ def convert_split(dataset_directory, source_splits, list_name, name, output_dire
 
 
 def _summarize(results, source_splits, lists, names, written, labels=VOC_LABELS):
-    per_class = {name: 0 for name in labels[1:]}
-    kept = [r for r in results if not r['skip']]
-    for r in kept:
-        for label in r['labels']:
-            per_class[labels[label]] += 1
+    kept, per_class = objects_per_class(results, labels)
     by_id = lambda item: (item['split'], item['image'])  # noqa: E731
     return {
         'images': len(kept),
