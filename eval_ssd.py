@@ -43,10 +43,9 @@ import time
 
 from absl import flags
 
-from common import defaults
-from dataset import helpers
-from dataset.helpers import log
-helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
+from common import console, defaults
+from common.console import log
+console.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
 
 from evaluation.detections import collect_predictions
 from evaluation.ground_truth import (check_has_ground_truth, ground_truth_from_annotations,
@@ -101,7 +100,9 @@ tflite_runner.define_flags(flags)
 
 
 def main(_):
-    from dataset import dataset_common
+    from dataset.class_names import class_names_of
+    from dataset.manifest import source_from_manifest
+    from dataset.shard_checks import check_conversion_complete, count_mismatch_message
     from utility import eval_watch
 
     eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
@@ -110,26 +111,25 @@ def main(_):
                          % FLAGS.model)
     checkpoint = (FLAGS.model if FLAGS.model else None if FLAGS.watch
                   else eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir))
-    dataset_common.check_conversion_complete(FLAGS.data_dir)
+    check_conversion_complete(FLAGS.data_dir)
     # The class names of the records evaluated: the converter's manifest; without one, the
     # names the records carry (those the model recorded, or VOC's, when they agree).
     trained = eval_utils.checkpoint_class_names(checkpoint) if checkpoint else (None, None)
-    recorded, source = dataset_common.class_names_of(FLAGS.data_dir, FLAGS.split,
-                                                     known=trained, log=log)
+    recorded, source = class_names_of(FLAGS.data_dir, FLAGS.split, known=trained, log=log)
     class_names = list(recorded)
     num_classes = FLAGS.num_classes if FLAGS['num_classes'].present else len(class_names)
     eval_utils.check_num_classes(num_classes, class_names, source)
     if source:
         log('%d classes (background included) from %s: %s'
             % (num_classes, source, ', '.join(class_names[1:])))
-    data_source = dataset_common.source_from_manifest(FLAGS.data_dir)
+    data_source = source_from_manifest(FLAGS.data_dir)
     if FLAGS.metric and FLAGS.metric not in METRIC_CHOICES:
         raise ValueError('--metric=%s is not one of %s.' % (FLAGS.metric,
                                                             ', '.join(METRIC_CHOICES)))
     metrics = metric_names(FLAGS.metric or default_metric(data_source['source']))
     pattern = os.path.join(FLAGS.data_dir, FLAGS.split + '-*')
     records = scan_records(pattern)
-    mismatch = dataset_common.count_mismatch_message(FLAGS.data_dir, FLAGS.split, len(records))
+    mismatch = count_mismatch_message(FLAGS.data_dir, FLAGS.split, len(records))
     if mismatch:
         print('warning: %s' % mismatch, file=sys.stderr, flush=True)
     where = 'Split %r (%s)' % (FLAGS.split, pattern)

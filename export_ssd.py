@@ -65,10 +65,9 @@ import tempfile
 
 from absl import flags
 
-from common import defaults
-from dataset import helpers
-from dataset.helpers import log
-helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
+from common import console, defaults
+from common.console import log
+console.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
 
 from utility import eval_utils
 

@@ -25,10 +25,9 @@ import sys
 
 from absl import flags
 
-from common import defaults
-from dataset import helpers
-from dataset.helpers import log
-helpers.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
+from common import console, defaults
+from common.console import log
+console.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
 
 from evaluation.detections import prediction_detections
 from utility import eval_utils

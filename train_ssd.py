@@ -15,8 +15,7 @@ command and they train together (MultiWorkerMirroredStrategy; docs/training.md, 
 """
 from absl import flags
 
-from common import defaults
-from dataset import helpers
+from common import console, defaults
 
 FLAGS = flags.FLAGS
 # Every flag that is also a model param takes the model's default.
@@ -139,7 +138,7 @@ flags.DEFINE_boolean('augment', DEFAULTS['augment'],
                      'Photometric distortion, zoom-out, IoU crop and flip while training; '
                      '--noaugment trains on the eval preprocessing (resize only), e.g. to '
                      'overfit a few fixed images.')
-flags.DEFINE_boolean(helpers.VERBOSE_FLAG, False, helpers.VERBOSE_HELP)
+flags.DEFINE_boolean(console.VERBOSE_FLAG, False, console.VERBOSE_HELP)
 flags.DEFINE_enum('precision', DEFAULTS['precision'], list(defaults.PRECISIONS),
                   'Arithmetic of the convolutions and matmuls: bf16 = bfloat16 through the '
                   'oneDNN graph rewrite (CPUs with AVX512-BF16 or AMX; weights, loss and '
@@ -155,6 +154,6 @@ def main(_):
 
 
 if __name__ == '__main__':
-    helpers.quiet_logs()  # before TensorFlow is imported (main imports it); --verbose keeps them
+    console.quiet_logs()  # before TensorFlow is imported (main imports it); --verbose keeps them
     from utility import entry
     entry.run(main, interrupted='Interrupted before training started; nothing was trained.')

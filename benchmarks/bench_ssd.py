@@ -50,7 +50,7 @@ from benchmarks import (bench_tflite, machine, stage_convert, stage_input,  # no
 from benchmarks.context import Context  # noqa: E402
 from benchmarks.report import format_table, summarize  # noqa: E402
 from benchmarks.workers import quiet_layer_warnings  # noqa: E402
-from dataset.helpers import parse_comma_list  # noqa: E402
+from common.console import parse_comma_list  # noqa: E402
 
 # name -> (function, one-line description). Other stages are added here.
 STAGES = collections.OrderedDict([

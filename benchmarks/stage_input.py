@@ -60,16 +60,17 @@ def bench_input(args, context):
 
 def _input_parts(params, data_dir, batch_size):
     """(name, dataset) pairs measuring decode, augmentation and encoding each alone."""
-    from dataset import dataset_common
+    from dataset.pipeline import list_shards
+    from dataset.records import parse_example
     from net import anchors as anchor_lib
     from utility import ssd_model
 
     autotune = tf.data.AUTOTUNE
-    files = dataset_common.list_shards(os.path.join(data_dir, 'train-*'))
+    files = list_shards(os.path.join(data_dir, 'train-*'))
     records = tf.data.TFRecordDataset(files).cache().repeat()
 
     def decoded_only(serialized):
-        parsed = dataset_common.parse_example(serialized)
+        parsed = parse_example(serialized)
         # Depend on the pixels so the decode cannot be pruned.
         return tf.reduce_max(parsed['image'][0])
 
@@ -77,7 +78,7 @@ def _input_parts(params, data_dir, batch_size):
                                      .batch(batch_size).prefetch(autotune))
 
     # Decoded examples held in memory: augmentation alone.
-    decoded = [dataset_common.parse_example(s) for s in tf.data.TFRecordDataset(files)]
+    decoded = [parse_example(s) for s in tf.data.TFRecordDataset(files)]
     examples = _in_memory([(d['image'].numpy(), d['boxes'].numpy(), d['labels'].numpy())
                            for d in decoded],
                           (tf.TensorSpec([None, None, 3], tf.uint8),

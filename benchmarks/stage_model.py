@@ -32,7 +32,7 @@ import tensorflow as tf
 from benchmarks import machine
 from benchmarks.flops import backbone_train_gflop
 from benchmarks.workers import run_worker
-from dataset.helpers import parse_comma_list
+from common.console import parse_comma_list
 from utility.training.schedule import parse_number_list
 
 

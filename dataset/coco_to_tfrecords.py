@@ -35,12 +35,12 @@ import argparse
 import json
 import math
 import os
-import random
 import sys
 
 from dataset import shard_writer
 from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError, Reporter,
-                                  make_example, prepare_image, write_shards)
+                                  make_example, objects_per_class, prepare_image,
+                                  write_split)
 
 SOURCE = 'coco'
 ANCHOR_PRESET = 'coco'
@@ -278,24 +278,15 @@ def convert_coco(annotations_file, images_dir, output_directory, split='train', 
             continue
         records.append(dict(image, path=os.path.join(images_dir, image['file_name']),
                             annotations=by_image.get(image['id'], []), labels=labels))
-    random.Random(SHUFFLE_SEED).shuffle(records)
     reporter.info('Saving results to %s' % output_directory)
-    reporter.info('%s: converting %d images, %d annotations, %d categories from %s into %d '
-                  'shards with %d threads'
-                  % (split, len(records), len(coco['annotations']), len(labels) - 1,
-                     annotations_file, num_shards, min(num_threads, num_shards)))
-    results, names, written, elapsed = write_shards(records, _process_record, split,
-                                                    output_directory, num_shards, num_threads,
-                                                    reporter)
-    summary = _summarize(results, dropped, labels, annotations_file, images_dir, names, written)
-    reporter.info('%s: wrote %d images (%d objects, %d crowd; %d images without annotations) '
-                  'to %d shards in %s; skipped %d images, dropped %d boxes, clipped %d boxes, '
-                  're-encoded %d images; %.1f images/s'
-                  % (split, summary['images'], summary['objects'], summary['crowd_boxes'],
-                     summary['images_without_annotations'], num_shards, output_directory,
-                     len(summary['skipped_images']), len(summary['dropped_boxes']),
-                     summary['clipped_boxes'], len(summary['re_encoded_images']),
-                     len(results) / elapsed))
+    summary = write_split(
+        records, _process_record, split, output_directory, num_shards, num_threads, reporter,
+        lambda results, names, written: _summarize(results, dropped, labels, annotations_file,
+                                                   images_dir, names, written),
+        '%d images, %d annotations, %d categories from %s'
+        % (len(records), len(coco['annotations']), len(labels) - 1, annotations_file),
+        lambda summary: '%d objects, %d crowd; %d images without annotations' % (
+            summary['objects'], summary['crowd_boxes'], summary['images_without_annotations']))
     return shard_writer.update_manifest(
         output_directory, split, summary, reporter, labels, source=SOURCE,
         pixel_convention=PIXEL_CONVENTION,
@@ -303,11 +294,7 @@ def convert_coco(annotations_file, images_dir, output_directory, split='train', 
 
 
 def _summarize(results, dropped, labels, annotations_file, images_dir, names, written):
-    per_class = {name: 0 for name in labels[1:]}
-    kept = [r for r in results if not r['skip']]
-    for r in kept:
-        for label in r['labels']:
-            per_class[labels[label]] += 1
+    kept, per_class = objects_per_class(results, labels)
     dropped = list(dropped) + [d for r in kept for d in r['dropped']]
     return {
         'images': len(kept),

@@ -36,8 +36,8 @@ import sys
 import cv2
 import numpy as np
 
-# Kept here (not imported from dataset_common) so that generating the sample
-# does not import TensorFlow; tests check it equals dataset_common.VOC_LABELS[1:].
+# Kept here (not imported from dataset/labels.py) so that `python3 dataset/make_voc_sample.py`
+# runs without the repository on sys.path; tests check it equals labels.VOC_LABELS[1:].
 CLASS_NAMES = (
     'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
     'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person',
@@ -286,6 +286,18 @@ def _encode_jpeg(rgb, name):
     return jpeg.tobytes()
 
 
+def _sample_size_and_classes(num_images, classes):
+    """(num_images as int, class names) of both generators; `classes` None gives the VOC
+    classes. Raises ValueError (one line) for fewer than 2 images (a train and a val split)."""
+    num_images = int(num_images)
+    class_names = CLASS_NAMES if classes is None else parse_classes(
+        classes if isinstance(classes, str) else ','.join(classes))
+    if num_images < 2:
+        raise ValueError('num_images=%d is too small for a train and a val split; '
+                         'use --num_images 2 or more.' % num_images)
+    return num_images, class_names
+
+
 def make_voc_sample(output_dir, num_images=64, seed=0, name='VOC2012_sample', classes=None):
     """Generates the sample; returns the path ``<output_dir>/<name>``.
 
@@ -300,12 +312,7 @@ def make_voc_sample(output_dir, num_images=64, seed=0, name='VOC2012_sample', cl
       The split folder path (pass its parent as the converter's
       ``--dataset_directory`` and ``name`` as its ``--train_splits``).
     """
-    num_images = int(num_images)
-    class_names = CLASS_NAMES if classes is None else parse_classes(
-        classes if isinstance(classes, str) else ','.join(classes))
-    if num_images < 2:
-        raise ValueError('num_images=%d is too small for a train and a val split; '
-                         'use --num_images 2 or more.' % num_images)
+    num_images, class_names = _sample_size_and_classes(num_images, classes)
     root = os.path.join(output_dir, name)
     image_dir = os.path.join(root, 'JPEGImages')
     ann_dir = os.path.join(root, 'Annotations')
@@ -363,12 +370,7 @@ def make_coco_sample(output_dir, num_images=64, seed=0, name='COCO_sample', clas
     ids 1000 + num_images and + num_images + 1). VOC's 'difficult' has no COCO counterpart and
     is not written.
     """
-    num_images = int(num_images)
-    class_names = CLASS_NAMES if classes is None else parse_classes(
-        classes if isinstance(classes, str) else ','.join(classes))
-    if num_images < 2:
-        raise ValueError('num_images=%d is too small for a train and a val split; '
-                         'use --num_images 2 or more.' % num_images)
+    num_images, class_names = _sample_size_and_classes(num_images, classes)
     root = os.path.join(output_dir, name)
     image_dir = os.path.join(root, 'images')
     ann_dir = os.path.join(root, 'annotations')

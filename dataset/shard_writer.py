@@ -1,10 +1,13 @@
 """What every source converter (VOC XML, COCO json) shares: the record, the shards, the manifest.
 
-* `make_example`: the one ``tf.train.Example`` layout (keys in dataset_common's docstring);
+* `make_example`: the one ``tf.train.Example`` layout (keys in dataset/records.py's docstring);
 * `prepare_image`: image bytes checked and, where needed, re-encoded as RGB JPEG;
 * `write_shards`: records cut into ``<name>-SSSSS-of-NNNNN`` shards by a thread pool, with
   progress lines, written under temporary names and moved into place only when every shard
-  is complete (nothing half-written);
+  is complete (nothing half-written); `write_split`: one split shuffled, written and
+  summarized, with its two progress lines; `objects_per_class`: the summaries' class counts;
+* `IncompleteMarker`: ``conversion.incomplete`` (`INCOMPLETE_NAME`) in the output folder
+  while a conversion runs (shard_checks.check_conversion_complete refuses such a folder);
 * `update_manifest`: ``manifest.json`` (counts per split, class names, the source and what
   the source says about the data: its category ids, the anchor preset it suggests);
 * `Reporter`, `ConversionError`, `ImageError`: messages and the errors converters raise.
@@ -13,6 +16,7 @@
 import io
 import json
 import os
+import random
 import re
 import sys
 import threading
@@ -22,10 +26,14 @@ from concurrent import futures
 import tensorflow as tf
 from PIL import Image
 
-from dataset.dataset_common import MANIFEST_NAME, VOC_LABELS
+from dataset.labels import VOC_LABELS
+from dataset.manifest import MANIFEST_NAME
 
 MANIFEST_VERSION = 1
 SHUFFLE_SEED = 180428  # the original's RANDOM_SEED: records are shuffled with it before sharding
+# Present in a converter's output folder while a conversion runs; removed when every split is
+# written. Still there: the conversion was killed and the splits may come from two runs.
+INCOMPLETE_NAME = 'conversion.incomplete'
 _SHARD_RE = r'^%s-\d{5}-of-\d{5}$'
 
 
@@ -217,6 +225,85 @@ def write_shards(records, process_record, name, output_directory, num_shards, nu
                 os.remove(temp)
     results = [r for rs in per_shard for r in rs]
     return results, names, written, max(time.time() - progress.start, 1e-9)
+
+
+def write_split(records, process_record, name, output_directory, num_shards, num_threads,
+                reporter, summarize, what, objects):
+    """One split of a conversion: shuffles `records` in place with `SHUFFLE_SEED`, writes them
+    with `write_shards` between a 'converting' and a 'wrote' progress line, and returns
+    ``summarize(results, names, written)`` (the split's manifest entry).
+
+    `what` ends the 'converting' line's '<name>: converting ...' part (what is converted, from
+    where); `objects(summary)` fills the parentheses after 'wrote N images'. The summary needs
+    'images', 'skipped_images', 'dropped_boxes', 'clipped_boxes' and 're_encoded_images'.
+
+    Raises:
+      ConversionError: see `write_shards`.
+    """
+    random.Random(SHUFFLE_SEED).shuffle(records)
+    reporter.info('%s: converting %s into %d shards with %d threads'
+                  % (name, what, num_shards, min(num_threads, num_shards)))
+    results, names, written, elapsed = write_shards(records, process_record, name,
+                                                    output_directory, num_shards, num_threads,
+                                                    reporter)
+    summary = summarize(results, names, written)
+    reporter.info('%s: wrote %d images (%s) to %d shards in %s; skipped %d images, dropped %d '
+                  'boxes, clipped %d boxes, re-encoded %d images; %.1f images/s'
+                  % (name, summary['images'], objects(summary), num_shards, output_directory,
+                     len(summary['skipped_images']), len(summary['dropped_boxes']),
+                     summary['clipped_boxes'], len(summary['re_encoded_images']),
+                     len(results) / elapsed))
+    return summary
+
+
+def objects_per_class(results, labels):
+    """(the result dicts of the images written, {class name: objects written} in label order)
+    from `write_shards` results, each with 'skip' and 'labels' (the label ids it holds)."""
+    per_class = {name: 0 for name in labels[1:]}
+    kept = [r for r in results if not r['skip']]
+    for r in kept:
+        for label in r['labels']:
+            per_class[labels[label]] += 1
+    return kept, per_class
+
+
+class IncompleteMarker:
+    """``with IncompleteMarker(output_directory, splits) as marker:`` keeps
+    `INCOMPLETE_NAME` in `output_directory` while a conversion runs, so a run killed between
+    its splits does not pass for a complete one (training and eval refuse the folder:
+    shard_checks.check_conversion_complete). The file records when the run started, its pid
+    and `splits`.
+
+    The marker goes when the block ends normally. When it ends with a ConversionError (which
+    writes nothing), it goes too unless a split of this run was written (the caller says so
+    with `marker.split_written()`) or the marker was already there from an earlier killed run.
+    Any other exception leaves it.
+    """
+
+    def __init__(self, output_directory, splits):
+        self._directory = output_directory
+        self.path = os.path.join(output_directory, INCOMPLETE_NAME)
+        self._splits = list(splits)
+        self._changed = False
+        self._was_there = False
+
+    def __enter__(self):
+        os.makedirs(self._directory, exist_ok=True)
+        self._was_there = os.path.exists(self.path)
+        with open(self.path, 'w', encoding='utf-8') as f:
+            json.dump({'started': time.strftime('%Y-%m-%d %H:%M:%S'), 'pid': os.getpid(),
+                       'splits': self._splits}, f)
+        return self
+
+    def split_written(self):
+        """Records that a split of this run changed the folder (shards and manifest)."""
+        self._changed = True
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None or (issubclass(exc_type, ConversionError) and
+                                not self._changed and not self._was_there):
+            os.remove(self.path)
+        return False
 
 
 def update_manifest(output_directory, name, summary, reporter=None, labels=VOC_LABELS,

@@ -15,7 +15,7 @@ Layout expected under ``--dataset_directory``::
 
 Output in ``--output_directory``: ``train-00000-of-00016`` ... and
 ``val-00000-of-00016`` ... (one ``tf.train.Example`` per image, keys listed in
-``dataset_common``), and ``manifest.json`` with the counts per split and the class names.
+``dataset/records.py``), and ``manifest.json`` with the counts per split and the class names.
 
 Classes: ``--labels FILE`` names them, one per line (label k = the k-th name; 0 is the implied
 background 'none'); without it the 20 VOC classes. The names go into the manifest's 'labels'
@@ -31,16 +31,14 @@ Boxes: an annotation's 1-based inclusive pixel box is clipped to
 
 import argparse
 import io
-import json
 import os
-import random
 import sys
-import time
 
-from dataset.dataset_common import INCOMPLETE_NAME, VOC_LABELS, LabelMapError, read_label_map
-from dataset.helpers import parse_comma_list
-from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError,
-                                  Reporter, make_example, prepare_image, write_shards)
+from common.console import parse_comma_list
+from dataset.labels import VOC_LABELS, LabelMapError, read_label_map
+from dataset.shard_writer import (SHUFFLE_SEED, ConversionError, ImageError, IncompleteMarker,
+                                  Reporter, make_example, objects_per_class, prepare_image,
+                                  write_split)
 from dataset import shard_writer
 from dataset.voc_xml import AnnotationError, parse_annotation
 
@@ -291,32 +289,17 @@ def convert_split(dataset_directory, source_splits, list_name, name, output_dire
     records = [_load_record(dataset_directory, split, image_id, skip_unknown_classes, reporter,
                             labels, label_file)
                for split, image_id in listed]
-    random.Random(SHUFFLE_SEED).shuffle(records)
-
-    reporter.info('%s: converting %d listed images from %s into %d shards with %d threads'
-                  % (name, len(records), ', '.join(source_splits), num_shards,
-                     min(num_threads, num_shards)))
-    results, names, written, elapsed = write_shards(records, _process_record, name,
-                                                    output_directory, num_shards, num_threads,
-                                                    reporter)
-    summary = _summarize(results, source_splits, lists, names, written, labels)
-    reporter.info('%s: wrote %d images (%d objects: %d difficult, %d truncated) to %d shards in '
-                  '%s; skipped %d images, dropped %d boxes, clipped %d boxes, re-encoded %d '
-                  'images; %.1f images/s'
-                  % (name, summary['images'], summary['objects'], summary['difficult'],
-                     summary['truncated'], num_shards, output_directory,
-                     len(summary['skipped_images']), len(summary['dropped_boxes']),
-                     summary['clipped_boxes'], len(summary['re_encoded_images']),
-                     len(results) / elapsed))
-    return summary
+    return write_split(
+        records, _process_record, name, output_directory, num_shards, num_threads, reporter,
+        lambda results, names, written: _summarize(results, source_splits, lists, names,
+                                                   written, labels),
+        '%d listed images from %s' % (len(records), ', '.join(source_splits)),
+        lambda summary: '%d objects: %d difficult, %d truncated' % (
+            summary['objects'], summary['difficult'], summary['truncated']))
 
 
 def _summarize(results, source_splits, lists, names, written, labels=VOC_LABELS):
-    per_class = {name: 0 for name in labels[1:]}
-    kept = [r for r in results if not r['skip']]
-    for r in kept:
-        for label in r['labels']:
-            per_class[labels[label]] += 1
+    kept, per_class = objects_per_class(results, labels)
     by_id = lambda item: (item['split'], item['image'])  # noqa: E731
     return {
         'images': len(kept),
@@ -366,7 +349,7 @@ def convert_dataset(dataset_directory, output_directory, train_splits, validatio
         comma-separated strings) under ``dataset_directory``.
       train_list / validation_list: ImageSets/Main list names ('train', 'val',
         'trainval', 'test').
-      labels: the class names, index = label id with 'none' first (dataset_common.
+      labels: the class names, index = label id with 'none' first (dataset.labels.
         read_label_map); None: read `label_file`, or the 20 VOC classes without one.
       label_file: the label file (read when `labels` is None; named in messages).
     Returns:
@@ -404,28 +387,15 @@ def convert_dataset(dataset_directory, output_directory, train_splits, validatio
         for split in splits:
             read_image_ids(_split_dir(dataset_directory, split), list_name, list_fallback, quiet)
     reporter.info('Saving results to %s' % output_directory)
-    # Marks the folder incomplete until every split is written: a run killed between the
-    # splits leaves it, and training and eval refuse the folder (check_conversion_complete).
-    # A split that fails cleanly (ConversionError) writes nothing: the marker then goes too,
-    # unless an earlier split of this run, or an earlier killed run, changed the folder.
-    os.makedirs(output_directory, exist_ok=True)
-    marker = os.path.join(output_directory, INCOMPLETE_NAME)
-    was_incomplete = os.path.exists(marker)
-    with open(marker, 'w', encoding='utf-8') as f:
-        json.dump({'started': time.strftime('%Y-%m-%d %H:%M:%S'), 'pid': os.getpid(),
-                   'splits': [name for name, _, _, _ in jobs]}, f)
-    manifest = None
-    try:
+    # The folder is marked incomplete until every split is written (a run killed between the
+    # splits leaves the marker; training and eval then refuse the folder).
+    with IncompleteMarker(output_directory, [name for name, _, _, _ in jobs]) as marker:
         for name, splits, list_name, shards in jobs:
             summary = convert_split(dataset_directory, splits, list_name, name,
                                     output_directory, shards, num_threads, skip_unknown_classes,
                                     list_fallback, reporter, labels, label_file)
             manifest = update_manifest(output_directory, name, summary, reporter, labels)
-    except ConversionError:
-        if manifest is None and not was_incomplete:
-            os.remove(marker)
-        raise
-    os.remove(marker)
+            marker.split_written()
     return manifest
 
 

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from dataset.helpers import notify
+from common.console import notify
 from evaluation import voc_metric
 from evaluation.ground_truth import image_id
 

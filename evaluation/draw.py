@@ -110,7 +110,7 @@ def draw_detections(image, boxes_pixels, labels, scores, class_names, thickness=
       boxes_pixels: float [D, 4] VOC pixel boxes [xmin, ymin, xmax, ymax] (1-based, inclusive).
       labels: int [D] class labels, indices into `class_names`.
       scores: float [D].
-      class_names: sequence of names, index = label (e.g. dataset_common.VOC_LABELS).
+      class_names: sequence of names, index = label (e.g. dataset.labels.VOC_LABELS).
       thickness: box line width in pixels.
       font_scale: caption size (0.5: 13-pixel text).
       warn: callable(str) told once when a class name has characters no installed font has.

@@ -15,9 +15,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from dataset import dataset_common
+from dataset.labels import VOC_LABELS
+from dataset.pipeline import list_shards
+from dataset.records import parse_ground_truth
+from dataset.shard_checks import explain_data_loss
 from dataset import voc_xml
-from dataset.helpers import notify
+from common.console import notify
 
 
 def image_id(filename):
@@ -51,16 +54,16 @@ def scan_records(file_pattern):
       normalized [ymin, xmin, ymax, xmax], 'labels' int32 [N], 'difficult' int32 [N],
       'iscrowd' int32 [N] (COCO crowd regions), 'source_id' str ('' for VOC records).
     Raises:
-      ValueError: no file matches (from dataset_common.list_shards), or a shard is
+      ValueError: no file matches (from list_shards), or a shard is
         truncated or corrupt (the message names it).
     """
-    files = dataset_common.list_shards(file_pattern)
+    files = list_shards(file_pattern)
     records = []
     try:
         elements = _run_dataset(
-            lambda: tf.data.TFRecordDataset(files).map(dataset_common.parse_ground_truth))
+            lambda: tf.data.TFRecordDataset(files).map(parse_ground_truth))
     except tf.errors.DataLossError as e:  # name the damaged shard in one line
-        raise dataset_common.explain_data_loss(files, e) or e
+        raise explain_data_loss(files, e) or e
     for element in elements:
         filename = element['filename'].decode('utf-8', 'replace')
         records.append({'image_id': image_id(filename), 'filename': filename,
@@ -106,7 +109,7 @@ def ground_truth_from_annotations(image_ids, annotations_dir, class_names=None, 
     Raises:
       ValueError: a file is missing or unreadable; the message names it.
     """
-    class_names = list(class_names or dataset_common.VOC_LABELS)
+    class_names = list(class_names or VOC_LABELS)
     label_ids = {name: index for index, name in enumerate(class_names) if index > 0}
     ground_truth, unknown = [], {}
     for name in image_ids:

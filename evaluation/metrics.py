@@ -14,7 +14,7 @@ numbers to its history and TensorBoard (utility/eval_watch.py).
 """
 import os
 
-from dataset.helpers import notify
+from common.console import notify
 from evaluation import coco_metric
 from evaluation import voc_metric
 from evaluation.detections import RESULTS_PREFIX, write_results_files

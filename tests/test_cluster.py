@@ -123,12 +123,12 @@ def _names(dataset):
 @pytest.mark.parametrize('num_shards', [2, 3])
 def test_workers_read_disjoint_parts_that_cover_the_data(tfrecord_dir, num_shards):
     """2 train files: 2 workers get one file each; 3 workers share records deterministically."""
-    from dataset import dataset_common as dc
+    from dataset.pipeline import build_dataset
     pattern = os.path.join(tfrecord_dir, 'train-*')
 
     def reader(index, shards):
-        return lambda: dc.build_dataset(pattern, None, batch_size=1, is_training=True, seed=3,
-                                        num_epochs=1, num_shards=shards, shard_index=index)
+        return lambda: build_dataset(pattern, None, batch_size=1, is_training=True, seed=3,
+                                     num_epochs=1, num_shards=shards, shard_index=index)
 
     everything = _names(reader(0, 1))
     parts = [_names(reader(i, num_shards)) for i in range(num_shards)]
@@ -136,7 +136,7 @@ def test_workers_read_disjoint_parts_that_cover_the_data(tfrecord_dir, num_shard
     assert sorted(sum(parts, [])) == sorted(everything)   # disjoint and complete
     assert parts == [_names(reader(i, num_shards)) for i in range(num_shards)]  # deterministic
     with pytest.raises(ValueError, match='shard_index 2 is not in 0..1'):
-        dc.build_dataset(pattern, None, 1, True, num_shards=2, shard_index=2)
+        build_dataset(pattern, None, 1, True, num_shards=2, shard_index=2)
 
 
 def test_silent_peers_tells_a_missing_worker_from_another_program_and_a_live_one():

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dataset import dataset_common as dc
+from dataset.labels import LABEL_IDS
+from dataset.manifest import read_manifest
+from dataset.shard_checks import count_against_manifest
 from dataset import voc_to_tfrecords as conv
 from voc_files import convert, feature, good, image_bytes, read_records, write_split, xml_text
 
@@ -47,7 +49,7 @@ def test_round_trip_every_sample_image_matches_its_xml(voc_sample_dir, tfrecord_
                                 ('xmax', width))] for o in objects]
             np.testing.assert_allclose(parsed['boxes'], expected_boxes, rtol=1e-6)
             np.testing.assert_array_equal(
-                parsed['labels'], [dc.LABEL_IDS[o.find('name').text] for o in objects])
+                parsed['labels'], [LABEL_IDS[o.find('name').text] for o in objects])
             np.testing.assert_array_equal(
                 parsed['difficult'], [int(o.find('difficult').text) for o in objects])
             np.testing.assert_array_equal(
@@ -99,7 +101,7 @@ def test_hand_computed_boxes_and_manifest_counts(tmp_path):
 
 
 def test_sample_manifest_matches_the_xml(voc_sample_dir, tfrecord_dir):
-    manifest = dc.read_manifest(tfrecord_dir)
+    manifest = read_manifest(tfrecord_dir)
     for split, list_name in (('train', 'train'), ('val', 'val')):
         with open(os.path.join(voc_sample_dir, 'ImageSets', 'Main', list_name + '.txt')) as f:
             ids = [line.strip() for line in f if line.strip()]
@@ -313,7 +315,7 @@ def test_full_voc_profile_lists_and_fallback(tmp_path, capsys):
     assert sorted(read_records(tmp_path / 'out', 'train')) == ['000001.jpg', '000002.jpg',
                                                                '2008_000001.jpg']
     assert sorted(read_records(tmp_path / 'out', 'val')) == ['000003.jpg', '000004.jpg']
-    manifest = dc.read_manifest(str(tmp_path / 'out'))
+    manifest = read_manifest(str(tmp_path / 'out'))
     assert manifest['splits']['train']['source_splits'] == ['VOC2007', 'VOC2012']
 
 
@@ -326,12 +328,12 @@ def test_separate_runs_merge_the_manifest_and_replace_stale_shards(tmp_path):
     second, _o, _e = convert(tmp_path, tmp_path / 'out', train=(), val=('S',))
     assert set(second['splits']) == {'train', 'val'}
     assert second['splits']['train'] == first['splits']['train']
-    assert dc.count_against_manifest(str(tmp_path / 'out'), 'val', 0)[0] == 3
+    assert count_against_manifest(str(tmp_path / 'out'), 'val', 0)[0] == 3
     _m, out, _e = convert(tmp_path, tmp_path / 'out', train=('S',), val=(), train_shards=2)
     assert 'removed stale shard train-00002-of-00003' in out
     assert sorted(f for f in os.listdir(tmp_path / 'out') if f.startswith('train')) == [
         'train-00000-of-00002', 'train-00001-of-00002']
-    assert dc.read_manifest(str(tmp_path / 'out'))['splits']['val']['images'] == 3
+    assert read_manifest(str(tmp_path / 'out'))['splits']['val']['images'] == 3
 
 
 def test_shuffle_and_sharding_are_deterministic(voc_sample_dir, tmp_path):
@@ -377,7 +379,7 @@ def test_entry_scripts_run_from_the_dataset_folder_and_the_repo_root(voc_sample_
     assert result.returncode == 0, result.stderr
     assert 'train: wrote 10 images' in result.stdout and 'val: wrote 2 images' in result.stdout
     assert len(glob.glob(str(work / 'tfrecords' / 'train-*-of-00016'))) == 16
-    assert dc.count_against_manifest(str(work / 'tfrecords'), 'val', 0)[0] == 2
+    assert count_against_manifest(str(work / 'tfrecords'), 'val', 0)[0] == 2
 
     result = run_script(['dataset/convert_voc_sample_tfrecords.py',
                          '--dataset_directory=%s' % work, '--output_directory=%s' % (work / 'o2'),
@@ -395,4 +397,4 @@ def test_entry_scripts_run_from_the_dataset_folder_and_the_repo_root(voc_sample_
                          '--train_splits=VOC2012_sample', '--validation_splits=',
                          '--train_shards=1'], cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
-    assert dc.count_against_manifest(str(work / 'o3'), 'train', 0)[0] == 12  # trainval.txt
+    assert count_against_manifest(str(work / 'o3'), 'train', 0)[0] == 12  # trainval.txt

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import AVAILABLE_DRIVERS, assert_same_detections, run_script
-from dataset import dataset_common
+from dataset.labels import VOC_LABELS
 from utility import ssd_model
 from preprocessing import ssd_preprocessing
 from evaluation import draw
@@ -20,7 +20,7 @@ from utility import eval_utils
 # Every test here runs an entry script or a training subprocess (the slow tier).
 pytestmark = pytest.mark.slow
 
-NAMES = list(dataset_common.VOC_LABELS)
+NAMES = list(VOC_LABELS)
 
 
 # ----------------------------------------------------------------------------- drawing

@@ -12,7 +12,8 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import run_script
-from dataset import dataset_common
+from dataset.labels import VOC_LABELS
+from dataset.pipeline import build_dataset
 from dataset import voc_to_tfrecords
 from evaluation import detections
 from evaluation import figures
@@ -24,7 +25,7 @@ from utility import eval_utils
 # Every test here runs an entry script or a training subprocess (the slow tier).
 pytestmark = pytest.mark.slow
 
-NAMES = list(dataset_common.VOC_LABELS)
+NAMES = list(VOC_LABELS)
 C = len(NAMES)
 DOG, CAT = NAMES.index('dog'), NAMES.index('cat')
 
@@ -185,8 +186,8 @@ def test_results_file_with_unknown_image_is_refused(tmp_path):
 
 def _records_predictions(pattern):
     """Estimator.predict-like dicts whose detections are the records' ground truth."""
-    dataset = dataset_common.build_dataset(pattern, None, batch_size=1, is_training=False,
-                                           num_readers=1)
+    dataset = build_dataset(pattern, None, batch_size=1, is_training=False,
+                            num_readers=1)
     out = []
     for parsed in dataset.as_numpy_iterator():
         n = len(parsed['labels'][0])

@@ -1,12 +1,14 @@
 """A converter killed between the train and the val split leaves its output folder marked
 incomplete, and training refuses it in one line (issue 24, item 8)."""
+import contextlib
 import io
 import os
 
 import pytest
 
 from conftest import SAMPLE_NAME, TRAIN_FAST_FLAGS, run_script
-from dataset import dataset_common as dc
+from dataset.shard_checks import check_shards
+from dataset.shard_writer import INCOMPLETE_NAME, ConversionError, IncompleteMarker
 from dataset import voc_to_tfrecords as conv
 
 
@@ -36,24 +38,48 @@ def _killed_after_train(voc_sample_dir, out, monkeypatch):
 def incomplete_dir(voc_sample_dir, tmp_path, monkeypatch):
     out = str(tmp_path / 'records')
     _convert(voc_sample_dir, out)
-    dc.check_shards(out, 'train')                       # a finished conversion passes
-    assert not os.path.exists(os.path.join(out, dc.INCOMPLETE_NAME))
+    check_shards(out, 'train')                       # a finished conversion passes
+    assert not os.path.exists(os.path.join(out, INCOMPLETE_NAME))
     _killed_after_train(voc_sample_dir, out, monkeypatch)
     return out
 
 
 def test_a_conversion_killed_between_splits_is_marked_and_refused(voc_sample_dir,
                                                                   incomplete_dir):
-    assert os.path.exists(os.path.join(incomplete_dir, dc.INCOMPLETE_NAME))
+    assert os.path.exists(os.path.join(incomplete_dir, INCOMPLETE_NAME))
     with pytest.raises(ValueError) as raised:
-        dc.check_shards(incomplete_dir, 'train')
+        check_shards(incomplete_dir, 'train')
     message = str(raised.value)
     assert '\n' not in message
     assert message.startswith('%s is incomplete: the conversion started at ' % incomplete_dir)
     assert 'may come from different runs; re-run the converter' in message
     _convert(voc_sample_dir, incomplete_dir)            # run to the end: complete again
-    assert not os.path.exists(os.path.join(incomplete_dir, dc.INCOMPLETE_NAME))
-    dc.check_shards(incomplete_dir, 'train')
+    assert not os.path.exists(os.path.join(incomplete_dir, INCOMPLETE_NAME))
+    check_shards(incomplete_dir, 'train')
+
+
+@pytest.mark.parametrize('written, was_there, error, kept', [
+    (0, False, None, False),               # finished: the marker goes
+    (0, False, ConversionError, False),    # failed cleanly before writing anything: goes too
+    (0, True, ConversionError, True),      # ... but an earlier killed run's marker stays
+    (1, False, ConversionError, True),     # a split of this run was written: stays
+    (0, False, KeyboardInterrupt, True),   # killed: stays
+])
+def test_the_marker_goes_only_when_the_folder_is_whole(tmp_path, written, was_there, error,
+                                                       kept):
+    out = str(tmp_path / 'out')
+    marker = os.path.join(out, INCOMPLETE_NAME)
+    if was_there:
+        os.makedirs(out)
+        open(marker, 'w').close()
+    with pytest.raises(error) if error else contextlib.nullcontext():
+        with IncompleteMarker(out, ['train', 'val']) as running:
+            assert os.path.exists(marker)
+            for _ in range(written):
+                running.split_written()
+            if error:
+                raise error('stop')
+    assert os.path.exists(marker) == kept
 
 
 @pytest.mark.slow

@@ -35,10 +35,10 @@ def _one_line_error(proc, *fragments):
 
 
 def test_read_label_map_ignores_blanks_and_whitespace(tmp_path):
-    from dataset import dataset_common
+    from dataset.labels import read_label_map
     path = tmp_path / 'labels.txt'
     path.write_text('\n  widget \n\n\tgizmo\nsprocket\n\n')
-    assert dataset_common.read_label_map(str(path)) == tuple(NAMES)
+    assert read_label_map(str(path)) == tuple(NAMES)
 
 
 @pytest.mark.parametrize('text, fragment', [
@@ -48,15 +48,15 @@ def test_read_label_map_ignores_blanks_and_whitespace(tmp_path):
     ('none\nwidget\n', "line 1: 'none' is the implied background"),
 ])
 def test_read_label_map_errors_are_one_line_naming_the_file(tmp_path, text, fragment):
-    from dataset import dataset_common
+    from dataset.labels import read_label_map
     path = tmp_path / 'labels.txt'
     path.write_text(text)
     with pytest.raises(ValueError) as info:
-        dataset_common.read_label_map(str(path))
+        read_label_map(str(path))
     message = str(info.value)
     assert fragment in message and str(path) in message and '\n' not in message
     with pytest.raises(ValueError, match='cannot read the label file'):
-        dataset_common.read_label_map(str(tmp_path / 'missing.txt'))
+        read_label_map(str(tmp_path / 'missing.txt'))
 
 
 def test_make_voc_sample_writes_the_given_class_names(tmp_path):
@@ -226,10 +226,10 @@ def test_converting_a_split_with_other_labels_drops_the_stale_splits(tmp_path):
 
 
 def test_checkpoint_class_names_fall_back_to_voc(tmp_path):
-    from dataset import dataset_common
+    from dataset.labels import VOC_LABELS
     from utility import eval_utils
     assert eval_utils.checkpoint_class_names(str(tmp_path / 'model.ckpt-1')) == (
-        list(dataset_common.VOC_LABELS), None)
+        list(VOC_LABELS), None)
     (tmp_path / 'params.json').write_text(json.dumps({'class_names': NAMES, 'num_classes': 4}))
     assert eval_utils.checkpoint_class_names(str(tmp_path / 'model.ckpt-1')) == (
         NAMES, str(tmp_path / 'params.json'))

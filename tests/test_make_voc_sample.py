@@ -38,7 +38,7 @@ def _all_files(root):
 
 
 def test_class_names_match_the_label_table():
-    from dataset.dataset_common import VOC_LABELS
+    from dataset.labels import VOC_LABELS
     assert mvs.CLASS_NAMES == VOC_LABELS[1:]
 
 

@@ -65,33 +65,34 @@ def _write_records(path, objects_per_image):
     ([[(1, 'café'), (2, '人物')]], ('none', 'café', '人物')),
 ])
 def test_class_names_come_from_the_records_without_a_manifest(tmp_path, objects, expected):
-    from dataset import dataset_common
+    from dataset.class_names import class_names_of
+    from dataset.labels import VOC_LABELS
     _write_records(str(tmp_path / 'train-00000-of-00001'), objects)
-    names, source = dataset_common.class_names_of(str(tmp_path), 'train')
+    names, source = class_names_of(str(tmp_path), 'train')
     if expected == 'voc':
-        assert (names, source) == (dataset_common.VOC_LABELS, None)
+        assert (names, source) == (VOC_LABELS, None)
     else:
         assert names == expected and 'label_text' in source
 
 
 def test_records_that_disagree_with_voc_and_leave_a_gap_are_refused(tmp_path):
-    from dataset import dataset_common
+    from dataset.class_names import class_names_of
     _write_records(str(tmp_path / 'val-00000-of-00001'), [[(1, 'widget'), (3, 'sprocket')]])
     with pytest.raises(ValueError) as info:
-        dataset_common.class_names_of(str(tmp_path), 'val')
+        class_names_of(str(tmp_path), 'val')
     message = str(info.value)
     assert '\n' not in message and '1 widget, 3 sprocket' in message
     assert 'label(s) 2 unnamed' in message and '--labels' in message
     # ... unless the model's own table (params.json) names them consistently.
     known = (('none', 'widget', 'gizmo', 'sprocket'), 'model/params.json')
-    assert dataset_common.class_names_of(str(tmp_path), 'val', known=known) == known
+    assert class_names_of(str(tmp_path), 'val', known=known) == known
 
 
 def test_records_that_name_one_label_twice_are_refused(tmp_path):
-    from dataset import dataset_common
+    from dataset.class_names import class_names_of
     _write_records(str(tmp_path / 'train-00000-of-00001'), [[(1, 'widget')], [(1, 'gizmo')]])
     with pytest.raises(ValueError, match=r"name label 1 both '(widget|gizmo)' and "):
-        dataset_common.class_names_of(str(tmp_path), 'train')
+        class_names_of(str(tmp_path), 'train')
 
 
 def test_backbones_are_recognised_from_variable_names():

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import FAST_BACKBONE, run_script
-from dataset import dataset_common
+from dataset.labels import VOC_LABELS
 from utility import tflite_export
 
-NAMES = list(dataset_common.VOC_LABELS)
+NAMES = list(VOC_LABELS)
 
 
 def export(model_dir, export_dir, *extra):

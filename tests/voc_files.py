@@ -8,7 +8,7 @@ import os
 import tensorflow as tf
 from PIL import Image
 
-from dataset import dataset_common as dc
+from dataset.records import parse_example
 from dataset import voc_to_tfrecords as conv
 
 
@@ -77,7 +77,7 @@ def read_records(out, split='train'):
     records = {}
     for path in sorted(glob.glob(os.path.join(str(out), split + '-*'))):
         for raw in tf.data.TFRecordDataset(path):
-            parsed = {k: v.numpy() for k, v in dc.parse_example(raw).items()}
+            parsed = {k: v.numpy() for k, v in parse_example(raw).items()}
             example = tf.train.Example.FromString(raw.numpy())
             records[parsed['filename'].decode()] = (parsed, example)
     return records

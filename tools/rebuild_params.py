@@ -27,7 +27,7 @@ def rebuild_params(model_dir, data_dir=None, log=print):
       ValueError: no readable checkpoint, not a whole SSD, a backbone no registered layout
         fits, or anchors per cell that no anchor spec here gives (one line, naming the fix).
     """
-    from dataset import dataset_common
+    from dataset.class_names import class_names_of
     from net import anchors as anchor_lib
     from utility import checkpoint_utils, model_dir as model_dir_lib, ssd_model
 
@@ -45,7 +45,7 @@ def rebuild_params(model_dir, data_dir=None, log=print):
     overrides = {'backbone': identity['backbone'], 'num_classes': identity['num_classes'],
                  'model_scope': identity['model_scope']}
     if data_dir:
-        names, source = dataset_common.class_names_of(data_dir)
+        names, source = class_names_of(data_dir)
         if len(names) == identity['num_classes']:
             overrides['class_names'] = list(names)
             log('Class names from %s: %s.' % (source, ', '.join(names[1:])))

@@ -36,7 +36,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from dataset.helpers import parse_comma_list
+from common.console import parse_comma_list
 
 _HOW_TO_GET_WEIGHTS = (
     'Put the reduced-fc VGG-16 checkpoint in ./model (see model/README.md): use the public '

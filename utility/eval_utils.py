@@ -17,8 +17,8 @@ import sys
 import tensorflow as tf
 
 from common import defaults
-from dataset import dataset_common
-from dataset.helpers import VERBOSE_FLAG, VERBOSE_HELP, notify
+from dataset.labels import VOC_LABELS
+from common.console import VERBOSE_FLAG, VERBOSE_HELP, notify
 from utility import checkpoint_utils
 
 
@@ -71,7 +71,7 @@ def define_inference_flags(flags_module):
     """
     f = flags_module
     model = defaults.DEFAULT_PARAMS
-    f.DEFINE_boolean(VERBOSE_FLAG, False, VERBOSE_HELP)  # read by helpers.quiet_logs
+    f.DEFINE_boolean(VERBOSE_FLAG, False, VERBOSE_HELP)  # read by console.quiet_logs
     f.DEFINE_integer('num_classes', model['num_classes'],
                      'Number of classes, background included (VOC: 21).')
     f.DEFINE_integer('train_image_size', model['train_image_size'],
@@ -324,12 +324,12 @@ def check_num_classes(num_classes, class_names, source=None):
     """Raises ValueError when --num_classes disagrees with the label table `class_names`.
 
     `source` says where the names come from (e.g. 'the manifest.json of <data_dir>'); None:
-    the VOC labels of dataset/dataset_common.py.
+    the VOC labels of dataset/labels.py.
     """
     if num_classes != len(class_names):
         if source is None:
             raise ValueError('--num_classes=%d does not match the %d VOC labels of '
-                             'dataset/dataset_common.py; use --num_classes=%d.'
+                             'dataset/labels.py; use --num_classes=%d.'
                              % (num_classes, len(class_names), len(class_names)))
         raise ValueError('--num_classes=%d does not match the %d class names (background '
                          'included) of %s; use --num_classes=%d.'
@@ -348,15 +348,15 @@ def checkpoint_class_names(checkpoint, num_classes=None, log=None):
     if isinstance(names, list) and len(names) >= 2:
         return [str(n) for n in names], os.path.join(os.path.dirname(str(checkpoint)),
                                                      defaults.PARAMS_NAME)
-    if num_classes is not None and num_classes != len(dataset_common.VOC_LABELS):
+    if num_classes is not None and num_classes != len(VOC_LABELS):
         folder = os.path.dirname(str(checkpoint))
         notify(log, 'No class names are recorded beside %s (its %d classes are not VOC\'s); '
                     'numbering them. Record them with `python3 -m tools.rebuild_params '
                     '--model_dir %s --data_dir <its records>`.' % (checkpoint, num_classes,
                                                                   folder))
-        return ([dataset_common.VOC_LABELS[0]] + ['class_%d' % k for k in range(1, num_classes)],
+        return ([VOC_LABELS[0]] + ['class_%d' % k for k in range(1, num_classes)],
                 'the numbered names of %s' % checkpoint)
-    return list(dataset_common.VOC_LABELS), None
+    return list(VOC_LABELS), None
 
 
 # ----------------------------------------------------------------------------- image files

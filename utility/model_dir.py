@@ -41,7 +41,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from dataset.helpers import notify as _log
+from common.console import notify as _log
 from utility import checkpoint_utils
 
 LOCK_NAME = 'train.lock'

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import defaults
-from dataset import dataset_common
+from dataset.pipeline import build_dataset
 from net import backbones
 from net import ssd_net
 from preprocessing import ssd_preprocessing
@@ -173,7 +173,7 @@ def make_input_fn(params, is_training, file_pattern=None, normalize=True):
     The dataset is batched per replica: under MirroredStrategy the Estimator draws one batch
     for each replica, so each batch holds batch_size / num_replicas images. In multi-worker
     training each worker reads its own part of the training data (params 'num_workers',
-    'worker_index'; see dataset_common.build_dataset). Training uses the augmentation of
+    'worker_index'; see build_dataset). Training uses the augmentation of
     preprocess_for_train unless params['augment'] is False, in which case it uses the eval
     preprocessing (still shuffled and repeated). normalize=False (eval only): images resized
     but not normalized, the TFLite models' input (preprocess_eval).
@@ -200,7 +200,7 @@ def make_input_fn(params, is_training, file_pattern=None, normalize=True):
                 'source_id': parsed['source_id']}
 
     def input_fn():
-        return dataset_common.build_dataset(
+        return build_dataset(
             file_pattern, train_map if is_training else eval_map, batch_size=batch,
             is_training=is_training, num_readers=params['num_readers'],
             num_parallel_calls=params['num_preprocessing_threads'] or tf.data.AUTOTUNE,

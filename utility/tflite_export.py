@@ -91,14 +91,14 @@ def calibration_images(path, params, count, log=None):
     Raises:
       ValueError: no usable image (calibration_source's errors; every image unreadable).
     """
-    from dataset import dataset_common
-    from dataset.helpers import notify
+    from dataset.records import parse_example
+    from common.console import notify
     from utility import eval_utils, ssd_model
     kind, files = calibration_source(path)
     images = []
     with tf.Graph().as_default():
         if kind == 'records':
-            dataset = tf.data.TFRecordDataset(files).map(dataset_common.parse_example).take(count)
+            dataset = tf.data.TFRecordDataset(files).map(parse_example).take(count)
             item = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
             resized = ssd_model.preprocess_eval(item['image'], params, normalize=False)
             with tf.compat.v1.Session() as session:
@@ -175,7 +175,7 @@ def export(params, checkpoint, export_dir, class_names, quantize='none', calibra
     Calibration inputs are read before anything is written, and each file is written under
     a temporary name and renamed, so an error leaves the folder as it was.
     """
-    from dataset.helpers import notify
+    from common.console import notify
     if quantize not in QUANTIZE:
         raise ValueError('--quantize %r is not one of %s.' % (quantize, ', '.join(QUANTIZE)))
     params = tflite_params(params)

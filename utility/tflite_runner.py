@@ -172,7 +172,7 @@ def record_predictions(model_path, pattern, num_records, class_names, values, nu
                        log=None):
     """(predictions, params) of eval_ssd.py --model: the model run over the records matching
     `pattern`; `values` the parsed flags (eval_utils.inference_params)."""
-    from dataset.helpers import notify
+    from common.console import notify
     from utility import ssd_model
     class_names_of(model_path, len(class_names))
     detector = Detector(model_path, num_threads)
@@ -189,9 +189,9 @@ def record_predictions(model_path, pattern, num_records, class_names, values, nu
 def file_predictions(model_path, paths, values, num_threads, log=None):
     """(predictions, class names) of simple_ssd_demo.py --model over image files."""
     from utility import eval_utils
-    from dataset import dataset_common
+    from dataset.labels import VOC_LABELS
     detector = Detector(model_path, num_threads)
-    names = class_names_of(model_path) or list(dataset_common.VOC_LABELS)
+    names = class_names_of(model_path) or list(VOC_LABELS)
     params = _model_params(detector, values, log, batch_size=values.batch_size,
                            num_classes=len(names), class_names=names)
     input_fn = eval_utils.make_image_files_input_fn(params, paths, values.batch_size,

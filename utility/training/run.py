@@ -11,7 +11,7 @@ import os
 import sys
 
 from common import defaults
-from dataset.helpers import log
+from common.console import log
 
 
 def check_flags(values):
@@ -67,15 +67,16 @@ def data_classes(values):
 
     The names are the ones the converter recorded in <data_dir>/manifest.json; without a
     manifest, those the training records carry (image/object/bbox/label_text), the VOC
-    names for records that carry none (dataset_common.class_names_of); num_classes is their
+    names for records that carry none (dataset/class_names.class_names_of); num_classes is their
     count (background included) unless --num_classes is given, which must then agree.
     Raises:
       ValueError: one line naming both numbers and the manifest (or the records).
     """
-    from dataset import dataset_common
-    recorded, source = dataset_common.class_names_of(values.data_dir, 'train', log=log)
+    from dataset.class_names import class_names_of
+    from dataset.manifest import MANIFEST_NAME
+    recorded, source = class_names_of(values.data_dir, 'train', log=log)
     names = list(recorded)
-    if source and source != os.path.join(values.data_dir, dataset_common.MANIFEST_NAME):
+    if source and source != os.path.join(values.data_dir, MANIFEST_NAME):
         log('%d classes (background included) from %s: %s.'
             % (len(names), source, ', '.join(names[1:])))
     if values.num_classes is None:
@@ -119,14 +120,14 @@ def fine_tune_settings(values, checkpoint):
 
 def anchor_preset(values):
     """--anchor_preset, or the preset <data_dir>/manifest.json suggests, or 'voc'."""
-    from dataset import dataset_common
+    from dataset.manifest import MANIFEST_NAME, source_from_manifest
     from net import anchors
     if values.anchor_preset:
         return anchors.check_preset(values.anchor_preset)
-    suggested = dataset_common.source_from_manifest(values.data_dir)['anchor_preset']
+    suggested = source_from_manifest(values.data_dir)['anchor_preset']
     if suggested:
         log('Anchor preset %s (from %s).' % (suggested, os.path.join(
-            values.data_dir, dataset_common.MANIFEST_NAME)))
+            values.data_dir, MANIFEST_NAME)))
         return anchors.check_preset(suggested)
     return defaults.ANCHOR_PRESET
 
@@ -200,7 +201,7 @@ def prepare(values, cluster):
       a missing --checkpoint_path, no Estimator.
     """
     import tensorflow as tf
-    from dataset import dataset_common
+    from dataset.shard_checks import check_labels_fit, check_shards
     from utility import ssd_model
     from net import ssd_net
     from utility import checkpoint_utils, drivers, model_dir
@@ -229,9 +230,9 @@ def prepare(values, cluster):
     if values.use_amp and not has_gpu:
         log('--use_amp ignored: mixed precision needs a GPU; training in float32.')
 
-    train_files = dataset_common.check_shards(values.data_dir, 'train')
+    train_files = check_shards(values.data_dir, 'train')
     if values.num_classes is not None:
-        dataset_common.check_labels_fit(values.data_dir, values.num_classes)
+        check_labels_fit(values.data_dir, values.num_classes)
     class_names, num_classes = data_classes(values)
 
     if is_chief:
@@ -283,7 +284,7 @@ def forget_new_params(values, setup):
 def train(values, setup):
     """Runs the driver; returns the exit status (0 done or stopped by a signal, 1 NaN stop)."""
     import tensorflow as tf
-    from dataset import dataset_common
+    from dataset.shard_checks import explain_data_loss
     from utility import ssd_model
     from utility import drivers, model_dir
     from utility.training import cluster as cluster_lib
@@ -316,7 +317,7 @@ def train(values, setup):
         forget_new_params(values, setup)
         raise
     except tf.errors.DataLossError as err:
-        raise dataset_common.explain_data_loss(setup['train_files'], err) or err
+        raise explain_data_loss(setup['train_files'], err) or err
     except OSError as err:  # a Python-side write (the checkpoint state file, params.json)
         if err.errno != errno.ENOSPC or not _report_full_disk(values, setup, '%s; %s' % (err.filename, model_dir.NO_SPACE)):
             raise

@@ -4,7 +4,7 @@ import re
 
 import tensorflow as tf
 
-from dataset.helpers import parse_comma_list
+from common.console import parse_comma_list
 
 
 # Marker put in the error raised when the loss is NaN or infinite, so the entry

@@ -1,4 +1,4 @@
-"""Four small helpers every layer may use (dataset/ is the bottom of the import tree).
+"""The console helpers every layer may use (the bottom floor: no project import, no TensorFlow).
 
 * `log(message)`: the entry scripts' progress line (stdout, flushed at once);
 * `notify(log, message)`: calls an optional `log` callable (library functions take `log=None`);
