@@ -15,7 +15,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from dataset.labels import VOC_LABELS
 from dataset.pipeline import list_shards
 from dataset.records import parse_ground_truth
 from dataset.shard_checks import explain_data_loss
@@ -97,11 +96,13 @@ def check_has_ground_truth(ground_truth, num_classes, where):
                                                  else '', len(ground_truth)))
 
 
-def ground_truth_from_annotations(image_ids, annotations_dir, class_names=None, log=None):
+def ground_truth_from_annotations(image_ids, annotations_dir, class_names, log=None):
     """VOC ground truth for `image_ids` from '<annotations_dir>/<image id>.xml'.
 
     Boxes are the XML's 1-based pixel boxes as written (the devkit's ground truth).
-    Objects of classes not in `class_names` are skipped with one notice.
+    `class_names` are the evaluated data's (index = label id, 'none' first: eval_ssd.py takes
+    them from dataset/class_names.class_names_of); objects of other classes are skipped with one
+    notice.
 
     Returns:
       list, in `image_ids` order, of dicts 'boxes_pixels' float64 [N, 4]
@@ -109,7 +110,7 @@ def ground_truth_from_annotations(image_ids, annotations_dir, class_names=None, 
     Raises:
       ValueError: a file is missing or unreadable; the message names it.
     """
-    class_names = list(class_names or VOC_LABELS)
+    class_names = list(class_names)
     label_ids = {name: index for index, name in enumerate(class_names) if index > 0}
     ground_truth, unknown = [], {}
     for name in image_ids:

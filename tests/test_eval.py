@@ -244,7 +244,7 @@ def test_oracle_ground_truth_as_detections_scores_one(tfrecord_dir, voc_sample_d
 
 def test_missing_annotation_names_the_file(tmp_path):
     with pytest.raises(ValueError, match=r'No annotation .*2012_000099\.xml for image'):
-        ground_truth.ground_truth_from_annotations(['2012_000099'], str(tmp_path))
+        ground_truth.ground_truth_from_annotations(['2012_000099'], str(tmp_path), NAMES)
 
 
 def test_split_without_ground_truth_is_refused():
