@@ -342,7 +342,8 @@ def prepare(cluster):
     from dataset import dataset_common
     from utility import ssd_model
     from net import ssd_net
-    from utility import checkpoint_utils, drivers, model_dir, train_utils
+    from utility import drivers, model_dir, train_utils
+    from utility.checkpoints import locate
 
     driver = drivers.resolve_driver(FLAGS.driver)
     is_chief = cluster is None or cluster.is_chief
@@ -381,7 +382,7 @@ def prepare(cluster):
         log('Resuming from %s (found in --model_dir); --checkpoint_path is not used.' % latest)
         checkpoint_path = None
     elif checkpoint_path:
-        checkpoint_path = checkpoint_utils.resolve_checkpoint(checkpoint_path)
+        checkpoint_path = locate.resolve_checkpoint(checkpoint_path)
         restore = fine_tune_settings(checkpoint_path)
         if restore is None:
             log('Initializing the backbone from %s.' % checkpoint_path)

@@ -221,9 +221,10 @@ def assert_same_detections(first, second, score_tol, box_tol):
     return paired
 
 
-def write_variables(prefix, tensors):
-    """Saves {name: numpy array} as tf.compat.v1 variables of those names with a Saver (V2, no
-    meta graph), built in its own graph, like any TF1-style checkpoint; returns the prefix."""
+def write_variables(prefix, tensors, version=None):
+    """Saves {name: numpy array} as tf.compat.v1 variables of those names with a Saver (V2, or
+    `version` tf.compat.v1.train.SaverDef.V1; no meta graph), built in its own graph, like any
+    TF1-style checkpoint; returns the prefix."""
     import tensorflow as tf
     os.makedirs(os.path.dirname(prefix), exist_ok=True)
     with tf.Graph().as_default():
@@ -232,7 +233,8 @@ def write_variables(prefix, tensors):
             placeholder = tf.compat.v1.placeholder(tf.as_dtype(value.dtype), value.shape)
             variables.append(tf.compat.v1.Variable(placeholder, name=name))
             feeds[placeholder] = value
-        saver = tf.compat.v1.train.Saver(variables)
+        saver = tf.compat.v1.train.Saver(
+            variables, write_version=version or tf.compat.v1.train.SaverDef.V2)
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer(), feeds)
             return saver.save(session, prefix, write_meta_graph=False)

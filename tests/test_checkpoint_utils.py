@@ -13,6 +13,7 @@ import tf_slim as slim
 from net import backbones
 from net import ssd_net
 from utility import checkpoint_utils
+from utility.checkpoints import locate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_EXCLUDES = 'ssd300/multibox_head, ssd300/additional_layers, ssd300/conv4_3_scale'
@@ -139,9 +140,9 @@ def test_directory_without_checkpoint_file_and_prefix_and_index_file(tmp_path, b
     tensors = {k: v for k, v in backbone_values.items() if 'conv1_1' in k}
     prefix = write_checkpoint(str(tmp_path / 'weights' / 'vgg16.ckpt'), tensors)
     os.remove(str(tmp_path / 'weights' / 'checkpoint'))
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path / 'weights')) == prefix
-    assert checkpoint_utils.resolve_checkpoint(prefix) == prefix
-    assert checkpoint_utils.resolve_checkpoint(prefix + '.index') == prefix
+    assert locate.resolve_checkpoint(str(tmp_path / 'weights')) == prefix
+    assert locate.resolve_checkpoint(prefix) == prefix
+    assert locate.resolve_checkpoint(prefix + '.index') == prefix
     with tf.Graph().as_default():
         variables = _small_model()
         init_fn, report = checkpoint_utils.build_restore_fn(
@@ -152,52 +153,13 @@ def test_directory_without_checkpoint_file_and_prefix_and_index_file(tmp_path, b
                                   tensors['vgg_16/conv1/conv1_1/weights'])
 
 
-def test_directory_without_checkpoint_file_picks_the_newest(tmp_path, backbone_values):
-    old = write_checkpoint(str(tmp_path / 'a.ckpt'),
-                           {'vgg_16/conv1/conv1_1/biases': np.zeros([64], np.float32)})
-    new = write_checkpoint(str(tmp_path / 'b.ckpt'),
-                           {'vgg_16/conv1/conv1_1/biases': np.ones([64], np.float32)})
-    os.remove(str(tmp_path / 'checkpoint'))
-    os.utime(old + '.index', (2_000_000_000, 2_000_000_000))
-    os.utime(new + '.index', (1_000_000_000, 1_000_000_000))
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == old
-
-
-def test_directory_checkpoint_file_wins_over_newer_files(tmp_path):
-    first = write_checkpoint(str(tmp_path / 'first'), {'x': np.zeros([2], np.float32)})
-    write_checkpoint(str(tmp_path / 'second'), {'x': np.ones([2], np.float32)})
-    tf.compat.v1.train.update_checkpoint_state(str(tmp_path), 'first')
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == first
-
-
-def test_locate_checkpoint_one_rule_set(tmp_path):
-    """Directory without a state file: highest step, then newest file; a prefix's files give
-    the prefix; nothing there gives None (callers word the error)."""
-    for step in (5, 10, 9):
-        write_checkpoint(str(tmp_path / ('model.ckpt-%d' % step)),
-                         {'x': np.zeros([2], np.float32)})
-    os.remove(str(tmp_path / 'checkpoint'))
-    newest = str(tmp_path / 'model.ckpt-10')
-    os.utime(newest + '.index', (1_000_000_000, 1_000_000_000))  # older file, higher step
-    assert checkpoint_utils.locate_checkpoint(str(tmp_path)) == newest
-    for suffix in ('', '.index', '.meta', '.data-00000-of-00001'):
-        assert checkpoint_utils.locate_checkpoint(newest + suffix) == newest
-    assert checkpoint_utils.locate_checkpoint(str(tmp_path / 'model.ckpt-7')) is None
-    assert checkpoint_utils.locate_checkpoint(str(tmp_path / 'empty_dir_missing')) is None
-    (tmp_path / 'empty').mkdir()
-    assert checkpoint_utils.locate_checkpoint(str(tmp_path / 'empty')) is None
-    assert checkpoint_utils.step_in_name(newest) == 10
-    assert checkpoint_utils.step_in_name(str(tmp_path / 'm.ckpt-5-?????-of-00001')) == 5
-    assert checkpoint_utils.step_in_name(str(tmp_path / 'vgg16_reducedfc')) is None
-
-
 def test_v1_checkpoint_restores(tmp_path, backbone_values):
     tensors = {k: v for k, v in backbone_values.items() if 'conv1_1' in k}
     prefix = write_checkpoint(str(tmp_path / 'v1' / 'vgg_16.ckpt'), tensors, version=V1)
     assert os.path.isfile(prefix) and not os.path.exists(prefix + '.index')
     os.remove(str(tmp_path / 'v1' / 'checkpoint'))
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path / 'v1')) == prefix
-    assert checkpoint_utils.resolve_checkpoint(prefix) == prefix
+    assert locate.resolve_checkpoint(str(tmp_path / 'v1')) == prefix
+    assert locate.resolve_checkpoint(prefix) == prefix
     with tf.Graph().as_default():
         variables = _small_model()
         init_fn, report = checkpoint_utils.build_restore_fn(prefix, ignore_missing_vars=True)
@@ -208,23 +170,6 @@ def test_v1_checkpoint_restores(tmp_path, backbone_values):
                                   tensors['vgg_16/conv1/conv1_1/weights'])
     np.testing.assert_array_equal(values['ssd300/conv1/conv1_1/biases'],
                                   tensors['vgg_16/conv1/conv1_1/biases'])
-
-
-def test_v1_sharded_checkpoint_resolves_to_its_pattern(tmp_path):
-    with tf.Graph().as_default():
-        variable = tf.compat.v1.Variable(np.arange(3, dtype=np.float32), name='x')
-        saver = tf.compat.v1.train.Saver(write_version=V1, sharded=True)
-        with tf.compat.v1.Session() as session:
-            session.run(variable.initializer)
-            saved = saver.save(session, str(tmp_path / 'model.ckpt'), global_step=5,
-                               write_meta_graph=False)
-    pattern = str(tmp_path / 'model.ckpt-5-?????-of-00001')
-    assert saved == pattern
-    assert (tmp_path / 'model.ckpt-5-00000-of-00001').exists()
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == pattern
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path / 'model.ckpt-5')) == pattern
-    os.remove(str(tmp_path / 'checkpoint'))
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == pattern
 
 
 def test_kernel_bias_names_and_other_scope(tmp_path):
@@ -300,27 +245,20 @@ def test_wrong_checkpoint_scope_restores_nothing_is_an_error(backbone_dir):
 def test_missing_path_message_says_how_to_get_weights(tmp_path):
     missing = str(tmp_path / 'no_such_model')
     with pytest.raises(ValueError) as error:
-        checkpoint_utils.resolve_checkpoint(missing)
+        locate.resolve_checkpoint(missing)
     message = str(error.value)
     assert missing in message
     assert 'model/README.md' in message
     assert 'python3 -m tools.convert_vgg_weights --from_slim' in message
     assert '--checkpoint_path= (empty) to train from scratch' in message
     with pytest.raises(ValueError, match='holds no checkpoint'):
-        checkpoint_utils.resolve_checkpoint(str(tmp_path))
+        locate.resolve_checkpoint(str(tmp_path))
     with pytest.raises(ValueError, match='No checkpoint path given'):
-        checkpoint_utils.resolve_checkpoint('')
+        locate.resolve_checkpoint('')
     with tf.Graph().as_default():
         _small_model()
         with pytest.raises(ValueError, match='model/README.md'):
             checkpoint_utils.build_restore_fn(missing)
-
-
-def test_corrupt_checkpoint_is_reported_as_unreadable(tmp_path):
-    (tmp_path / 'broken.index').write_bytes(b'not a checkpoint index')
-    (tmp_path / 'broken.data-00000-of-00001').write_bytes(b'\0' * 64)
-    with pytest.raises(ValueError, match='cannot be read.*truncated'):
-        checkpoint_utils.resolve_checkpoint(str(tmp_path / 'broken'))
 
 
 def test_empty_checkpoint_path_trains_from_scratch():

@@ -2,7 +2,7 @@
 tested). The evaluation itself (ground truth, detections, report, figures) is in evaluation/.
 
 * checkpoints: `find_checkpoint` (latest in a model directory, or a given directory / prefix;
-  located by checkpoint_utils.locate_checkpoint);
+  located by utility/checkpoints/locate.locate_checkpoint);
 * what the three scripts share: flags (`define_inference_flags`, `inference_params`,
   `check_num_classes`; predictions run through `utility/drivers.predict`), input checks
   (`check_positive`, `check_directory_target`, `check_checkpoint_classes`,
@@ -20,6 +20,7 @@ import tensorflow as tf
 from dataset import dataset_common
 from dataset.helpers import VERBOSE_FLAG, VERBOSE_HELP, notify
 from utility import checkpoint_utils
+from utility.checkpoints import locate
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
@@ -34,7 +35,7 @@ def find_checkpoint(checkpoint_path, model_dir):
     Args:
       checkpoint_path: '' / None, a directory (its latest checkpoint), a prefix
         ('logs/model.ckpt-120000') or one of its files ('.index', '.meta', '.data-*');
-        located by checkpoint_utils.locate_checkpoint (the rules every script shares).
+        located by locate.locate_checkpoint (the rules every script shares).
       model_dir: the training directory searched when `checkpoint_path` is empty.
     Returns:
       str checkpoint prefix. A checkpoint of the original SSD.TensorFlow code comes back as
@@ -47,7 +48,7 @@ def find_checkpoint(checkpoint_path, model_dir):
         raise ValueError('No checkpoint given: pass --model_dir (a training directory) or '
                          '--checkpoint_path.')
     path = os.path.expanduser(str(path))
-    prefix = checkpoint_utils.locate_checkpoint(path)
+    prefix = locate.locate_checkpoint(path)
     if prefix is not None:
         return checkpoint_utils.as_project_checkpoint(prefix)
     if tf.io.gfile.isdir(path):
@@ -159,7 +160,7 @@ def checkpoint_identity(checkpoint):
     if not checkpoint:
         return None
     # A checkpoint that is not there: nothing to read; the restore names it.
-    located = checkpoint_utils.locate_checkpoint(checkpoint)
+    located = locate.locate_checkpoint(checkpoint)
     identity = checkpoint_utils.ssd_checkpoint_identity(located) if located else None
     folder = os.path.dirname(str(checkpoint))
     stored = model_dir.load_params(folder)

@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from dataset.helpers import notify as _log
 from utility import checkpoint_utils
+from utility.checkpoints.locate import newest_first, step_in_name
 
 LOCK_NAME = 'train.lock'
 PARAMS_NAME = 'params.json'
@@ -290,7 +291,7 @@ def remove_stale_temp(model_dir, log=None):
 
 
 def _step_of(prefix):
-    step = checkpoint_utils.step_in_name(prefix)
+    step = step_in_name(prefix)
     return -1 if step is None else step
 
 
@@ -315,7 +316,7 @@ def list_checkpoints(model_dir):
     for index in tf.io.gfile.glob(os.path.join(model_dir, '*.index')):
         prefixes.add(os.path.normpath(index[:-len('.index')]))
 
-    return checkpoint_utils.newest_first(prefixes)
+    return newest_first(prefixes)
 
 
 def _inspect(prefix, max_abs=None, check_values=False):
