@@ -503,7 +503,8 @@ def _report_full_disk(setup, error_text):
 
 
 def main(_):
-    from utility import cluster as cluster_lib, model_dir, train_utils
+    from utility import cluster as cluster_lib, train_utils
+    from utility.checkpoints import lock as checkpoint_lock
 
     train_utils.quiet_tensorflow_logs(verbose=FLAGS.verbose)
     try:
@@ -513,7 +514,7 @@ def main(_):
             log('TF_CONFIG names a single worker: training on this machine alone.')
             cluster = None
         # One trainer per model directory; in a cluster the chief holds the lock.
-        lock = (model_dir.ModelDirLock(FLAGS.model_dir, log=log)
+        lock = (checkpoint_lock.ModelDirLock(FLAGS.model_dir, log=log)
                 if cluster is None or cluster.is_chief else contextlib.nullcontext())
         with lock:
             return train(prepare(cluster))

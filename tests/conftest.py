@@ -238,3 +238,11 @@ def write_variables(prefix, tensors, version=None):
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer(), feeds)
             return saver.save(session, prefix, write_meta_graph=False)
+
+
+class Log(list):
+    """A `log` callable for library functions that keeps their messages, each one line."""
+
+    def __call__(self, message):
+        assert '\n' not in message
+        self.append(message)
