@@ -343,7 +343,7 @@ def prepare(cluster):
     from utility import ssd_model
     from net import ssd_net
     from utility import drivers, model_dir, train_utils
-    from utility.checkpoints import locate
+    from utility.checkpoints import files as checkpoint_files, locate
 
     driver = drivers.resolve_driver(FLAGS.driver)
     is_chief = cluster is None or cluster.is_chief
@@ -373,9 +373,9 @@ def prepare(cluster):
     class_names, num_classes = data_classes()
 
     if is_chief:
-        model_dir.remove_stale_temp(FLAGS.model_dir, log)
+        checkpoint_files.remove_stale_temp(FLAGS.model_dir, log)
     # Other workers of a cluster resume from the chief's checkpoint and leave its folder alone.
-    latest = model_dir.newest_readable_checkpoint(FLAGS.model_dir, log, repair=is_chief)
+    latest = checkpoint_files.newest_readable_checkpoint(FLAGS.model_dir, log, repair=is_chief)
     checkpoint_path = FLAGS.checkpoint_path or None
     restore = {}
     if latest:
@@ -411,9 +411,9 @@ def forget_new_params(setup):
     """Removes the params.json this run wrote into a model directory that had none, when the
     run ends before its first checkpoint (e.g. refused at restore): nothing is left that
     claims a model was trained there."""
-    from utility import model_dir
+    from utility.checkpoints import files as checkpoint_files
     path = setup.get('new_params_file')
-    if path and not model_dir.has_checkpoint(FLAGS.model_dir) and os.path.exists(path):
+    if path and not checkpoint_files.has_checkpoint(FLAGS.model_dir) and os.path.exists(path):
         os.remove(path)
         log('Removed %s: no checkpoint was written.' % path)
 
@@ -423,7 +423,8 @@ def train(setup):
     import tensorflow as tf
     from dataset import dataset_common
     from utility import ssd_model
-    from utility import cluster as cluster_lib, drivers, model_dir, train_utils
+    from utility import cluster as cluster_lib, drivers, train_utils
+    from utility.checkpoints import files as checkpoint_files
 
     params = setup['params']
     log('Training to global step %d, global batch %d over %d replica(s), %s driver.'
@@ -454,7 +455,7 @@ def train(setup):
         raise dataset_common.explain_data_loss(setup['train_files'], err) or err
     except OSError as err:  # a Python-side write (the checkpoint state file, params.json)
         if err.errno != errno.ENOSPC or not _report_full_disk(
-                setup, '%s; %s' % (err.filename, model_dir.NO_SPACE)):
+                setup, '%s; %s' % (err.filename, checkpoint_files.NO_SPACE)):
             raise
         return 1
     except tf.errors.OpError as err:
@@ -473,7 +474,7 @@ def train(setup):
             raise
         what = 'the chief worker sets the bad checkpoints aside.'
         if setup['cluster'] is None or setup['cluster'].is_chief:
-            _, what = model_dir.roll_back_to_finite(FLAGS.model_dir, log, nan_step=step)
+            _, what = checkpoint_files.roll_back_to_finite(FLAGS.model_dir, log, nan_step=step)
         print('error: Training stopped: the loss became NaN or infinite at global step %d, '
               'before the weights were updated; %s Lower --learning_rate or check the input '
               'data, then run the same command again.' % (step, what),
@@ -493,10 +494,10 @@ def train(setup):
 
 def _report_full_disk(setup, error_text):
     """Prints the one-line error of a save that hit ENOSPC on the chief; False otherwise."""
-    from utility import model_dir
+    from utility.checkpoints import files as checkpoint_files
     if setup['cluster'] is not None and not setup['cluster'].is_chief:
         return False
-    message = model_dir.describe_full_disk(FLAGS.model_dir, error_text)
+    message = checkpoint_files.describe_full_disk(FLAGS.model_dir, error_text)
     if message:
         print('error: %s' % message, file=sys.stderr, flush=True)
     return bool(message)

@@ -30,8 +30,9 @@ def rebuild_params(model_dir, data_dir=None, log=print):
     from dataset import dataset_common
     from net import anchors as anchor_lib
     from utility import checkpoint_utils, model_dir as model_dir_lib, ssd_model
+    from utility.checkpoints import files as checkpoint_files
 
-    checkpoint = model_dir_lib.newest_readable_checkpoint(model_dir, repair=False)
+    checkpoint = checkpoint_files.newest_readable_checkpoint(model_dir, repair=False)
     if checkpoint is None:
         raise ValueError('%s holds no checkpoint, so there is nothing to rebuild params.json '
                          'from; pass the folder train_ssd.py wrote (--model_dir).' % model_dir)
