@@ -17,7 +17,7 @@ Exit status: 0 on success, 2 when the input is missing or not an original SSD ch
 import argparse
 import sys
 
-from utility import checkpoint_utils
+from utility.checkpoints import original_layout
 
 
 def main(argv=None):
@@ -34,7 +34,7 @@ def main(argv=None):
                              'train/eval --model_scope).')
     args = parser.parse_args(argv)
     try:
-        prefix, report = checkpoint_utils.convert_original_checkpoint(
+        prefix, report = original_layout.convert_original_checkpoint(
             args.input, args.output, model_scope=args.model_scope)
     except ValueError as error:
         print('error: %s' % error, file=sys.stderr)

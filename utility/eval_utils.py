@@ -20,7 +20,7 @@ import tensorflow as tf
 from dataset import dataset_common
 from dataset.helpers import VERBOSE_FLAG, VERBOSE_HELP, notify
 from utility import checkpoint_utils
-from utility.checkpoints import locate
+from utility.checkpoints import locate, original_layout
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
@@ -39,7 +39,7 @@ def find_checkpoint(checkpoint_path, model_dir):
       model_dir: the training directory searched when `checkpoint_path` is empty.
     Returns:
       str checkpoint prefix. A checkpoint of the original SSD.TensorFlow code comes back as
-      its project-layout copy (checkpoint_utils.as_project_checkpoint).
+      its project-layout copy (original_layout.as_project_checkpoint).
     Raises:
       ValueError: no checkpoint there; the message names the directory or prefix.
     """
@@ -50,7 +50,7 @@ def find_checkpoint(checkpoint_path, model_dir):
     path = os.path.expanduser(str(path))
     prefix = locate.locate_checkpoint(path)
     if prefix is not None:
-        return checkpoint_utils.as_project_checkpoint(prefix)
+        return original_layout.as_project_checkpoint(prefix)
     if tf.io.gfile.isdir(path):
         raise ValueError('No checkpoint found in %s; train first (python3 train_ssd.py '
                          '--model_dir=%s) or pass --checkpoint_path.' % (path, path))
