@@ -231,20 +231,20 @@ def fine_tune_settings(checkpoint):
     original SSD.TensorFlow's), or None for a backbone checkpoint.
 
     A whole SSD of the same backbone restores every variable whose name and shape match
-    (checkpoint_utils.build_restore_fn: its class heads are left out, and listed, when
-    the class count differs): the checkpoint's model scope and no excluded scope, unless
+    (restore.build_restore_fn: its class heads are left out, and listed, when the class count
+    differs): the checkpoint's model scope and no excluded scope, unless
     --checkpoint_model_scope / --checkpoint_exclude_scopes are given.
     Raises:
       ValueError: the SSD's backbone is not --backbone (one line naming both and the fix).
     """
-    from utility import checkpoint_utils
-    identity = checkpoint_utils.ssd_checkpoint_identity(checkpoint)
+    from utility.checkpoints import restore
+    identity = restore.ssd_checkpoint_identity(checkpoint)
     if identity is None:
         return None
     if identity['backbone'] is not None and identity['backbone'] != FLAGS.backbone:
         raise ValueError('--checkpoint_path %s holds %s, but this run has --backbone %s; pass '
                          '--backbone %s to fine-tune from it, or a %s backbone checkpoint.'
-                         % (checkpoint, checkpoint_utils.describe_identity(identity),
+                         % (checkpoint, restore.describe_identity(identity),
                             FLAGS.backbone, identity['backbone'], FLAGS.backbone))
     settings = {}
     if not FLAGS['checkpoint_model_scope'].present:  # (original layouts map their own scope)
@@ -252,7 +252,7 @@ def fine_tune_settings(checkpoint):
     if not FLAGS['checkpoint_exclude_scopes'].present:
         settings['checkpoint_exclude_scopes'] = ''
     log('Fine-tuning from %s, %s: restoring every variable whose name and shape match.'
-        % (checkpoint, checkpoint_utils.describe_identity(identity)))
+        % (checkpoint, restore.describe_identity(identity)))
     return settings
 
 

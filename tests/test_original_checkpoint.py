@@ -20,8 +20,7 @@ from net import ssd_net
 from preprocessing import ssd_preprocessing
 from net import anchor_manipulator
 from net import anchors as anchor_lib
-from utility import checkpoint_utils
-from utility.checkpoints import original_layout
+from utility.checkpoints import original_layout, restore
 from tools import convert_original_ssd
 from utility import eval_utils
 from conftest import write_variables
@@ -183,7 +182,7 @@ def _restore_into_ssd300(checkpoint, **kwargs):
     with tf.Graph().as_default():
         ssd_net.ssd300(tf.zeros([1, 300, 300, 3]), NUM_CLASSES, K)
         variables = {v.op.name: v for v in tf.compat.v1.model_variables()}
-        init_fn, report = checkpoint_utils.build_restore_fn(checkpoint, **kwargs)
+        init_fn, report = restore.build_restore_fn(checkpoint, **kwargs)
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             init_fn(None, session)

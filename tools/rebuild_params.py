@@ -6,7 +6,7 @@ train_ssd.py records the model's settings in <model_dir>/params.json; eval, the 
 read them. When that file is deleted, emptied or wrong, the newest readable checkpoint still
 says which model it holds: its variable names and shapes give the backbone, the class count
 (background included), the anchors per cell and the model scope
-(utility/checkpoint_utils.ssd_checkpoint_identity). This tool writes a params.json with those,
+(utility/checkpoints/restore.ssd_checkpoint_identity). This tool writes a params.json with those,
 the anchor spec of that backbone (checked against the checkpoint's anchors per cell) and the
 defaults for everything else (training rewrites them from its flags when it resumes). With
 --data_dir, the class names are those of the data (its manifest.json, or the names the records
@@ -29,14 +29,14 @@ def rebuild_params(model_dir, data_dir=None, log=print):
     """
     from dataset import dataset_common
     from net import anchors as anchor_lib
-    from utility import checkpoint_utils, model_dir as model_dir_lib, ssd_model
-    from utility.checkpoints import files as checkpoint_files
+    from utility import model_dir as model_dir_lib, ssd_model
+    from utility.checkpoints import files as checkpoint_files, restore
 
     checkpoint = checkpoint_files.newest_readable_checkpoint(model_dir, repair=False)
     if checkpoint is None:
         raise ValueError('%s holds no checkpoint, so there is nothing to rebuild params.json '
                          'from; pass the folder train_ssd.py wrote (--model_dir).' % model_dir)
-    identity = checkpoint_utils.ssd_checkpoint_identity(checkpoint)
+    identity = restore.ssd_checkpoint_identity(checkpoint)
     if identity is None:
         raise ValueError('Checkpoint %s has no multibox heads: it is not a whole SSD model, so '
                          'it cannot say what params.json should hold.' % checkpoint)
@@ -67,7 +67,7 @@ def rebuild_params(model_dir, data_dir=None, log=print):
         os.replace(path, aside)
         log('Kept the old %s as %s.' % (os.path.basename(path), aside))
     ssd_model.save_params(params, model_dir)
-    log('Wrote %s from %s: %s.' % (path, checkpoint, checkpoint_utils.describe_identity(identity)))
+    log('Wrote %s from %s: %s.' % (path, checkpoint, restore.describe_identity(identity)))
     return path
 
 

@@ -19,8 +19,7 @@ import tensorflow as tf
 
 from dataset import dataset_common
 from dataset.helpers import VERBOSE_FLAG, VERBOSE_HELP, notify
-from utility import checkpoint_utils
-from utility.checkpoints import locate, original_layout
+from utility.checkpoints import locate, original_layout, restore
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
@@ -148,9 +147,9 @@ def model_dir_params(checkpoint_prefix):
 
 
 def checkpoint_identity(checkpoint):
-    """The model `checkpoint` holds, from its variables (checkpoint_utils.
-    ssd_checkpoint_identity), checked against the params.json beside it
-    (model_dir.check_stored_params). None for no checkpoint or one without heads.
+    """The model `checkpoint` holds, from its variables (restore.ssd_checkpoint_identity),
+    checked against the params.json beside it (model_dir.check_stored_params). None for no
+    checkpoint or one without heads.
 
     Raises:
       ValueError: that params.json lacks the identity keys or disagrees with the checkpoint
@@ -161,7 +160,7 @@ def checkpoint_identity(checkpoint):
         return None
     # A checkpoint that is not there: nothing to read; the restore names it.
     located = locate.locate_checkpoint(checkpoint)
-    identity = checkpoint_utils.ssd_checkpoint_identity(located) if located else None
+    identity = restore.ssd_checkpoint_identity(located) if located else None
     folder = os.path.dirname(str(checkpoint))
     stored = model_dir.load_params(folder)
     model_dir.check_stored_params(folder, stored, identity, checkpoint)

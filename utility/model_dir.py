@@ -11,7 +11,7 @@ import os
 
 import tensorflow as tf
 
-from utility import checkpoint_utils
+from utility.checkpoints import restore
 from utility.checkpoints.files import has_checkpoint
 
 PARAMS_NAME = 'params.json'
@@ -62,7 +62,7 @@ def _anchors_per_location(spec):
 
 def identity_difference(params, identity, defaults=None):
     """The first identity key on which `params` (a params dict; a key it lacks reads from
-    `defaults`) and a checkpoint's `identity` (checkpoint_utils.ssd_checkpoint_identity)
+    `defaults`) and a checkpoint's `identity` (restore.ssd_checkpoint_identity)
     disagree, as (key, params' value, checkpoint's value), or None when they agree. Keys
     the checkpoint cannot tell (an unrecognised backbone) are skipped."""
     defaults = defaults or {}
@@ -85,7 +85,7 @@ def check_stored_params(model_dir, stored, identity=None, checkpoint=None, defau
     Args:
       model_dir: the folder holding the params.json (for the messages).
       stored: its contents (load_params), or None when there is none (nothing to check).
-      identity: checkpoint_utils.ssd_checkpoint_identity of `checkpoint`, or None.
+      identity: restore.ssd_checkpoint_identity of `checkpoint`, or None.
       checkpoint: the checkpoint prefix the identity was read from (for the messages).
       defaults: values of keys an older params.json lacks (e.g. its default backbone).
     Raises:
@@ -111,7 +111,7 @@ def check_stored_params(model_dir, stored, identity=None, checkpoint=None, defau
         raise ValueError('%s %s %s=%s but checkpoint %s holds %s (%s=%s); rebuild %s from the '
                          'checkpoint with `%s`.'
                          % (path, says, key, json.dumps(mine), checkpoint,
-                            checkpoint_utils.describe_identity(identity), key,
+                            restore.describe_identity(identity), key,
                             json.dumps(theirs), PARAMS_NAME, fix))
 
 
@@ -140,7 +140,7 @@ def check_params_identity(model_dir, new_params, defaults=None, keys=GRAPH_KEYS,
     'backbone' reads as the default backbone); a key missing on both sides is skipped.
 
     With `checkpoint` (the prefix the run resumes from), the model it holds is read from its
-    variables (checkpoint_utils.ssd_checkpoint_identity: backbone, class count, anchors per
+    variables (restore.ssd_checkpoint_identity: backbone, class count, anchors per
     cell, model scope), and params.json (`check_stored_params`: it must have REQUIRED_KEYS
     and agree with the checkpoint) and then `new_params` are checked against it, so a
     missing params.json never lets a run with other settings (the defaults) resume it.
@@ -153,7 +153,7 @@ def check_params_identity(model_dir, new_params, defaults=None, keys=GRAPH_KEYS,
     if not has_checkpoint(model_dir):
         return None
     stored = load_params(model_dir)
-    identity = checkpoint_utils.ssd_checkpoint_identity(checkpoint) if checkpoint else None
+    identity = restore.ssd_checkpoint_identity(checkpoint) if checkpoint else None
     check_stored_params(model_dir, stored, identity, checkpoint, defaults)
     if stored is not None:
         _check_new_params(model_dir, stored, new_params, defaults, keys)
@@ -166,7 +166,7 @@ def check_params_identity(model_dir, new_params, defaults=None, keys=GRAPH_KEYS,
         raise ValueError('--model_dir %s holds checkpoint %s of %s, but this run has %s=%s; %s, '
                          'or pass a new --model_dir to train another model.'
                          % (model_dir, os.path.basename(checkpoint),
-                            checkpoint_utils.describe_identity(identity), key,
+                            restore.describe_identity(identity), key,
                             json.dumps(mine), fix))
     return stored
 

@@ -31,7 +31,7 @@ from net import ssd_net
 from preprocessing import ssd_preprocessing
 from net import anchor_manipulator
 from net import anchors as anchor_lib
-from utility import checkpoint_utils
+from utility.checkpoints import restore
 from utility.drivers import ModeKeys, ModelSpec
 from net import losses as loss_lib
 from net import postprocess as postprocess_lib
@@ -389,7 +389,7 @@ def model_fn(features, labels, mode, params):
 
     scaffold = None
     if params.get('checkpoint_path'):
-        init_fn, _ = checkpoint_utils.build_restore_fn(
+        init_fn, _ = restore.build_restore_fn(
             params['checkpoint_path'], model_scope=params['model_scope'],
             checkpoint_model_scope=params['checkpoint_model_scope'],
             exclude_scopes=params['checkpoint_exclude_scopes'],

@@ -1,5 +1,6 @@
-"""Restoring pretrained weights into the SSD graph (Estimator / Scaffold init_fn), and what a
-full SSD checkpoint says about its model.
+"""Restoring pretrained weights into the SSD graph (Estimator / Scaffold init_fn:
+`build_restore_fn`), and what a full SSD checkpoint says about its model
+(`ssd_checkpoint_identity`, `describe_identity`).
 
 Names: a model variable ``<model_scope>/<rest>`` (e.g. ``ssd300/conv1/conv1_1/weights``) is
 looked up in the checkpoint as ``<checkpoint_model_scope>/<rest>`` (``vgg_16/conv1/conv1_1/
@@ -27,12 +28,13 @@ batch-norm moving statistics included (they are model variables).
 
 Importing this module has no side effects.
 """
-
 import re
 
 import tensorflow as tf
 
 from dataset.helpers import parse_comma_list
+from net import backbones
+from net import ssd_net
 from utility.checkpoints.locate import resolve_checkpoint
 from utility.checkpoints.original_layout import join_scope, original_name_map
 
@@ -93,7 +95,8 @@ def _model_variables(model_scope):
     return variables
 
 
-def build_restore_fn(checkpoint_path, model_scope='ssd300', checkpoint_model_scope='vgg_16',
+def build_restore_fn(checkpoint_path, model_scope=ssd_net.MODEL_SCOPE,
+                     checkpoint_model_scope=backbones.VGG16_CHECKPOINT_SCOPE,
                      exclude_scopes=None, ignore_missing_vars=False, var_list=None):
     """Builds the restore of pretrained weights for tf.compat.v1.train.Scaffold(init_fn=...).
 
@@ -254,8 +257,6 @@ def ssd_checkpoint_identity(checkpoint):
     Raises:
       ValueError: the heads disagree with each other (a damaged or foreign checkpoint).
     """
-    from net import backbones
-    from net import ssd_net
     if isinstance(checkpoint, dict):
         shapes = checkpoint
     else:
