@@ -342,8 +342,8 @@ def prepare(cluster):
     from dataset import dataset_common
     from utility import ssd_model
     from net import ssd_net
-    from utility import drivers, model_dir, train_utils
-    from utility.checkpoints import files as checkpoint_files, locate
+    from utility import drivers, train_utils
+    from utility.checkpoints import files as checkpoint_files, locate, params_file
 
     driver = drivers.resolve_driver(FLAGS.driver)
     is_chief = cluster is None or cluster.is_chief
@@ -395,12 +395,12 @@ def prepare(cluster):
                           num_classes=num_classes, **restore)
     new_params_file = None
     if is_chief:
-        model_dir.check_params_identity(FLAGS.model_dir, params,
-                                        defaults=ssd_model.DEFAULT_PARAMS, checkpoint=latest)
-        path = os.path.join(FLAGS.model_dir, model_dir.PARAMS_NAME)
+        params_file.check_params_identity(FLAGS.model_dir, params,
+                                          defaults=ssd_model.DEFAULT_PARAMS, checkpoint=latest)
+        path = os.path.join(FLAGS.model_dir, params_file.PARAMS_NAME)
         if not latest and not os.path.exists(path):
             new_params_file = path
-        log('Params written to %s' % ssd_model.save_params(params, FLAGS.model_dir))
+        log('Params written to %s' % params_file.save_params(params, FLAGS.model_dir))
     return {'driver': driver, 'params': params, 'strategy': strategy,
             'session_config': session_config, 'num_replicas': num_replicas,
             'train_files': train_files, 'cluster': cluster,

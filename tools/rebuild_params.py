@@ -29,8 +29,8 @@ def rebuild_params(model_dir, data_dir=None, log=print):
     """
     from dataset import dataset_common
     from net import anchors as anchor_lib
-    from utility import model_dir as model_dir_lib, ssd_model
-    from utility.checkpoints import files as checkpoint_files, restore
+    from utility import ssd_model
+    from utility.checkpoints import files as checkpoint_files, params_file, restore
 
     checkpoint = checkpoint_files.newest_readable_checkpoint(model_dir, repair=False)
     if checkpoint is None:
@@ -61,12 +61,12 @@ def rebuild_params(model_dir, data_dir=None, log=print):
                          % (checkpoint, identity['anchors_per_location'], identity['backbone'],
                             anchors))
     params['rebuilt_from_checkpoint'] = checkpoint
-    path = os.path.join(model_dir, model_dir_lib.PARAMS_NAME)
+    path = os.path.join(model_dir, params_file.PARAMS_NAME)
     if os.path.exists(path):
         aside = '%s.replaced-%s' % (path, time.strftime('%Y%m%d-%H%M%S'))
         os.replace(path, aside)
         log('Kept the old %s as %s.' % (os.path.basename(path), aside))
-    ssd_model.save_params(params, model_dir)
+    params_file.save_params(params, model_dir)
     log('Wrote %s from %s: %s.' % (path, checkpoint, restore.describe_identity(identity)))
     return path
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from dataset import dataset_common
 from dataset.helpers import VERBOSE_FLAG, VERBOSE_HELP, notify
-from utility.checkpoints import locate, original_layout, restore
+from utility.checkpoints import locate, original_layout, params_file, restore
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
@@ -138,32 +138,30 @@ def model_dir_params(checkpoint_prefix):
     """The params.json train_ssd.py wrote beside `checkpoint_prefix` (a dict), or {} if none.
 
     ValueError (naming the file) when it exists but is not a JSON object
-    (utility/model_dir.load_params).
+    (utility/checkpoints/params_file.load_params).
     """
-    from utility import model_dir
     if not checkpoint_prefix:
         return {}
-    return model_dir.load_params(os.path.dirname(str(checkpoint_prefix))) or {}
+    return params_file.load_params(os.path.dirname(str(checkpoint_prefix))) or {}
 
 
 def checkpoint_identity(checkpoint):
     """The model `checkpoint` holds, from its variables (restore.ssd_checkpoint_identity),
-    checked against the params.json beside it (model_dir.check_stored_params). None for no
+    checked against the params.json beside it (params_file.check_stored_params). None for no
     checkpoint or one without heads.
 
     Raises:
       ValueError: that params.json lacks the identity keys or disagrees with the checkpoint
         (one line naming both and `tools.rebuild_params`).
     """
-    from utility import model_dir
     if not checkpoint:
         return None
     # A checkpoint that is not there: nothing to read; the restore names it.
     located = locate.locate_checkpoint(checkpoint)
     identity = restore.ssd_checkpoint_identity(located) if located else None
     folder = os.path.dirname(str(checkpoint))
-    stored = model_dir.load_params(folder)
-    model_dir.check_stored_params(folder, stored, identity, checkpoint)
+    stored = params_file.load_params(folder)
+    params_file.check_stored_params(folder, stored, identity, checkpoint)
     return identity
 
 

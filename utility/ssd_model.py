@@ -140,15 +140,6 @@ def make_params(**overrides):
     return params
 
 
-def save_params(params, model_dir):
-    """Writes the resolved params to `model_dir`/params.json so a run can be understood later."""
-    tf.io.gfile.makedirs(model_dir)
-    path = os.path.join(model_dir, 'params.json')
-    with tf.io.gfile.GFile(path, 'w') as f:
-        json.dump(params, f, indent=2, sort_keys=True, default=str)
-    return path
-
-
 def _anchors(params):
     return anchor_lib.generate_anchors(params['anchor_spec'])
 

@@ -1,10 +1,19 @@
-"""The model directory's identity: params.json checked against the checkpoint.
+"""The params.json of a model directory, all of it in one place: its name, what defines a
+model, writing it, reading it and checking it against the checkpoint it describes.
 
+* `save_params(params, model_dir)`: writes `<model_dir>/params.json` (train_ssd.py,
+  tools/rebuild_params.py).
+* `load_params(model_dir)`: reads it (None when there is none).
+* `MODEL_KEYS`: what defines a model (`check_params_identity` compares them on resume).
 * `check_params_identity(model_dir, params, checkpoint=...)`: compares the settings that
-  shape the graph with `<model_dir>/params.json` and with what the checkpoint's variables say
-  (backbone, class count, anchors per cell, model scope) before a run reuses a checkpoint;
-  `check_stored_params` refuses a params.json without REQUIRED_KEYS or one that disagrees with
-  the checkpoint (eval, demo and export use it too); the repair is REBUILD_COMMAND.
+  define the model with `<model_dir>/params.json` and with what the checkpoint's variables
+  say (backbone, class count, anchors per cell, model scope) before a run reuses a
+  checkpoint; `check_stored_params` refuses a params.json without REQUIRED_KEYS or one that
+  disagrees with the checkpoint (eval, demo and export use it too); the repair is
+  REBUILD_COMMAND.
+
+None reads flags, none acts at import; each problem ends in a ValueError with one line naming
+the cause, the file and the fix.
 """
 import json
 import os
@@ -15,21 +24,30 @@ from utility.checkpoints import restore
 from utility.checkpoints.files import has_checkpoint
 
 PARAMS_NAME = 'params.json'
-# The params that change the graph's variables: a checkpoint trained with other values
-# cannot be restored. data_format is not among them: tf_slim stores convolution kernels as
-# [h, w, in, out] in both layouts, so a model trained channels_first resumes channels_last.
-GRAPH_KEYS = ('backbone', 'num_classes', 'train_image_size', 'model_scope', 'anchor_preset',
+# What defines a model: the params a checkpoint is trained with that every later use of it
+# must share (the graph's variables, the anchors its heads predict for, its input size); resume
+# refuses a run that changes one (check_params_identity). data_format is not among them:
+# tf_slim stores convolution kernels as [h, w, in, out] in both layouts, so a model trained
+# channels_first resumes channels_last.
+MODEL_KEYS = ('backbone', 'num_classes', 'train_image_size', 'model_scope', 'anchor_preset',
               'anchor_spec')
 _FLAG_OF = {'backbone': '--backbone', 'num_classes': '--num_classes',
             'train_image_size': '--train_image_size', 'model_scope': '--model_scope',
             'anchor_preset': '--anchor_preset'}
-
-
 # The keys every params.json train_ssd.py writes has and a resumed run relies on; a file without
 # them (e.g. replaced by `{}`) is refused rather than read as the defaults.
 REQUIRED_KEYS = ('num_classes', 'anchor_spec')
 # The repair every identity error advises: params.json rebuilt from the checkpoint itself.
 REBUILD_COMMAND = 'python3 -m tools.rebuild_params --model_dir %s'
+
+
+def save_params(params, model_dir):
+    """Writes the resolved params to `model_dir`/params.json so a run can be understood later."""
+    tf.io.gfile.makedirs(model_dir)
+    path = os.path.join(model_dir, PARAMS_NAME)
+    with tf.io.gfile.GFile(path, 'w') as f:
+        json.dump(params, f, indent=2, sort_keys=True, default=str)
+    return path
 
 
 def load_params(model_dir):
@@ -106,7 +124,7 @@ def check_stored_params(model_dir, stored, identity=None, checkpoint=None, defau
     difference = identity_difference(stored, identity, defaults)
     if difference:
         key, mine, theirs = difference
-        says = ('says' if key not in GRAPH_KEYS or key in stored
+        says = ('says' if key not in MODEL_KEYS or key in stored
                 else 'has no %s, read as the default,' % key)
         raise ValueError('%s %s %s=%s but checkpoint %s holds %s (%s=%s); rebuild %s from the '
                          'checkpoint with `%s`.'
@@ -128,13 +146,13 @@ def _first_difference(key, stored, new):
     return key, stored, new
 
 
-def check_params_identity(model_dir, new_params, defaults=None, keys=GRAPH_KEYS,
+def check_params_identity(model_dir, new_params, defaults=None, keys=MODEL_KEYS,
                           checkpoint=None):
-    """Refuses to resume a checkpoint with settings that change the graph.
+    """Refuses to resume a checkpoint with settings that define another model.
 
-    Run it BEFORE params.json is rewritten. Compares `keys` (num_classes,
-    train_image_size, anchor_preset, anchor_spec, model_scope, backbone; not data_format, which does not
-    change variable shapes) of `new_params` with `<model_dir>/params.json`, when both that
+    Run it BEFORE params.json is rewritten. Compares `keys` (MODEL_KEYS: backbone,
+    num_classes, train_image_size, model_scope, anchor_preset, anchor_spec; not data_format)
+    of `new_params` with `<model_dir>/params.json`, when both that
     file and a checkpoint exist. A key missing on one side takes its value from
     `defaults` (e.g. the model's DEFAULT_PARAMS, so an older params.json without
     'backbone' reads as the default backbone); a key missing on both sides is skipped.

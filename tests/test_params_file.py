@@ -1,11 +1,12 @@
-"""The model directory's identity (issue 16): params.json against the run's settings."""
+"""params.json as the model directory's identity (utility/checkpoints/params_file.py, issue 16):
+the stored settings against the run's."""
 import json
 import os
 
 import pytest
 
 from conftest import save_checkpoints
-from utility import model_dir as md
+from utility.checkpoints import params_file
 
 
 # ----------------------------------------------------------------------------- identity
@@ -28,35 +29,36 @@ def test_params_mismatch_names_key_both_values_and_fix(tmp_path):
               'anchor_spec': SPEC, 'data_format': 'channels_first', 'learning_rate': 1e-3}
     write_params(directory, stored)
     same = dict(stored, data_format='channels_last', learning_rate=1e-4, batch_size=2)
-    assert md.check_params_identity(directory, same) == stored
+    assert params_file.check_params_identity(directory, same) == stored
     with pytest.raises(ValueError) as info:
-        md.check_params_identity(directory, dict(stored, num_classes=5))
+        params_file.check_params_identity(directory, dict(stored, num_classes=5))
     assert str(info.value) == (
         '--model_dir %s holds a checkpoint trained with num_classes=21 (%s), but this run has '
         'num_classes=5; pass --num_classes 21 to resume it, or pass a new --model_dir to '
         'train another model.' % (directory, os.path.join(directory, 'params.json')))
     with pytest.raises(ValueError, match=r'model_scope="ssd300" .*, but this run has '
                                          r'model_scope="ssd512"; pass --model_scope ssd300 '):
-        md.check_params_identity(directory, dict(stored, model_scope='ssd512'))
+        params_file.check_params_identity(directory, dict(stored, model_scope='ssd512'))
     spec = dict(SPEC, feature_shapes=[64, 32, 16, 8, 6, 4])
     with pytest.raises(ValueError) as info:
-        md.check_params_identity(directory, dict(stored, anchor_spec=spec))
+        params_file.check_params_identity(directory, dict(stored, anchor_spec=spec))
     assert ('anchor_spec.feature_shapes=[38, 19, 10, 5, 3, 1] (' in str(info.value)
             and 'this run has anchor_spec.feature_shapes=[64, 32, 16, 8, 6, 4]; use the '
                 'settings it was trained with (see ' in str(info.value))
     # A params.json without 'backbone' reads as the default backbone.
     defaults = {'backbone': 'vgg16'}
-    assert md.check_params_identity(directory, dict(stored, backbone='vgg16'), defaults)
+    assert params_file.check_params_identity(directory, dict(stored, backbone='vgg16'), defaults)
     with pytest.raises(ValueError, match=r'backbone="vgg16" .*backbone="mobilenet"; pass '
                                          r'--backbone vgg16 to resume it'):
-        md.check_params_identity(directory, dict(stored, backbone='mobilenet'), defaults)
+        params_file.check_params_identity(directory, dict(stored, backbone='mobilenet'), defaults)
 
 
 def test_params_check_needs_a_checkpoint_and_a_readable_file(tmp_path):
     directory = str(tmp_path / 'fresh')
     write_params(directory, {'num_classes': 21}, checkpoint=False)
-    assert md.check_params_identity(directory, {'num_classes': 5}) is None  # nothing to keep
-    assert md.check_params_identity(str(tmp_path / 'none'), {'num_classes': 5}) is None
+    # nothing to keep
+    assert params_file.check_params_identity(directory, {'num_classes': 5}) is None
+    assert params_file.check_params_identity(str(tmp_path / 'none'), {'num_classes': 5}) is None
     broken = str(tmp_path / 'broken')
     write_params(broken, {})
     with open(os.path.join(broken, 'params.json'), 'w') as f:
@@ -64,4 +66,4 @@ def test_params_check_needs_a_checkpoint_and_a_readable_file(tmp_path):
     with pytest.raises(ValueError, match=r'params.json is unreadable \(.*\); restore it from '
                                          r'a backup, or rebuild it from the checkpoint with '
                                          r'`python3 -m tools.rebuild_params --model_dir '):
-        md.check_params_identity(broken, {'num_classes': 5})
+        params_file.check_params_identity(broken, {'num_classes': 5})
