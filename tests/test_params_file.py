@@ -2,6 +2,7 @@
 the stored settings against the run's."""
 import json
 import os
+import types
 
 import pytest
 
@@ -67,3 +68,37 @@ def test_params_check_needs_a_checkpoint_and_a_readable_file(tmp_path):
                                          r'a backup, or rebuild it from the checkpoint with '
                                          r'`python3 -m tools.rebuild_params --model_dir '):
         params_file.check_params_identity(broken, {'num_classes': 5})
+
+
+# ----------------------------------------------------------------------------- one list
+
+
+class FlagValues(types.SimpleNamespace):
+    """Parsed flag values; `given` names the flags on the command line (absl's `.present`)."""
+
+    def __getitem__(self, name):
+        return types.SimpleNamespace(present=name in self.given)
+
+
+def test_inference_takes_what_defines_the_model_from_params_json_unless_a_flag_is_given(
+        tmp_path):
+    """eval, demo and export (eval_utils.inference_params) take every key of the list resume
+    checks (params_file.MODEL_KEYS) from the params.json beside the checkpoint; a flag given
+    on the command line wins."""
+    from utility import eval_utils, ssd_model
+    trained = ssd_model.make_params(backbone='resnet18', num_classes=5, model_scope='other',
+                                    anchor_preset='coco')
+    with open(os.path.join(str(tmp_path), params_file.PARAMS_NAME), 'w') as f:
+        json.dump(trained, f, default=str)
+    checkpoint = str(tmp_path / 'model.ckpt-5')
+    values = FlagValues(
+        given=(), num_classes=21, train_image_size=512, data_format='channels_last',
+        model_scope='ssd300', select_threshold=0.01, min_size=0.03, nms_threshold=0.45,
+        nms_topk=200, keep_topk=400, keep_per='image')
+    params = eval_utils.inference_params(values, checkpoint=checkpoint)
+    for key in params_file.MODEL_KEYS:
+        assert params[key] == trained[key], key
+    values.given = ('num_classes', 'model_scope')
+    params = eval_utils.inference_params(values, checkpoint=checkpoint)
+    assert (params['num_classes'], params['model_scope']) == (21, 'ssd300')
+    assert (params['backbone'], params['train_image_size']) == ('resnet18', 300)

@@ -130,10 +130,6 @@ def predict_session_config(precision, log=None):
     return config
 
 
-# Keys of a model directory's params.json that define the network a checkpoint holds.
-MODEL_IDENTITY_KEYS = ('backbone', 'anchor_preset', 'anchor_spec', 'num_classes')
-
-
 def model_dir_params(checkpoint_prefix):
     """The params.json train_ssd.py wrote beside `checkpoint_prefix` (a dict), or {} if none.
 
@@ -179,10 +175,11 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
     Args:
       values: the parsed `absl.flags.FLAGS` (passed in; this module never reads FLAGS).
       log: callable(str) told when the data format falls back to channels_last (no GPU).
-      checkpoint: the checkpoint prefix to run; the 'backbone' and 'anchor_spec' of the
-        params.json beside it (model_dir_params) are used, and its 'num_classes' unless
-        --num_classes is given, so a model trained with --backbone resnet50 runs without
-        repeating flags.
+      checkpoint: the checkpoint prefix to run; what defines the model
+        (params_file.MODEL_KEYS: backbone, anchors, class count, ...) comes from the
+        params.json beside it (model_dir_params) unless its flag is given (--num_classes,
+        --train_image_size, --model_scope), so a model trained with --backbone resnet50 runs
+        without repeating flags.
       **overrides: further `ssd_model.make_params` keys (data_dir, batch_size, ...).
     Returns:
       the params dict, data format resolved for this machine (`ssd_net.resolve_data_format`).
@@ -202,8 +199,8 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
         keep_per=getattr(values, 'keep_per', ssd_model.DEFAULT_PARAMS['keep_per']))
     trained = model_dir_params(checkpoint)
     identity = checkpoint_identity(checkpoint)
-    for key in MODEL_IDENTITY_KEYS:
-        if key in trained and not (key == 'num_classes' and _flag_given(values, key)):
+    for key in params_file.MODEL_KEYS:
+        if key in trained and not _flag_given(values, key):
             params[key] = trained[key]
     if trained.get('backbone'):
         notify(log, 'Backbone %s (from the params.json beside %s).'
