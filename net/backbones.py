@@ -11,7 +11,7 @@ A backbone is registered by name in ``BACKBONES`` (``get_backbone(name)``). Each
   pipeline, demo and export take them from params (utility/ssd_model.make_params fills them in).
 * ``checkpoint_model_scope``: the scope of its variables in the public ImageNet checkpoint. The
   model calls them ``<model scope>/<name in the checkpoint minus that scope>``, so restoring
-  is a prefix swap (utility/checkpoint_utils.build_restore_fn), as for VGG-16.
+  is a prefix swap (utility/checkpoints/restore.build_restore_fn), as for VGG-16.
 * ``added_scopes``: scopes (under the model scope) the backbone adds that no ImageNet
   checkpoint has (VGG-16: the conv4_3 L2-norm scale).
 

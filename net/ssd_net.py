@@ -17,8 +17,8 @@ net/backbones.py. Layout of the variables under the model scope (default ``ssd30
 
 The backbone names are the public ImageNet checkpoint's names with its scope (``vgg_16``,
 ``resnet_v1_50``, ...) replaced by the model scope (see ``backbones.VGG_REDUCED_FC_SHAPES``), so
-restoring the backbone is a prefix remap (``utility/checkpoint_utils.py``). The new SSD layers live
-under ``new_layer_scopes(backbone)``, the default ``--checkpoint_exclude_scopes``
+restoring the backbone is a prefix remap (``utility/checkpoints/restore.py``). The new SSD layers
+live under ``new_layer_scopes(backbone)``, the default ``--checkpoint_exclude_scopes``
 (``default_exclude_scopes``).
 """
 

@@ -221,9 +221,10 @@ def assert_same_detections(first, second, score_tol, box_tol):
     return paired
 
 
-def write_variables(prefix, tensors):
-    """Saves {name: numpy array} as tf.compat.v1 variables of those names with a Saver (V2, no
-    meta graph), built in its own graph, like any TF1-style checkpoint; returns the prefix."""
+def write_variables(prefix, tensors, version=None):
+    """Saves {name: numpy array} as tf.compat.v1 variables of those names with a Saver (V2, or
+    `version` tf.compat.v1.train.SaverDef.V1; no meta graph), built in its own graph, like any
+    TF1-style checkpoint; returns the prefix."""
     import tensorflow as tf
     os.makedirs(os.path.dirname(prefix), exist_ok=True)
     with tf.Graph().as_default():
@@ -232,7 +233,42 @@ def write_variables(prefix, tensors):
             placeholder = tf.compat.v1.placeholder(tf.as_dtype(value.dtype), value.shape)
             variables.append(tf.compat.v1.Variable(placeholder, name=name))
             feeds[placeholder] = value
-        saver = tf.compat.v1.train.Saver(variables)
+        saver = tf.compat.v1.train.Saver(
+            variables, write_version=version or tf.compat.v1.train.SaverDef.V2)
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer(), feeds)
             return saver.save(session, prefix, write_meta_graph=False)
+
+
+class Log(list):
+    """A `log` callable for library functions that keeps their messages, each one line."""
+
+    def __call__(self, message):
+        assert '\n' not in message
+        self.append(message)
+
+
+def save_checkpoints(directory, steps):
+    """Saves one checkpoint per (step, a, b) with tf.compat.v1.train.Saver over two small
+    variables and the global step; returns the prefixes."""
+    import numpy as np
+    import tensorflow as tf
+    prefixes = []
+    with tf.Graph().as_default():
+        a = tf.compat.v1.get_variable('net/a', shape=[3, 4], dtype=tf.float32)
+        b = tf.compat.v1.get_variable('net/b', shape=[5], dtype=tf.float32)
+        step = tf.compat.v1.train.get_or_create_global_step()
+        values = [tf.compat.v1.placeholder(tf.float32, v.shape) for v in (a, b)]
+        new_step = tf.compat.v1.placeholder(tf.int64, [])
+        assign = [a.assign(values[0]), b.assign(values[1]), step.assign(new_step)]
+        saver = tf.compat.v1.train.Saver(max_to_keep=10)
+        with tf.compat.v1.Session() as sess:
+            for n, a_value, b_value in steps:
+                sess.run(assign, {values[0]: np.full([3, 4], a_value, np.float32),
+                                  values[1]: np.full([5], b_value, np.float32),
+                                  new_step: n})
+                prefixes.append(saver.save(sess, os.path.join(directory, 'model.ckpt'),
+                                           global_step=n))
+    return prefixes
+
+

@@ -199,7 +199,7 @@ def test_resnet50_restores_a_slim_checkpoint_and_computes_what_slim_computes(tmp
     batch-norm statistics included) goes through the --checkpoint_path machinery with the
     backbone's defaults; the two source maps equal slim's units' outputs."""
     from utility import ssd_model
-    from utility import checkpoint_utils
+    from utility.checkpoints import restore
     rng = np.random.RandomState(0)
     image = rng.uniform(-120., 130., (1, 300, 300, 3)).astype(np.float32)
     prefix = str(tmp_path / 'resnet_v1_50.ckpt')
@@ -219,7 +219,7 @@ def test_resnet50_restores_a_slim_checkpoint_and_computes_what_slim_computes(tmp
         'ssd300/multibox_head, ssd300/additional_layers'
     with tf.Graph().as_default():
         _, _, ours = ssd_net.ssd300(tf.constant(image), 21, K, backbone='resnet50')
-        init_fn, report = checkpoint_utils.build_restore_fn(
+        init_fn, report = restore.build_restore_fn(
             params['checkpoint_path'], model_scope=params['model_scope'],
             checkpoint_model_scope=params['checkpoint_model_scope'],
             exclude_scopes=params['checkpoint_exclude_scopes'],

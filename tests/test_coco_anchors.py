@@ -12,7 +12,7 @@ from common import defaults
 from conftest import write_variables
 from net import anchors as anchor_lib
 from utility import eval_utils
-from utility import model_dir
+from utility.checkpoints import params_file
 from utility import ssd_model
 
 # The caffe SSD300 COCO model's prior boxes in pixels at 300 (min_ratio 15, max_ratio 90,
@@ -62,11 +62,11 @@ def test_resuming_with_another_preset_is_refused_naming_the_flag(tmp_path):
     _model_dir_with_checkpoint(tmp_path, ssd_model.make_params(anchor_preset='coco'))
     with pytest.raises(ValueError, match=r'anchor_preset="coco".*anchor_preset="voc".*pass '
                                          r'--anchor_preset coco'):
-        model_dir.check_params_identity(str(tmp_path), ssd_model.make_params(),
-                                        defaults=defaults.DEFAULT_PARAMS)
-    same = model_dir.check_params_identity(str(tmp_path),
-                                           ssd_model.make_params(anchor_preset='coco'),
-                                           defaults=defaults.DEFAULT_PARAMS)
+        params_file.check_params_identity(str(tmp_path), ssd_model.make_params(),
+                                          defaults=defaults.DEFAULT_PARAMS)
+    same = params_file.check_params_identity(str(tmp_path),
+                                             ssd_model.make_params(anchor_preset='coco'),
+                                             defaults=defaults.DEFAULT_PARAMS)
     assert same['anchor_preset'] == 'coco'
 
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from net import backbones
 from net import ssd_net
-from utility import checkpoint_utils
+from utility.checkpoints import restore
 from tools import convert_vgg_weights as cvw
 from conftest import write_variables
 
@@ -85,8 +85,8 @@ def test_slim_conversion_restores_into_ssd300(slim_checkpoint, tmp_path, capsys)
                        [4, 6, 6, 6, 4, 4])
         variables = {v.op.name: v for v in tf.compat.v1.model_variables()}
         # The directory is what train_ssd.py gets by default (--checkpoint_path=./model).
-        init_fn, report = checkpoint_utils.build_restore_fn(str(tmp_path / 'model'),
-                                                            exclude_scopes=SEED_EXCLUDES)
+        init_fn, report = restore.build_restore_fn(str(tmp_path / 'model'),
+                                                   exclude_scopes=SEED_EXCLUDES)
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             init_fn(None, session)

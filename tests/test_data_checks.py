@@ -61,7 +61,7 @@ def test_imagesets_lines_are_whole_ids_even_with_spaces(tmp_path):
 
 def test_comma_lists_and_optional_log_have_one_helper():
     from common import console
-    from utility import checkpoint_utils
+    from utility.checkpoints import restore
     from utility.training import schedule
     assert console.parse_comma_list(' VOC2007, ,VOC2012 ,') == ['VOC2007', 'VOC2012']
     assert console.parse_comma_list(None) == [] and console.parse_comma_list('') == []
@@ -70,7 +70,7 @@ def test_comma_lists_and_optional_log_have_one_helper():
     assert schedule.parse_number_list('500, 80000,100000', int) == [500, 80000, 100000]
     with pytest.raises(ValueError, match='--decay_boundaries must be comma-separated numbers'):
         schedule.parse_number_list('500, x', int, '--decay_boundaries')
-    assert checkpoint_utils._parse_scopes('ssd300/multibox_head/, ssd300/conv4_3_scale') == [
+    assert restore._parse_scopes('ssd300/multibox_head/, ssd300/conv4_3_scale') == [
         'ssd300/multibox_head', 'ssd300/conv4_3_scale']
     got = []
     console.notify(got.append, 'shown')

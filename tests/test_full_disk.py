@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import TRAIN_FAST_FLAGS, run_script, write_variables
-from utility import model_dir as md
+from utility.checkpoints import files as checkpoint_files
 
 # TensorFlow's message for a SaveV2 that hit ENOSPC (TF 2.15, shortened).
 SAVE_ERROR = ("Graph execution error:\n\nDetected at node 'save/SaveV2' defined at ...\n"
@@ -24,7 +24,7 @@ def test_full_disk_message_names_checkpoint_folder_space_and_the_intact_one(tmp_
     with open(os.path.join(temp, 'part-00000-of-00001.data-00000-of-00001.tempstate1'),
               'wb') as f:
         f.write(b'\0' * 1000)
-    message = md.describe_full_disk(model_dir, SAVE_ERROR.format(path=model_dir))
+    message = checkpoint_files.describe_full_disk(model_dir, SAVE_ERROR.format(path=model_dir))
     assert '\n' not in message
     assert message.startswith('No space left on device while saving checkpoint model.ckpt-7 '
                               'in %s (' % model_dir)
@@ -36,9 +36,9 @@ def test_full_disk_message_names_checkpoint_folder_space_and_the_intact_one(tmp_
     # nothing saved yet: says so; another error is not a full disk
     empty = str(tmp_path / 'empty')
     os.makedirs(empty)
-    assert 'no checkpoint was saved before' in md.describe_full_disk(
+    assert 'no checkpoint was saved before' in checkpoint_files.describe_full_disk(
         empty, SAVE_ERROR.format(path=empty))
-    assert md.describe_full_disk(model_dir, 'Permission denied') is None
+    assert checkpoint_files.describe_full_disk(model_dir, 'Permission denied') is None
 
 
 @pytest.fixture
@@ -73,4 +73,5 @@ def test_training_on_a_full_disk_stops_in_one_line_and_keeps_the_older_checkpoin
                            'model.ckpt-2 in %s (' % model_dir), out[-4000:]
     assert 'model.ckpt-0 (global step 0) is intact and the same command resumes' in last
     assert not [n for n in os.listdir(model_dir) if '_temp' in n]
-    assert md.newest_readable_checkpoint(model_dir, repair=False).endswith('model.ckpt-0')
+    assert checkpoint_files.newest_readable_checkpoint(
+        model_dir, repair=False).endswith('model.ckpt-0')

@@ -162,8 +162,8 @@ def test_training_without_manifest_takes_the_records_names(model):
 
 @pytest.mark.slow
 def test_checkpoint_says_which_model_it_holds(model):
-    from utility import checkpoint_utils
-    identity = checkpoint_utils.ssd_checkpoint_identity(model)
+    from utility.checkpoints import restore
+    identity = restore.ssd_checkpoint_identity(model)
     assert identity == {'model_scope': 'ssd300', 'backbone': 'resnet18', 'num_classes': 4,
                         'anchors_per_location': [4, 6, 6, 6, 4, 4]}
 

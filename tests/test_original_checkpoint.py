@@ -20,7 +20,7 @@ from net import ssd_net
 from preprocessing import ssd_preprocessing
 from net import anchor_manipulator
 from net import anchors as anchor_lib
-from utility import checkpoint_utils
+from utility.checkpoints import original_layout, restore
 from tools import convert_original_ssd
 from utility import eval_utils
 from conftest import write_variables
@@ -140,21 +140,21 @@ def test_hand_written_names_in_both_layouts():
            ('ssd300/conv8_1/kernel/ExponentialMovingAverage', None)]
     for layout, cases in (('original_tf1', tf1), ('original_tf2', tf2)):
         for original, project in cases:
-            assert checkpoint_utils.original_to_project_name(original, layout) == project, (
+            assert original_layout.original_to_project_name(original, layout) == project, (
                 layout, original)
     # Another model scope on either side.
-    assert checkpoint_utils.original_to_project_name(
+    assert original_layout.original_to_project_name(
         'ssd512/conv9_2/kernel', 'original_tf2', original_scope='ssd512',
         model_scope='mine') == 'mine/additional_layers/conv9/conv9_2/weights'
     with pytest.raises(ValueError, match='layout'):
-        checkpoint_utils.original_to_project_name('ssd300/fc6/kernel', 'tf3')
+        original_layout.original_to_project_name('ssd300/fc6/kernel', 'tf3')
 
 
 @pytest.mark.parametrize('layout', ['tf1', 'tf2'])
 def test_every_original_variable_maps_onto_every_project_variable(layout):
     shapes = original_shapes(layout)
     names = list(shapes) + ['global_step', 'ssd300/fc7/kernel/Momentum']
-    found, scope, name_map = checkpoint_utils.original_name_map(names)
+    found, scope, name_map = original_layout.original_name_map(names)
     assert (found, scope) == ('original_' + layout, 'ssd300')
     project = _project_variables()
     assert len(project) == 71
@@ -165,7 +165,7 @@ def test_every_original_variable_maps_onto_every_project_variable(layout):
 
 
 def test_layout_detection():
-    detect = checkpoint_utils.detect_original_layout
+    detect = original_layout.detect_original_layout
     assert detect(original_shapes('tf1')) == ('original_tf1', 'ssd300')
     assert detect(original_shapes('tf2')) == ('original_tf2', 'ssd300')
     assert detect(_project_variables()) == (None, None)           # this project's checkpoints
@@ -182,7 +182,7 @@ def _restore_into_ssd300(checkpoint, **kwargs):
     with tf.Graph().as_default():
         ssd_net.ssd300(tf.zeros([1, 300, 300, 3]), NUM_CLASSES, K)
         variables = {v.op.name: v for v in tf.compat.v1.model_variables()}
-        init_fn, report = checkpoint_utils.build_restore_fn(checkpoint, **kwargs)
+        init_fn, report = restore.build_restore_fn(checkpoint, **kwargs)
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             init_fn(None, session)
@@ -229,7 +229,7 @@ def test_original_checkpoint_that_restores_nothing_is_an_error(tmp_path):
 def test_as_project_checkpoint_converts_once_and_passes_others_through(
         tmp_path, tf2_checkpoint, original_values):
     cache = str(tmp_path / 'cache')
-    converted = checkpoint_utils.as_project_checkpoint(tf2_checkpoint, cache)
+    converted = original_layout.as_project_checkpoint(tf2_checkpoint, cache)
     assert converted.startswith(cache) and converted != tf2_checkpoint
     reader = tf.compat.v1.train.NewCheckpointReader(converted)
     shapes = reader.get_variable_to_shape_map()
@@ -239,17 +239,17 @@ def test_as_project_checkpoint_converts_once_and_passes_others_through(
                                                     'weights'),
                                   original_values['tf2']['ssd300/conv9_2/kernel'])
     mtime = os.path.getmtime(converted + '.index')
-    assert checkpoint_utils.as_project_checkpoint(tf2_checkpoint, cache) == converted  # cached
+    assert original_layout.as_project_checkpoint(tf2_checkpoint, cache) == converted  # cached
     assert os.path.getmtime(converted + '.index') == mtime
     assert len(os.listdir(cache)) == 1
     # A project-layout checkpoint comes back as it is.
-    assert checkpoint_utils.as_project_checkpoint(converted, cache) == converted
+    assert original_layout.as_project_checkpoint(converted, cache) == converted
     # A backbone in the original layout is not a full model.
     backbone = {n: v for n, v in original_values['tf2'].items()
                 if '/multibox_head/' not in n}
     partial = write_with_variables(str(tmp_path / 'bb' / 'model.ckpt'), backbone)
     with pytest.raises(ValueError, match='train_ssd.py --checkpoint_path'):
-        checkpoint_utils.as_project_checkpoint(partial, cache)
+        original_layout.as_project_checkpoint(partial, cache)
 
 
 def test_find_checkpoint_hands_eval_demo_export_the_converted_copy(
@@ -335,7 +335,7 @@ def test_network_from_original_checkpoint_matches_numpy(tmp_path, tf2_checkpoint
     image = np.random.RandomState(5).randint(0, 256, (173, 241, 3)).astype(np.uint8)
     spec = anchor_lib.SSD300_SPEC
     with tf.Graph().as_default():
-        prefix = checkpoint_utils.as_project_checkpoint(tf2_checkpoint, str(tmp_path / 'c'))
+        prefix = original_layout.as_project_checkpoint(tf2_checkpoint, str(tmp_path / 'c'))
         net_input = ssd_preprocessing.preprocess_for_eval(tf.constant(image))
         cls_logits, loc_preds, end_points = ssd_net.ssd300(net_input[tf.newaxis], NUM_CLASSES, K)
         boxes = anchor_manipulator.decode_boxes(

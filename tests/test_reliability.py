@@ -3,8 +3,9 @@
 
 Each case ends in a correct run or a one-line error naming the cause, the file and the fix,
 and nothing valid is lost (checkpoints, params.json, shards). The library pieces
-(utility/model_dir.py, dataset/shard_checks.py) have unit tests of their own in
-test_model_dir.py and test_shard_checks.py; these run the entry scripts.
+(utility/checkpoints/, dataset/shard_checks.py) have unit tests of their own in
+test_checkpoint_lock.py, test_checkpoint_files.py, test_params_file.py and test_shard_checks.py;
+these run the entry scripts.
 """
 import json
 import os

@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from common import defaults
-from utility import checkpoint_utils
+from utility.checkpoints import original_layout
 
 
 def main(argv=None):
@@ -35,7 +35,7 @@ def main(argv=None):
                              'train/eval --model_scope).')
     args = parser.parse_args(argv)
     try:
-        prefix, report = checkpoint_utils.convert_original_checkpoint(
+        prefix, report = original_layout.convert_original_checkpoint(
             args.input, args.output, model_scope=args.model_scope)
     except ValueError as error:
         print('error: %s' % error, file=sys.stderr)

@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from common import defaults
 from net.backbones import VGG_REDUCED_FC_SHAPES
-from utility import checkpoint_utils
+from utility.checkpoints import locate
 
 # TF-slim full VGG-16 shapes of the two fully connected layers (as convolutions).
 SLIM_FC_SHAPES = {'fc6/weights': (7, 7, 512, 4096), 'fc6/biases': (4096,),
@@ -229,7 +229,7 @@ def load_pytorch_state_dict(path):
 
 def read_checkpoint(path):
     """(prefix, reader) for a TF checkpoint directory/prefix/file (V1 or V2)."""
-    prefix = checkpoint_utils.resolve_checkpoint(path)
+    prefix = locate.resolve_checkpoint(path)
     return prefix, tf.compat.v1.train.NewCheckpointReader(prefix)
 
 

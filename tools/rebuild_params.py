@@ -6,7 +6,7 @@ train_ssd.py records the model's settings in <model_dir>/params.json; eval, the 
 read them. When that file is deleted, emptied or wrong, the newest readable checkpoint still
 says which model it holds: its variable names and shapes give the backbone, the class count
 (background included), the anchors per cell and the model scope
-(utility/checkpoint_utils.ssd_checkpoint_identity). This tool writes a params.json with those,
+(utility/checkpoints/restore.ssd_checkpoint_identity). This tool writes a params.json with those,
 the anchor spec of that backbone (checked against the checkpoint's anchors per cell) and the
 defaults for everything else (training rewrites them from its flags when it resumes). With
 --data_dir, the class names are those of the data (its manifest.json, or the names the records
@@ -27,15 +27,17 @@ def rebuild_params(model_dir, data_dir=None, log=print):
       ValueError: no readable checkpoint, not a whole SSD, a backbone no registered layout
         fits, or anchors per cell that no anchor spec here gives (one line, naming the fix).
     """
+    from common import defaults
     from dataset.class_names import class_names_of
     from net import anchors as anchor_lib
-    from utility import checkpoint_utils, model_dir as model_dir_lib, ssd_model
+    from utility import ssd_model
+    from utility.checkpoints import files as checkpoint_files, params_file, restore
 
-    checkpoint = model_dir_lib.newest_readable_checkpoint(model_dir, repair=False)
+    checkpoint = checkpoint_files.newest_readable_checkpoint(model_dir, repair=False)
     if checkpoint is None:
         raise ValueError('%s holds no checkpoint, so there is nothing to rebuild params.json '
                          'from; pass the folder train_ssd.py wrote (--model_dir).' % model_dir)
-    identity = checkpoint_utils.ssd_checkpoint_identity(checkpoint)
+    identity = restore.ssd_checkpoint_identity(checkpoint)
     if identity is None:
         raise ValueError('Checkpoint %s has no multibox heads: it is not a whole SSD model, so '
                          'it cannot say what params.json should hold.' % checkpoint)
@@ -60,13 +62,13 @@ def rebuild_params(model_dir, data_dir=None, log=print):
                          % (checkpoint, identity['anchors_per_location'], identity['backbone'],
                             anchors))
     params['rebuilt_from_checkpoint'] = checkpoint
-    path = os.path.join(model_dir, model_dir_lib.PARAMS_NAME)
+    path = os.path.join(model_dir, defaults.PARAMS_NAME)
     if os.path.exists(path):
         aside = '%s.replaced-%s' % (path, time.strftime('%Y%m%d-%H%M%S'))
         os.replace(path, aside)
         log('Kept the old %s as %s.' % (os.path.basename(path), aside))
-    ssd_model.save_params(params, model_dir)
-    log('Wrote %s from %s: %s.' % (path, checkpoint, checkpoint_utils.describe_identity(identity)))
+    params_file.save_params(params, model_dir)
+    log('Wrote %s from %s: %s.' % (path, checkpoint, restore.describe_identity(identity)))
     return path
 
 

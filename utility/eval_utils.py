@@ -2,7 +2,7 @@
 tested). The evaluation itself (ground truth, detections, report, figures) is in evaluation/.
 
 * checkpoints: `find_checkpoint` (latest in a model directory, or a given directory / prefix;
-  located by checkpoint_utils.locate_checkpoint);
+  located by utility/checkpoints/locate.locate_checkpoint);
 * what the three scripts share: flags (`define_inference_flags`), the checkpoint's params
   and class names (`checkpoint_model`: `inference_params`,
   `check_num_classes`; predictions run through `utility/drivers.predict`), input checks
@@ -17,9 +17,9 @@ import sys
 import tensorflow as tf
 
 from common import defaults
-from dataset.labels import VOC_LABELS
 from common.console import VERBOSE_FLAG, VERBOSE_HELP, notify
-from utility import checkpoint_utils
+from dataset.labels import VOC_LABELS
+from utility.checkpoints import locate, original_layout, params_file, restore
 
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
@@ -34,11 +34,11 @@ def find_checkpoint(checkpoint_path, model_dir):
     Args:
       checkpoint_path: '' / None, a directory (its latest checkpoint), a prefix
         ('logs/model.ckpt-120000') or one of its files ('.index', '.meta', '.data-*');
-        located by checkpoint_utils.locate_checkpoint (the rules every script shares).
+        located by locate.locate_checkpoint (the rules every script shares).
       model_dir: the training directory searched when `checkpoint_path` is empty.
     Returns:
       str checkpoint prefix. A checkpoint of the original SSD.TensorFlow code comes back as
-      its project-layout copy (checkpoint_utils.as_project_checkpoint).
+      its project-layout copy (original_layout.as_project_checkpoint).
     Raises:
       ValueError: no checkpoint there; the message names the directory or prefix.
     """
@@ -47,9 +47,9 @@ def find_checkpoint(checkpoint_path, model_dir):
         raise ValueError('No checkpoint given: pass --model_dir (a training directory) or '
                          '--checkpoint_path.')
     path = os.path.expanduser(str(path))
-    prefix = checkpoint_utils.locate_checkpoint(path)
+    prefix = locate.locate_checkpoint(path)
     if prefix is not None:
-        return checkpoint_utils.as_project_checkpoint(prefix)
+        return original_layout.as_project_checkpoint(prefix)
     if tf.io.gfile.isdir(path):
         raise ValueError('No checkpoint found in %s; train first (python3 train_ssd.py '
                          '--model_dir=%s) or pass --checkpoint_path.' % (path, path))
@@ -118,40 +118,34 @@ def predict_session_config(precision, log=None):
     return config
 
 
-# Keys of a model directory's params.json that define the network a checkpoint holds.
-MODEL_IDENTITY_KEYS = ('backbone', 'anchor_preset', 'anchor_spec', 'num_classes')
-
-
 def model_dir_params(checkpoint_prefix):
     """The params.json train_ssd.py wrote beside `checkpoint_prefix` (a dict), or {} if none.
 
     ValueError (naming the file) when it exists but is not a JSON object
-    (utility/model_dir.load_params).
+    (utility/checkpoints/params_file.load_params).
     """
-    from utility import model_dir
     if not checkpoint_prefix:
         return {}
-    return model_dir.load_params(os.path.dirname(str(checkpoint_prefix))) or {}
+    return params_file.load_params(os.path.dirname(str(checkpoint_prefix))) or {}
 
 
 def checkpoint_identity(checkpoint):
-    """The model `checkpoint` holds, from its variables (checkpoint_utils.
-    ssd_checkpoint_identity), checked against the params.json beside it
-    (model_dir.check_stored_params). None for no checkpoint or one without heads.
+    """The model `checkpoint` holds, from its variables (restore.ssd_checkpoint_identity),
+    checked against the params.json beside it (params_file.check_stored_params). None for no
+    checkpoint or one without heads.
 
     Raises:
       ValueError: that params.json lacks the identity keys or disagrees with the checkpoint
         (one line naming both and `tools.rebuild_params`).
     """
-    from utility import model_dir
     if not checkpoint:
         return None
     # A checkpoint that is not there: nothing to read; the restore names it.
-    located = checkpoint_utils.locate_checkpoint(checkpoint)
-    identity = checkpoint_utils.ssd_checkpoint_identity(located) if located else None
+    located = locate.locate_checkpoint(checkpoint)
+    identity = restore.ssd_checkpoint_identity(located) if located else None
     folder = os.path.dirname(str(checkpoint))
-    stored = model_dir.load_params(folder)
-    model_dir.check_stored_params(folder, stored, identity, checkpoint)
+    stored = params_file.load_params(folder)
+    params_file.check_stored_params(folder, stored, identity, checkpoint)
     return identity
 
 
@@ -169,10 +163,11 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
     Args:
       values: the parsed `absl.flags.FLAGS` (passed in; this module never reads FLAGS).
       log: callable(str) told when the data format falls back to channels_last (no GPU).
-      checkpoint: the checkpoint prefix to run; the 'backbone' and 'anchor_spec' of the
-        params.json beside it (model_dir_params) are used, and its 'num_classes' unless
-        --num_classes is given, so a model trained with --backbone resnet50 runs without
-        repeating flags.
+      checkpoint: the checkpoint prefix to run; what defines the model
+        (params_file.MODEL_KEYS: backbone, anchors, class count, ...) comes from the
+        params.json beside it (model_dir_params) unless its flag is given (--num_classes,
+        --train_image_size, --model_scope), so a model trained with --backbone resnet50 runs
+        without repeating flags.
       **overrides: further `ssd_model.make_params` keys (data_dir, batch_size, ...).
     Returns:
       the params dict, data format resolved for this machine (`ssd_net.resolve_data_format`).
@@ -192,8 +187,8 @@ def inference_params(values, log=None, checkpoint=None, **overrides):
         keep_per=getattr(values, 'keep_per', defaults.DEFAULT_PARAMS['keep_per']))
     trained = model_dir_params(checkpoint)
     identity = checkpoint_identity(checkpoint)
-    for key in MODEL_IDENTITY_KEYS:
-        if key in trained and not (key == 'num_classes' and _flag_given(values, key)):
+    for key in params_file.MODEL_KEYS:
+        if key in trained and not _flag_given(values, key):
             params[key] = trained[key]
     if trained.get('backbone'):
         notify(log, 'Backbone %s (from the params.json beside %s).'

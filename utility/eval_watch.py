@@ -24,7 +24,7 @@ import time
 
 import tensorflow as tf
 
-from utility import checkpoint_utils
+from utility.checkpoints import locate
 
 HISTORY_FILE = 'metrics_history.jsonl'
 
@@ -32,7 +32,7 @@ HISTORY_FILE = 'metrics_history.jsonl'
 def checkpoint_step(prefix):
     """Global step of a checkpoint prefix ('.../model.ckpt-120' -> 120), read from its name
     or, failing that, from its 'global_step' variable; None when neither has it."""
-    step = checkpoint_utils.step_in_name(prefix)
+    step = locate.step_in_name(prefix)
     if step is not None:
         return step
     try:

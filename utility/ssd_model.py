@@ -32,7 +32,7 @@ from net import ssd_net
 from preprocessing import ssd_preprocessing
 from net import anchor_manipulator
 from net import anchors as anchor_lib
-from utility import checkpoint_utils
+from utility.checkpoints import restore
 from utility.drivers import ModeKeys, ModelSpec
 from net import losses as loss_lib
 from net import postprocess as postprocess_lib
@@ -71,15 +71,6 @@ def make_params(**overrides):
         preset=anchor_lib.check_preset(params['anchor_preset']))
     params['anchor_spec'] = json.loads(json.dumps(params['anchor_spec']))
     return params
-
-
-def save_params(params, model_dir):
-    """Writes the resolved params to `model_dir`/params.json so a run can be understood later."""
-    tf.io.gfile.makedirs(model_dir)
-    path = os.path.join(model_dir, 'params.json')
-    with tf.io.gfile.GFile(path, 'w') as f:
-        json.dump(params, f, indent=2, sort_keys=True, default=str)
-    return path
 
 
 def _anchors(params):
@@ -322,7 +313,7 @@ def model_fn(features, labels, mode, params):
 
     scaffold = None
     if params.get('checkpoint_path'):
-        init_fn, _ = checkpoint_utils.build_restore_fn(
+        init_fn, _ = restore.build_restore_fn(
             params['checkpoint_path'], model_scope=params['model_scope'],
             checkpoint_model_scope=params['checkpoint_model_scope'],
             exclude_scopes=params['checkpoint_exclude_scopes'],

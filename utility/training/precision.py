@@ -51,12 +51,13 @@ def apply_bf16(config_proto):
 def resolve_precision(requested, has_gpu, cpu_bf16):
     """The precision a run trains in, and why: ('fp32' or 'bf16', reason).
 
-    `requested` is one of defaults.PRECISIONS. bf16 is the CPU's oneDNN rewrite: never on a GPU (mixed
-    precision there is --use_amp), never on a CPU without native bfloat16 (it would be
+    `requested` is one of defaults.PRECISIONS. bf16 is the CPU's oneDNN rewrite: never on a GPU
+    (mixed precision there is --use_amp), never on a CPU without native bfloat16 (it would be
     emulated, slower than float32). An explicit bf16 that cannot apply says so in its reason.
     """
     if requested not in defaults.PRECISIONS:
-        raise ValueError('--precision=%s is not one of %s.' % (requested, '|'.join(defaults.PRECISIONS)))
+        raise ValueError('--precision=%s is not one of %s.'
+                         % (requested, '|'.join(defaults.PRECISIONS)))
     if requested == 'fp32':
         return 'fp32', '--precision=fp32'
     prefix = 'auto' if requested == 'auto' else '--precision=bf16 ignored'

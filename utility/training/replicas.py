@@ -75,7 +75,8 @@ def setup_replicas(multi_gpu=True, num_cpu_replicas=0, batch_size=None,
 
 def setup_multi_worker(cluster, batch_size=None, num_cpu_threads=0, gpu_memory_fraction=1.0,
                        collective_timeout_secs=600, log=print):
-    """MultiWorkerMirroredStrategy over the workers of `cluster` (a utility.training.cluster.Cluster).
+    """MultiWorkerMirroredStrategy over the workers of `cluster` (a
+    utility.training.cluster.Cluster).
 
     Each worker trains one replica per visible GPU (one CPU replica without GPUs); gradients
     are averaged over all replicas of all workers by collective all-reduce. The strategy is the

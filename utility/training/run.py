@@ -93,20 +93,20 @@ def fine_tune_settings(values, checkpoint):
     original SSD.TensorFlow's), or None for a backbone checkpoint.
 
     A whole SSD of the same backbone restores every variable whose name and shape match
-    (checkpoint_utils.build_restore_fn: its class heads are left out, and listed, when
+    (restore.build_restore_fn: its class heads are left out, and listed, when
     the class count differs): the checkpoint's model scope and no excluded scope, unless
     --checkpoint_model_scope / --checkpoint_exclude_scopes are given.
     Raises:
       ValueError: the SSD's backbone is not --backbone (one line naming both and the fix).
     """
-    from utility import checkpoint_utils
-    identity = checkpoint_utils.ssd_checkpoint_identity(checkpoint)
+    from utility.checkpoints import restore
+    identity = restore.ssd_checkpoint_identity(checkpoint)
     if identity is None:
         return None
     if identity['backbone'] is not None and identity['backbone'] != values.backbone:
         raise ValueError('--checkpoint_path %s holds %s, but this run has --backbone %s; pass '
                          '--backbone %s to fine-tune from it, or a %s backbone checkpoint.'
-                         % (checkpoint, checkpoint_utils.describe_identity(identity),
+                         % (checkpoint, restore.describe_identity(identity),
                             values.backbone, identity['backbone'], values.backbone))
     settings = {}
     if not values['checkpoint_model_scope'].present:  # (original layouts map their own scope)
@@ -114,7 +114,7 @@ def fine_tune_settings(values, checkpoint):
     if not values['checkpoint_exclude_scopes'].present:
         settings['checkpoint_exclude_scopes'] = ''
     log('Fine-tuning from %s, %s: restoring every variable whose name and shape match.'
-        % (checkpoint, checkpoint_utils.describe_identity(identity)))
+        % (checkpoint, restore.describe_identity(identity)))
     return settings
 
 
@@ -202,9 +202,9 @@ def prepare(values, cluster):
     """
     import tensorflow as tf
     from dataset.shard_checks import check_labels_fit, check_shards
-    from utility import ssd_model
     from net import ssd_net
-    from utility import checkpoint_utils, drivers, model_dir
+    from utility import drivers
+    from utility.checkpoints import files as checkpoint_files, locate, params_file
     from utility.training import precision as precision_lib
     from utility.training import replicas
 
@@ -223,7 +223,8 @@ def prepare(values, cluster):
             multi_gpu=values.multi_gpu, num_cpu_replicas=values.num_cpu_replicas,
             batch_size=values.batch_size, num_cpu_threads=values.num_cpu_threads,
             gpu_memory_fraction=values.gpu_memory_fraction, log=log)
-    precision = precision_lib.configure_precision(session_config, requested_precision(values), log=log)
+    precision = precision_lib.configure_precision(session_config, requested_precision(values),
+                                                  log=log)
     has_gpu = bool(tf.config.list_physical_devices('GPU'))
     data_format = ssd_net.resolve_data_format(values.data_format)
     use_amp = values.use_amp and has_gpu
@@ -236,16 +237,16 @@ def prepare(values, cluster):
     class_names, num_classes = data_classes(values)
 
     if is_chief:
-        model_dir.remove_stale_temp(values.model_dir, log)
+        checkpoint_files.remove_stale_temp(values.model_dir, log)
     # Other workers of a cluster resume from the chief's checkpoint and leave its folder alone.
-    latest = model_dir.newest_readable_checkpoint(values.model_dir, log, repair=is_chief)
+    latest = checkpoint_files.newest_readable_checkpoint(values.model_dir, log, repair=is_chief)
     checkpoint_path = values.checkpoint_path or None
     restore = {}
     if latest:
         log('Resuming from %s (found in --model_dir); --checkpoint_path is not used.' % latest)
         checkpoint_path = None
     elif checkpoint_path:
-        checkpoint_path = checkpoint_utils.resolve_checkpoint(checkpoint_path)
+        checkpoint_path = locate.resolve_checkpoint(checkpoint_path)
         restore = fine_tune_settings(values, checkpoint_path)
         if restore is None:
             log('Initializing the backbone from %s.' % checkpoint_path)
@@ -258,12 +259,12 @@ def prepare(values, cluster):
                           num_classes=num_classes, **restore)
     new_params_file = None
     if is_chief:
-        model_dir.check_params_identity(values.model_dir, params,
-                                        defaults=defaults.DEFAULT_PARAMS, checkpoint=latest)
-        path = os.path.join(values.model_dir, model_dir.PARAMS_NAME)
+        params_file.check_params_identity(values.model_dir, params,
+                                          defaults=defaults.DEFAULT_PARAMS, checkpoint=latest)
+        path = os.path.join(values.model_dir, defaults.PARAMS_NAME)
         if not latest and not os.path.exists(path):
             new_params_file = path
-        log('Params written to %s' % ssd_model.save_params(params, values.model_dir))
+        log('Params written to %s' % params_file.save_params(params, values.model_dir))
     return {'driver': driver, 'params': params, 'strategy': strategy,
             'session_config': session_config, 'num_replicas': num_replicas,
             'train_files': train_files, 'cluster': cluster,
@@ -274,9 +275,9 @@ def forget_new_params(values, setup):
     """Removes the params.json this run wrote into a model directory that had none, when the
     run ends before its first checkpoint (e.g. refused at restore): nothing is left that
     claims a model was trained there."""
-    from utility import model_dir
+    from utility.checkpoints import files as checkpoint_files
     path = setup.get('new_params_file')
-    if path and not model_dir.has_checkpoint(values.model_dir) and os.path.exists(path):
+    if path and not checkpoint_files.has_checkpoint(values.model_dir) and os.path.exists(path):
         os.remove(path)
         log('Removed %s: no checkpoint was written.' % path)
 
@@ -286,7 +287,8 @@ def train(values, setup):
     import tensorflow as tf
     from dataset.shard_checks import explain_data_loss
     from utility import ssd_model
-    from utility import drivers, model_dir
+    from utility import drivers
+    from utility.checkpoints import files as checkpoint_files
     from utility.training import cluster as cluster_lib
     from utility.training import hooks
     from utility.training import schedule
@@ -319,7 +321,8 @@ def train(values, setup):
     except tf.errors.DataLossError as err:
         raise explain_data_loss(setup['train_files'], err) or err
     except OSError as err:  # a Python-side write (the checkpoint state file, params.json)
-        if err.errno != errno.ENOSPC or not _report_full_disk(values, setup, '%s; %s' % (err.filename, model_dir.NO_SPACE)):
+        if err.errno != errno.ENOSPC or not _report_full_disk(
+                values, setup, '%s; %s' % (err.filename, checkpoint_files.NO_SPACE)):
             raise
         return 1
     except tf.errors.OpError as err:
@@ -338,7 +341,7 @@ def train(values, setup):
             raise
         what = 'the chief worker sets the bad checkpoints aside.'
         if setup['cluster'] is None or setup['cluster'].is_chief:
-            _, what = model_dir.roll_back_to_finite(values.model_dir, log, nan_step=step)
+            _, what = checkpoint_files.roll_back_to_finite(values.model_dir, log, nan_step=step)
         print('error: Training stopped: the loss became NaN or infinite at global step %d, '
               'before the weights were updated; %s Lower --learning_rate or check the input '
               'data, then run the same command again.' % (step, what),
@@ -358,10 +361,10 @@ def train(values, setup):
 
 def _report_full_disk(values, setup, error_text):
     """Prints the one-line error of a save that hit ENOSPC on the chief; False otherwise."""
-    from utility import model_dir
+    from utility.checkpoints import files as checkpoint_files
     if setup['cluster'] is not None and not setup['cluster'].is_chief:
         return False
-    message = model_dir.describe_full_disk(values.model_dir, error_text)
+    message = checkpoint_files.describe_full_disk(values.model_dir, error_text)
     if message:
         print('error: %s' % message, file=sys.stderr, flush=True)
     return bool(message)
@@ -371,7 +374,7 @@ def main(values):
     """Trains as the parsed flags `values` say (absl FlagValues of train_ssd.py); returns the
     exit status (0 done or stopped by a signal, 1 a NaN stop, a full disk or a lost worker).
     Raises ValueError (one line naming the cause and the fix) for configuration problems."""
-    from utility import model_dir
+    from utility.checkpoints import lock as checkpoint_lock
     from utility.training import cluster as cluster_lib
     from utility import entry
 
@@ -382,7 +385,7 @@ def main(values):
         log('TF_CONFIG names a single worker: training on this machine alone.')
         cluster = None
     # One trainer per model directory; in a cluster the chief holds the lock.
-    lock = (model_dir.ModelDirLock(values.model_dir, log=log)
+    lock = (checkpoint_lock.ModelDirLock(values.model_dir, log=log)
             if cluster is None or cluster.is_chief else contextlib.nullcontext())
     with lock:
         return train(values, prepare(values, cluster))

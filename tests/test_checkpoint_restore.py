@@ -1,4 +1,5 @@
-"""Restoring the pretrained reduced-fc backbone: checkpoint resolution and name remapping."""
+"""Restoring the pretrained reduced-fc backbone (utility/checkpoints/restore.py): name remapping,
+what is restored and what is listed."""
 
 import os
 import subprocess
@@ -10,30 +11,14 @@ import pytest
 import tensorflow as tf
 import tf_slim as slim
 
+from conftest import write_variables
 from net import backbones
 from net import ssd_net
-from utility import checkpoint_utils
+from utility.checkpoints import locate, restore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_EXCLUDES = 'ssd300/multibox_head, ssd300/additional_layers, ssd300/conv4_3_scale'
 V1 = tf.compat.v1.train.SaverDef.V1
-V2 = tf.compat.v1.train.SaverDef.V2
-
-
-def write_checkpoint(prefix, tensors, version=V2):
-    """Writes {name: array} with a tf.compat.v1 Saver in its own graph; returns the prefix."""
-    os.makedirs(os.path.dirname(prefix), exist_ok=True)
-    with tf.Graph().as_default():
-        feeds, variables = {}, []
-        for name, value in tensors.items():
-            placeholder = tf.compat.v1.placeholder(tf.float32, value.shape)
-            variable = tf.compat.v1.Variable(placeholder, name=name)
-            feeds[placeholder] = value
-            variables.append(variable)
-        saver = tf.compat.v1.train.Saver(variables, write_version=version)
-        with tf.compat.v1.Session() as session:
-            session.run(tf.compat.v1.global_variables_initializer(), feeds)
-            return saver.save(session, prefix, write_meta_graph=False)
 
 
 @pytest.fixture(scope='module')
@@ -47,7 +32,7 @@ def backbone_values():
 def backbone_dir(tmp_path_factory, backbone_values):
     """Directory with 'checkpoint' + V2 'vgg16_reducedfc.*' holding the full public backbone."""
     directory = tmp_path_factory.mktemp('model')
-    write_checkpoint(str(directory / 'vgg16_reducedfc'), backbone_values)
+    write_variables(str(directory / 'vgg16_reducedfc'), backbone_values)
     assert (directory / 'checkpoint').exists()
     return directory
 
@@ -77,7 +62,7 @@ def test_full_backbone_restores_into_ssd300(backbone_dir, backbone_values):
         variables = {v.op.name: v for v in tf.compat.v1.model_variables()}
         loss = tf.add_n([tf.reduce_sum(v) for v in variables.values()])
         tf.compat.v1.train.MomentumOptimizer(0.1, 0.9).minimize(loss)
-        init_fn, report = checkpoint_utils.build_restore_fn(
+        init_fn, report = restore.build_restore_fn(
             str(backbone_dir), exclude_scopes=SEED_EXCLUDES)
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
@@ -105,14 +90,14 @@ def test_missing_new_layers_error_or_listed_with_ignore_missing_vars(backbone_di
     with tf.Graph().as_default():
         ssd_net.ssd300(tf.zeros([1, 300, 300, 3]), 21, [4, 6, 6, 6, 4, 4])
         with pytest.raises(ValueError) as error:
-            checkpoint_utils.build_restore_fn(str(backbone_dir))
+            restore.build_restore_fn(str(backbone_dir))
         message = str(error.value)
         assert '41 model variables are not in checkpoint' in message
         assert 'ssd300/conv4_3_scale/weights' in message
         assert '--checkpoint_exclude_scopes' in message and '--ignore_missing_vars' in message
 
-        _, report = checkpoint_utils.build_restore_fn(str(backbone_dir),
-                                                      ignore_missing_vars=True)
+        _, report = restore.build_restore_fn(str(backbone_dir),
+                                             ignore_missing_vars=True)
     assert len(report['restored']) == 30
     assert len(report['missing']) == 41 and report['excluded'] == []
     assert report['not_restored'] == report['missing']
@@ -125,8 +110,8 @@ def test_restore_logs_counts_and_every_unrestored_variable(backbone_dir, monkeyp
                         lambda msg, *args: messages.append(msg % args if args else msg))
     with tf.Graph().as_default():
         _small_model()
-        init_fn, _ = checkpoint_utils.build_restore_fn(str(backbone_dir),
-                                                       exclude_scopes=['ssd300/multibox_head'])
+        init_fn, _ = restore.build_restore_fn(str(backbone_dir),
+                                              exclude_scopes=['ssd300/multibox_head'])
         _restore_and_read(init_fn, [])
     text = '\n'.join(messages)
     assert 'Restoring 2 of 4 model variables' in text
@@ -137,14 +122,14 @@ def test_restore_logs_counts_and_every_unrestored_variable(backbone_dir, monkeyp
 
 def test_directory_without_checkpoint_file_and_prefix_and_index_file(tmp_path, backbone_values):
     tensors = {k: v for k, v in backbone_values.items() if 'conv1_1' in k}
-    prefix = write_checkpoint(str(tmp_path / 'weights' / 'vgg16.ckpt'), tensors)
+    prefix = write_variables(str(tmp_path / 'weights' / 'vgg16.ckpt'), tensors)
     os.remove(str(tmp_path / 'weights' / 'checkpoint'))
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path / 'weights')) == prefix
-    assert checkpoint_utils.resolve_checkpoint(prefix) == prefix
-    assert checkpoint_utils.resolve_checkpoint(prefix + '.index') == prefix
+    assert locate.resolve_checkpoint(str(tmp_path / 'weights')) == prefix
+    assert locate.resolve_checkpoint(prefix) == prefix
+    assert locate.resolve_checkpoint(prefix + '.index') == prefix
     with tf.Graph().as_default():
         variables = _small_model()
-        init_fn, report = checkpoint_utils.build_restore_fn(
+        init_fn, report = restore.build_restore_fn(
             str(tmp_path / 'weights'), exclude_scopes='ssd300/multibox_head')
         values = _restore_and_read(init_fn, variables)
     assert report['restored'] == ['ssd300/conv1/conv1_1/biases', 'ssd300/conv1/conv1_1/weights']
@@ -152,55 +137,16 @@ def test_directory_without_checkpoint_file_and_prefix_and_index_file(tmp_path, b
                                   tensors['vgg_16/conv1/conv1_1/weights'])
 
 
-def test_directory_without_checkpoint_file_picks_the_newest(tmp_path, backbone_values):
-    old = write_checkpoint(str(tmp_path / 'a.ckpt'),
-                           {'vgg_16/conv1/conv1_1/biases': np.zeros([64], np.float32)})
-    new = write_checkpoint(str(tmp_path / 'b.ckpt'),
-                           {'vgg_16/conv1/conv1_1/biases': np.ones([64], np.float32)})
-    os.remove(str(tmp_path / 'checkpoint'))
-    os.utime(old + '.index', (2_000_000_000, 2_000_000_000))
-    os.utime(new + '.index', (1_000_000_000, 1_000_000_000))
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == old
-
-
-def test_directory_checkpoint_file_wins_over_newer_files(tmp_path):
-    first = write_checkpoint(str(tmp_path / 'first'), {'x': np.zeros([2], np.float32)})
-    write_checkpoint(str(tmp_path / 'second'), {'x': np.ones([2], np.float32)})
-    tf.compat.v1.train.update_checkpoint_state(str(tmp_path), 'first')
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == first
-
-
-def test_locate_checkpoint_one_rule_set(tmp_path):
-    """Directory without a state file: highest step, then newest file; a prefix's files give
-    the prefix; nothing there gives None (callers word the error)."""
-    for step in (5, 10, 9):
-        write_checkpoint(str(tmp_path / ('model.ckpt-%d' % step)),
-                         {'x': np.zeros([2], np.float32)})
-    os.remove(str(tmp_path / 'checkpoint'))
-    newest = str(tmp_path / 'model.ckpt-10')
-    os.utime(newest + '.index', (1_000_000_000, 1_000_000_000))  # older file, higher step
-    assert checkpoint_utils.locate_checkpoint(str(tmp_path)) == newest
-    for suffix in ('', '.index', '.meta', '.data-00000-of-00001'):
-        assert checkpoint_utils.locate_checkpoint(newest + suffix) == newest
-    assert checkpoint_utils.locate_checkpoint(str(tmp_path / 'model.ckpt-7')) is None
-    assert checkpoint_utils.locate_checkpoint(str(tmp_path / 'empty_dir_missing')) is None
-    (tmp_path / 'empty').mkdir()
-    assert checkpoint_utils.locate_checkpoint(str(tmp_path / 'empty')) is None
-    assert checkpoint_utils.step_in_name(newest) == 10
-    assert checkpoint_utils.step_in_name(str(tmp_path / 'm.ckpt-5-?????-of-00001')) == 5
-    assert checkpoint_utils.step_in_name(str(tmp_path / 'vgg16_reducedfc')) is None
-
-
 def test_v1_checkpoint_restores(tmp_path, backbone_values):
     tensors = {k: v for k, v in backbone_values.items() if 'conv1_1' in k}
-    prefix = write_checkpoint(str(tmp_path / 'v1' / 'vgg_16.ckpt'), tensors, version=V1)
+    prefix = write_variables(str(tmp_path / 'v1' / 'vgg_16.ckpt'), tensors, version=V1)
     assert os.path.isfile(prefix) and not os.path.exists(prefix + '.index')
     os.remove(str(tmp_path / 'v1' / 'checkpoint'))
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path / 'v1')) == prefix
-    assert checkpoint_utils.resolve_checkpoint(prefix) == prefix
+    assert locate.resolve_checkpoint(str(tmp_path / 'v1')) == prefix
+    assert locate.resolve_checkpoint(prefix) == prefix
     with tf.Graph().as_default():
         variables = _small_model()
-        init_fn, report = checkpoint_utils.build_restore_fn(prefix, ignore_missing_vars=True)
+        init_fn, report = restore.build_restore_fn(prefix, ignore_missing_vars=True)
         values = _restore_and_read(init_fn, variables)
     assert report['missing'] == ['ssd300/multibox_head/loc_0/biases',
                                  'ssd300/multibox_head/loc_0/weights']
@@ -210,33 +156,16 @@ def test_v1_checkpoint_restores(tmp_path, backbone_values):
                                   tensors['vgg_16/conv1/conv1_1/biases'])
 
 
-def test_v1_sharded_checkpoint_resolves_to_its_pattern(tmp_path):
-    with tf.Graph().as_default():
-        variable = tf.compat.v1.Variable(np.arange(3, dtype=np.float32), name='x')
-        saver = tf.compat.v1.train.Saver(write_version=V1, sharded=True)
-        with tf.compat.v1.Session() as session:
-            session.run(variable.initializer)
-            saved = saver.save(session, str(tmp_path / 'model.ckpt'), global_step=5,
-                               write_meta_graph=False)
-    pattern = str(tmp_path / 'model.ckpt-5-?????-of-00001')
-    assert saved == pattern
-    assert (tmp_path / 'model.ckpt-5-00000-of-00001').exists()
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == pattern
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path / 'model.ckpt-5')) == pattern
-    os.remove(str(tmp_path / 'checkpoint'))
-    assert checkpoint_utils.resolve_checkpoint(str(tmp_path)) == pattern
-
-
 def test_kernel_bias_names_and_other_scope(tmp_path):
     rng = np.random.default_rng(3)
     kernel = rng.standard_normal([3, 3, 3, 64], dtype=np.float32)
     bias = rng.standard_normal([64], dtype=np.float32)
-    prefix = write_checkpoint(str(tmp_path / 'k' / 'model'),
-                              {'vgg16/conv1/conv1_1/kernel': kernel,
-                               'vgg16/conv1/conv1_1/bias': bias})
+    prefix = write_variables(str(tmp_path / 'k' / 'model'),
+                             {'vgg16/conv1/conv1_1/kernel': kernel,
+                              'vgg16/conv1/conv1_1/bias': bias})
     with tf.Graph().as_default():
         variables = _small_model()
-        init_fn, report = checkpoint_utils.build_restore_fn(
+        init_fn, report = restore.build_restore_fn(
             prefix, checkpoint_model_scope='vgg16', exclude_scopes=['ssd300/multibox_head/'])
         values = _restore_and_read(init_fn, variables)
     assert report['name_map'] == {'ssd300/conv1/conv1_1/weights': 'vgg16/conv1/conv1_1/kernel',
@@ -250,10 +179,10 @@ def test_excluded_scopes_are_not_restored_even_if_present(tmp_path):
                'vgg_16/conv1/conv1_1/biases': np.full([64], 3., np.float32),
                'vgg_16/multibox_head/loc_0/weights': np.full([3, 3, 64, 16], 4., np.float32),
                'vgg_16/multibox_head/loc_0/biases': np.full([16], 5., np.float32)}
-    prefix = write_checkpoint(str(tmp_path / 'm'), tensors)
+    prefix = write_variables(str(tmp_path / 'm'), tensors)
     with tf.Graph().as_default():
         variables = _small_model()
-        init_fn, report = checkpoint_utils.build_restore_fn(
+        init_fn, report = restore.build_restore_fn(
             prefix, exclude_scopes='ssd300/conv1, ssd300/multibox_head/loc_0/biases')
         values = _restore_and_read(init_fn, variables)
     assert report['restored'] == ['ssd300/multibox_head/loc_0/weights']
@@ -266,25 +195,25 @@ def test_excluded_scopes_are_not_restored_even_if_present(tmp_path):
 
 
 def test_exclude_scope_is_a_path_prefix_not_a_string_prefix(tmp_path):
-    prefix = write_checkpoint(str(tmp_path / 'm'),
-                              {'vgg_16/conv1/conv1_1/weights': np.ones([3, 3, 3, 64], np.float32),
-                               'vgg_16/conv1/conv1_1/biases': np.ones([64], np.float32)})
+    prefix = write_variables(str(tmp_path / 'm'),
+                             {'vgg_16/conv1/conv1_1/weights': np.ones([3, 3, 3, 64], np.float32),
+                              'vgg_16/conv1/conv1_1/biases': np.ones([64], np.float32)})
     with tf.Graph().as_default():
         _small_model()
-        _, report = checkpoint_utils.build_restore_fn(
+        _, report = restore.build_restore_fn(
             prefix, exclude_scopes='ssd300/conv1/conv1_, ssd300/multibox_head')
     assert report['restored'] == ['ssd300/conv1/conv1_1/biases', 'ssd300/conv1/conv1_1/weights']
 
 
 def test_shape_mismatch_names_variable_and_both_shapes(tmp_path):
-    prefix = write_checkpoint(str(tmp_path / 'm'),
-                              {'vgg_16/conv1/conv1_1/weights': np.ones([3, 3, 4, 64], np.float32),
-                               'vgg_16/conv1/conv1_1/biases': np.ones([64], np.float32)})
+    prefix = write_variables(str(tmp_path / 'm'),
+                             {'vgg_16/conv1/conv1_1/weights': np.ones([3, 3, 4, 64], np.float32),
+                              'vgg_16/conv1/conv1_1/biases': np.ones([64], np.float32)})
     with tf.Graph().as_default():
         _small_model()
         with pytest.raises(ValueError) as error:
-            checkpoint_utils.build_restore_fn(prefix, exclude_scopes='ssd300/multibox_head',
-                                              ignore_missing_vars=True)
+            restore.build_restore_fn(prefix, exclude_scopes='ssd300/multibox_head',
+                                     ignore_missing_vars=True)
     assert ('ssd300/conv1/conv1_1/weights [3, 3, 3, 64] vs checkpoint '
             'vgg_16/conv1/conv1_1/weights [3, 3, 4, 64]') in str(error.value)
 
@@ -293,40 +222,33 @@ def test_wrong_checkpoint_scope_restores_nothing_is_an_error(backbone_dir):
     with tf.Graph().as_default():
         _small_model()
         with pytest.raises(ValueError, match="under scope 'vgg16'.*--checkpoint_model_scope"):
-            checkpoint_utils.build_restore_fn(str(backbone_dir), checkpoint_model_scope='vgg16',
-                                              ignore_missing_vars=True)
+            restore.build_restore_fn(str(backbone_dir), checkpoint_model_scope='vgg16',
+                                     ignore_missing_vars=True)
 
 
 def test_missing_path_message_says_how_to_get_weights(tmp_path):
     missing = str(tmp_path / 'no_such_model')
     with pytest.raises(ValueError) as error:
-        checkpoint_utils.resolve_checkpoint(missing)
+        locate.resolve_checkpoint(missing)
     message = str(error.value)
     assert missing in message
     assert 'model/README.md' in message
     assert 'python3 -m tools.convert_vgg_weights --from_slim' in message
     assert '--checkpoint_path= (empty) to train from scratch' in message
     with pytest.raises(ValueError, match='holds no checkpoint'):
-        checkpoint_utils.resolve_checkpoint(str(tmp_path))
+        locate.resolve_checkpoint(str(tmp_path))
     with pytest.raises(ValueError, match='No checkpoint path given'):
-        checkpoint_utils.resolve_checkpoint('')
+        locate.resolve_checkpoint('')
     with tf.Graph().as_default():
         _small_model()
         with pytest.raises(ValueError, match='model/README.md'):
-            checkpoint_utils.build_restore_fn(missing)
-
-
-def test_corrupt_checkpoint_is_reported_as_unreadable(tmp_path):
-    (tmp_path / 'broken.index').write_bytes(b'not a checkpoint index')
-    (tmp_path / 'broken.data-00000-of-00001').write_bytes(b'\0' * 64)
-    with pytest.raises(ValueError, match='cannot be read.*truncated'):
-        checkpoint_utils.resolve_checkpoint(str(tmp_path / 'broken'))
+            restore.build_restore_fn(missing)
 
 
 def test_empty_checkpoint_path_trains_from_scratch():
     with tf.Graph().as_default():
         variables = _small_model()
-        init_fn, report = checkpoint_utils.build_restore_fn('')
+        init_fn, report = restore.build_restore_fn('')
     assert init_fn is None
     assert report['restored'] == [] and report['not_restored'] == sorted(variables)
 
@@ -342,7 +264,7 @@ def test_mirrored_variables_restore_on_every_replica(tmp_path):
         cpu = tf.config.list_physical_devices('CPU')[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from utility import checkpoint_utils
+        from utility.checkpoints import restore
         prefix = sys.argv[1]
         expected = np.load(prefix + '.npy')
         with tf.Graph().as_default():
@@ -350,7 +272,7 @@ def test_mirrored_variables_restore_on_every_replica(tmp_path):
             def replica_fn():
                 with tf.compat.v1.variable_scope('ssd300'):
                     slim.conv2d(tf.zeros([1, 8, 8, 3]), 64, [3, 3], scope='conv1/conv1_1')
-                init_fn, report = checkpoint_utils.build_restore_fn(prefix)
+                init_fn, report = restore.build_restore_fn(prefix)
                 return init_fn
             with strategy.scope():
                 per_replica = strategy.extended.call_for_each_replica(replica_fn)
@@ -366,9 +288,9 @@ def test_mirrored_variables_restore_on_every_replica(tmp_path):
         print('MIRRORED_OK', type(weights).__name__, [c.name for c in copies])
     ''')
     weights = np.random.default_rng(5).standard_normal([3, 3, 3, 64], dtype=np.float32)
-    prefix = write_checkpoint(str(tmp_path / 'm'),
-                              {'vgg_16/conv1/conv1_1/weights': weights,
-                               'vgg_16/conv1/conv1_1/biases': np.ones([64], np.float32)})
+    prefix = write_variables(str(tmp_path / 'm'),
+                             {'vgg_16/conv1/conv1_1/weights': weights,
+                              'vgg_16/conv1/conv1_1/biases': np.ones([64], np.float32)})
     np.save(prefix + '.npy', weights)
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
     result = subprocess.run([sys.executable, '-c', script, prefix], cwd=REPO, env=env,
