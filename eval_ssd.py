@@ -21,14 +21,14 @@ both the VOC2007 11-point and the VOC2010+ area metric, and writes to --output_d
                                   at most 100 detections per image
     coco_ground_truth.json        (--metric coco/both) the COCO ground truth scored against
 
-With --model <file.tflite> it scores a TFLite export (export_ssd.py --format tflite) instead of
-a checkpoint, through the TFLite interpreter (utility/tflite_runner.py, --num_threads), with
+With --model <file.tflite> it scores a TFLite export (export_ssd.py --format tflite) instead of a
+checkpoint, through the TFLite interpreter (utility/inference/tflite_runner.py, --num_threads), with
 the post-processing settings baked into the model; the tables and files are the same.
 
 With --watch it evaluates every checkpoint of --model_dir as training writes it, appends one
 line per checkpoint to <output_dir>/metrics_history.jsonl and writes mAP and per-class AP as
 TensorBoard scalars at the checkpoint's global step in <model_dir>/eval
-(utility/eval_watch.py); it stops at --watch_max_step or after --watch_timeout_secs without a
+(utility/inference/watch.py); it stops at --watch_max_step or after --watch_timeout_secs without a
 new checkpoint:
 
     python3 eval_ssd.py --watch --model_dir=logs --watch_max_step=120000 &
@@ -51,8 +51,9 @@ from evaluation.detections import collect_predictions
 from evaluation.ground_truth import (check_has_ground_truth, ground_truth_from_annotations,
                                      scan_records)
 from evaluation.metrics import METRIC_CHOICES, default_metric, metric_names, run_metrics
-from utility import eval_utils
-from utility import tflite_runner
+from utility.inference import checkpoint_params
+from utility.inference import cli
+from utility.inference import tflite_runner
 
 FLAGS = flags.FLAGS
 
@@ -93,9 +94,9 @@ flags.DEFINE_string('metric', '',
 flags.DEFINE_enum('coco_backend', 'pycocotools', ['pycocotools', 'faster-coco-eval'],
                   'What computes the COCO metric: pycocotools, or faster-coco-eval (pip install '
                   'faster-coco-eval; same figures, about 5x faster on a val2017-sized set).')
-eval_utils.define_inference_flags(flags)
-eval_utils.define_precision_flag(flags)
-flags.adopt_module_key_flags(eval_utils)
+cli.define_inference_flags(flags)
+cli.define_precision_flag(flags)
+flags.adopt_module_key_flags(cli)
 tflite_runner.define_flags(flags)
 
 
@@ -103,22 +104,22 @@ def main(_):
     from dataset.class_names import class_names_of
     from dataset.manifest import source_from_manifest
     from dataset.shard_checks import check_conversion_complete, count_mismatch_message
-    from utility import eval_watch
+    from utility.inference import watch as eval_watch
 
-    eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
+    cli.check_positive(FLAGS.batch_size, 'batch_size')
     if FLAGS.model and FLAGS.watch:
         raise ValueError('--watch follows checkpoints; drop it to evaluate --model %s.'
                          % FLAGS.model)
     checkpoint = (FLAGS.model if FLAGS.model else None if FLAGS.watch
-                  else eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir))
+                  else checkpoint_params.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir))
     check_conversion_complete(FLAGS.data_dir)
     # The class names of the records evaluated: the converter's manifest; without one, the
     # names the records carry (those the model recorded, or VOC's, when they agree).
-    trained = eval_utils.checkpoint_class_names(checkpoint) if checkpoint else (None, None)
+    trained = checkpoint_params.checkpoint_class_names(checkpoint) if checkpoint else (None, None)
     recorded, source = class_names_of(FLAGS.data_dir, FLAGS.split, known=trained, log=log)
     class_names = list(recorded)
     num_classes = FLAGS.num_classes if FLAGS['num_classes'].present else len(class_names)
-    eval_utils.check_num_classes(num_classes, class_names, source)
+    checkpoint_params.check_num_classes(num_classes, class_names, source)
     if source:
         log('%d classes (background included) from %s: %s'
             % (num_classes, source, ', '.join(class_names[1:])))
@@ -146,7 +147,7 @@ def main(_):
              for r in records],
             num_classes, where)
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'eval')
-    eval_utils.check_directory_target(output_dir, 'output_dir')
+    cli.check_directory_target(output_dir, 'output_dir')
 
     def evaluate(checkpoint):
         return evaluate_checkpoint(checkpoint, pattern, len(records), xml_truth, class_names,
@@ -172,7 +173,7 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
             FLAGS.model, pattern, num_records, class_names, FLAGS, FLAGS.num_threads, log)
     else:
         driver = drivers.resolve_driver(FLAGS.driver)
-        params, _ = eval_utils.checkpoint_model(
+        params, _ = checkpoint_params.checkpoint_model(
             FLAGS, checkpoint, log=log, class_names=class_names, data_dir=FLAGS.data_dir,
             batch_size=FLAGS.batch_size, num_readers=FLAGS.num_readers)
         log('Evaluating %s on %d images of %s (%s driver).'
@@ -181,7 +182,7 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
             driver, ssd_model.model_fn,
             ssd_model.make_input_fn(params, is_training=False, file_pattern=pattern),
             params, checkpoint,
-            session_config=eval_utils.predict_session_config(FLAGS.precision, log))
+            session_config=checkpoint_params.predict_session_config(FLAGS.precision, log))
     collection = collect_predictions(
         predictions, total=num_records, log=log, log_every_secs=FLAGS.log_every_secs)
 

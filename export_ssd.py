@@ -42,8 +42,8 @@ sending it (what `simple_ssd_demo.py` does for its inputs):
         image.save(buffer, 'JPEG', quality=95)
         return buffer.getvalue()
 
-TFLite (utility/tflite_export.py; run with utility/tflite_runner.py, eval_ssd.py --model,
-simple_ssd_demo.py --model):
+TFLite (utility/inference/tflite_export.py; run with utility/inference/tflite_runner.py,
+eval_ssd.py --model, simple_ssd_demo.py --model):
 
     python3 export_ssd.py --model_dir ./logs/ --format tflite          # <export_dir>/model.tflite
     python3 export_ssd.py --model_dir ./logs/ --format tflite --quantize int8 \
@@ -69,7 +69,8 @@ from common import console, defaults
 from common.console import log
 console.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
 
-from utility import eval_utils
+from utility.inference import checkpoint_params
+from utility.inference import cli
 
 FLAGS = flags.FLAGS
 
@@ -93,19 +94,20 @@ flags.DEFINE_string('calibration_data', '',
                     'dataset/tfrecords) or of images to calibrate the int8 ranges on.')
 flags.DEFINE_integer('calibration_images', 200,
                      'With --quantize int8: how many images of --calibration_data to use.')
-eval_utils.define_inference_flags(flags)
-flags.adopt_module_key_flags(eval_utils)
+cli.define_inference_flags(flags)
+flags.adopt_module_key_flags(cli)
 
 
 def main(_):
     from utility import ssd_model
     from utility import drivers
 
-    checkpoint = eval_utils.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
+    checkpoint = checkpoint_params.find_checkpoint(FLAGS.checkpoint_path, FLAGS.model_dir)
     driver = drivers.resolve_driver(FLAGS.driver)
-    params, class_names = eval_utils.checkpoint_model(FLAGS, checkpoint, log=log, batch_size=1)
+    params, class_names = checkpoint_params.checkpoint_model(FLAGS, checkpoint, log=log,
+                                                             batch_size=1)
     export_base = FLAGS.export_dir or os.path.join(FLAGS.model_dir, 'export')
-    eval_utils.check_directory_target(export_base, 'export_dir')
+    cli.check_directory_target(export_base, 'export_dir')
     if FLAGS.format == 'tflite':
         return export_tflite(params, checkpoint, export_base, class_names)
     if FLAGS.quantize != 'none':
@@ -126,9 +128,10 @@ def main(_):
 
 
 def export_tflite(params, checkpoint, export_dir, class_names):
-    from utility import tflite_export, tflite_runner
+    from utility.inference import tflite_export
+    from utility.inference import tflite_runner
     if FLAGS.quantize == 'int8':
-        eval_utils.check_positive(FLAGS.calibration_images, 'calibration_images')
+        cli.check_positive(FLAGS.calibration_images, 'calibration_images')
     log('Exporting %s to %s (TFLite).' % (checkpoint, export_dir))
     path = tflite_export.export(params, checkpoint, export_dir, class_names,
                                 quantize=FLAGS.quantize, calibration_data=FLAGS.calibration_data,

@@ -14,8 +14,8 @@ refer to the upright image. Class names in any script are drawn with a font that
 (a warning says when none is installed).
 
 With --model <file.tflite> (export_ssd.py --format tflite) the TFLite interpreter runs that
-model instead of a checkpoint (utility/tflite_runner.py, --num_threads); the drawing is the
-same, the post-processing settings are those baked into the model.
+model instead of a checkpoint (utility/inference/tflite_runner.py, --num_threads); the drawing is
+the same, the post-processing settings are those baked into the model.
 
 Exit status: 0 when at least one image was processed, 2 for configuration problems (no
 checkpoint, no readable image).
@@ -30,8 +30,10 @@ from common.console import log
 console.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
 
 from evaluation.detections import prediction_detections
-from utility import eval_utils
-from utility import tflite_runner
+from utility.inference import checkpoint_params
+from utility.inference import cli
+from utility.inference import image_files
+from utility.inference import tflite_runner
 
 FLAGS = flags.FLAGS
 MAX_LISTED = 10  # detections listed per image in the progress line (all are drawn)
@@ -44,9 +46,9 @@ flags.DEFINE_string('checkpoint_path', defaults.MODEL_DIR,
 flags.DEFINE_string('output_dir', './demo_output', 'Where the drawn images are written.')
 flags.DEFINE_float('score_threshold', 0.5, 'Draw and list detections scoring at least this.')
 flags.DEFINE_integer('batch_size', 1, 'Images per prediction batch.')
-eval_utils.define_inference_flags(flags)
-eval_utils.define_precision_flag(flags)
-flags.adopt_module_key_flags(eval_utils)
+cli.define_inference_flags(flags)
+cli.define_precision_flag(flags)
+flags.adopt_module_key_flags(cli)
 tflite_runner.define_flags(flags)
 
 
@@ -73,15 +75,15 @@ def main(_):
     if not FLAGS.input:
         raise ValueError('No --input given; pass image files or directories, e.g. '
                          '--input dataset/VOC2012_sample/JPEGImages.')
-    eval_utils.check_positive(FLAGS.batch_size, 'batch_size')
-    eval_utils.check_directory_target(FLAGS.output_dir, 'output_dir')
+    cli.check_positive(FLAGS.batch_size, 'batch_size')
+    cli.check_directory_target(FLAGS.output_dir, 'output_dir')
     checkpoint = (None if FLAGS.model
-                  else eval_utils.find_checkpoint(FLAGS.checkpoint_path, None))
-    files, missing = eval_utils.list_image_files(FLAGS.input)
+                  else checkpoint_params.find_checkpoint(FLAGS.checkpoint_path, None))
+    files, missing = image_files.list_image_files(FLAGS.input)
     for path, reason in missing:
         warn('skipping %s: %s.' % (path, reason))
     readable = []
-    with eval_utils.ImageDecoder() as decoder:
+    with image_files.ImageDecoder() as decoder:
         for path in files:
             try:
                 decoder.decode(path)
@@ -99,17 +101,17 @@ def main(_):
             FLAGS.model, readable, FLAGS, FLAGS.num_threads, log)
     else:
         driver = drivers.resolve_driver(FLAGS.driver)
-        params, class_names = eval_utils.checkpoint_model(FLAGS, checkpoint, log=log,
-                                                          batch_size=FLAGS.batch_size)
+        params, class_names = checkpoint_params.checkpoint_model(FLAGS, checkpoint, log=log,
+                                                                 batch_size=FLAGS.batch_size)
         log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
             % (checkpoint, len(readable), FLAGS.score_threshold, FLAGS.output_dir))
         predictions = drivers.predict(
             driver, ssd_model.model_fn,
-            eval_utils.make_image_files_input_fn(params, readable, FLAGS.batch_size),
+            image_files.make_image_files_input_fn(params, readable, FLAGS.batch_size),
             params, checkpoint,
-            session_config=eval_utils.predict_session_config(FLAGS.precision, log))
+            session_config=checkpoint_params.predict_session_config(FLAGS.precision, log))
     used = set()
-    with eval_utils.ImageDecoder() as decoder:
+    with image_files.ImageDecoder() as decoder:
         for prediction in predictions:
             path = prediction['filename'].decode('utf-8')
             boxes, labels, scores = prediction_detections(
@@ -123,7 +125,7 @@ def main(_):
                               for b, l, s in list(zip(boxes, labels, scores))[:MAX_LISTED])
             if len(labels) > MAX_LISTED:
                 found += ', ... (%d more)' % (len(labels) - MAX_LISTED)
-            turned = eval_utils.exif_orientation(path)
+            turned = image_files.exif_orientation(path)
             log('%s%s: %d detection(s)%s -> %s' % (
                 path, ' (turned upright: EXIF orientation %d)' % turned if turned != 1 else '',
                 len(labels), ': ' + found if found else '', out))

@@ -6,7 +6,8 @@
 Each (model, thread count) runs in its own process (TensorFlow's thread pools are fixed at
 start-up) on one 300x300 image: the SavedModel on its JPEG bytes (decode, resize and
 post-processing included, as served), a TFLite model on the resized image it takes
-(utility/tflite_runner.py; post-processing included). Median of --runs calls after 2 warm-ups.
+(utility/inference/tflite_runner.py; post-processing included). Median of --runs calls after
+2 warm-ups.
 
 The tflite stage of bench_ssd.py (`--stages tflite`, function bench_tflite; not in the default
 list): one checkpoint (--tflite_checkpoint; default a 1-step stand-in trained on the sample)
@@ -45,7 +46,7 @@ def time_one(path, threads, runs):
     sys.path.insert(0, REPO_ROOT)
     image = np.random.RandomState(0).randint(0, 256, (300, 300, 3)).astype(np.uint8)
     if path.endswith('.tflite'):
-        from utility import tflite_runner
+        from utility.inference import tflite_runner
         detector = tflite_runner.Detector(path, threads)
         x = image[np.newaxis].astype(np.float32)
 

@@ -10,7 +10,7 @@ once (evaluation/detections.Collection) and adds its table, files and summary en
   its numbers under summary['coco'].
 
 `run_metrics` writes metrics.json with everything; eval_ssd.py --watch appends the same
-numbers to its history and TensorBoard (utility/eval_watch.py).
+numbers to its history and TensorBoard (utility/inference/watch.py).
 """
 import os
 

@@ -269,7 +269,7 @@ def resize_for_eval(images, out_size=IMAGE_SIZE):
     """The first half of preprocess_for_eval: uint8 or float [B, H, W, 3] RGB -> float32
     [B, out_size, out_size, 3] RGB on the 0-255 scale,
     `tf.compat.v1.image.resize_bilinear(align_corners=False, half_pixel_centers=False)`.
-    The TFLite models take this as their input (utility/tflite_export.py)."""
+    The TFLite models take this as their input (utility/inference/tflite_export.py)."""
     return tf.compat.v1.image.resize_bilinear(images, [out_size, out_size],
                                               align_corners=False, half_pixel_centers=False)
 

@@ -13,7 +13,7 @@ A measurement script (not collected by pytest; about a minute on 2 cores):
    decoder (AnchorCreator / AnchorEncoder with eval_ssd.py's settings) and its eval_ssd.py
    parse_by_class (per-class select, clip, min size, top 400, NMS 200);
 2. runs this project's eval path on the same photos with that checkpoint as --checkpoint_path
-   would: eval_utils.find_checkpoint (which converts it), make_image_files_input_fn and the
+   would: checkpoint_params.find_checkpoint (which converts it), make_image_files_input_fn and the
    Estimator's predict with the one model_fn, keep_per='class' (and 'image');
 3. prints, per photo, how many of the original's top-N detections (by score) the project
    reproduces (same class, |score diff| <= 1e-4, box diff <= 1e-4), and the largest
@@ -154,12 +154,13 @@ def run_project(checkpoint_dir, images, keep_per):
     """This project's eval path: find_checkpoint (converts), the one model_fn, predict."""
     sys.path.insert(0, REPO)
     from utility import ssd_model  # pylint: disable=import-outside-toplevel
-    from utility import drivers, eval_utils  # pylint: disable=import-outside-toplevel
-    prefix = eval_utils.find_checkpoint(checkpoint_dir, None)
+    from utility import drivers  # pylint: disable=import-outside-toplevel
+    from utility.inference import checkpoint_params, image_files
+    prefix = checkpoint_params.find_checkpoint(checkpoint_dir, None)
     params = ssd_model.make_params(data_format='channels_last', keep_per=keep_per,
                                    batch_size=1)
     predictions = drivers.predict(drivers.resolve_driver('auto'), ssd_model.model_fn,
-                                  eval_utils.make_image_files_input_fn(params, images), params,
+                                  image_files.make_image_files_input_fn(params, images), params,
                                   prefix)
     detections = []
     for prediction in predictions:

@@ -330,31 +330,31 @@ def test_batch_norm_decay_reaches_every_resnet_batch_norm():
 
 
 def test_young_batch_norm_statistics_are_warned_about(tmp_path):
-    from utility import eval_utils
+    from utility.inference import checkpoint_params
     bn = 'ssd300/conv1/BatchNorm/moving_mean'
     prefix = write_variables(str(tmp_path / 'resnet' / 'model.ckpt-150'), {
         bn: np.zeros(64, np.float32), 'global_step': np.array(150, np.int64)})
-    warning = eval_utils.young_batch_norm_warning(prefix, {})
+    warning = checkpoint_params.young_batch_norm_warning(prefix, {})
     assert warning.startswith('warning: %s is at global step 150' % prefix), warning
     assert 'decay 0.997' in warning and 'hold 64% of their initial values' in warning
     assert '--batch_norm_decay=0.9' in warning and 'train past step 334' in warning
     # 0.9 ** 150: nothing left; frozen statistics are the restored ones
-    assert eval_utils.young_batch_norm_warning(prefix, {'batch_norm_decay': 0.9}) is None
-    assert eval_utils.young_batch_norm_warning(prefix, {'freeze_batch_norm': True}) is None
+    assert checkpoint_params.young_batch_norm_warning(prefix, {'batch_norm_decay': 0.9}) is None
+    assert checkpoint_params.young_batch_norm_warning(prefix, {'freeze_batch_norm': True}) is None
     old = write_variables(str(tmp_path / 'old' / 'model.ckpt-400'), {
         bn: np.zeros(64, np.float32), 'global_step': np.array(400, np.int64)})
-    assert eval_utils.young_batch_norm_warning(old, {}) is None
+    assert checkpoint_params.young_batch_norm_warning(old, {}) is None
     vgg = write_variables(str(tmp_path / 'vgg' / 'model.ckpt-3'), {
         'ssd300/conv1/conv1_1/weights': np.zeros((3, 3, 3, 64), np.float32),
         'global_step': np.array(3, np.int64)})
-    assert eval_utils.young_batch_norm_warning(vgg, {}) is None  # no batch norm
+    assert checkpoint_params.young_batch_norm_warning(vgg, {}) is None  # no batch norm
     # eval, demo and export get it through inference_params
     values = types.SimpleNamespace(
         data_format='channels_last', num_classes=21, train_image_size=300,
         model_scope='ssd300', select_threshold=0.01, min_size=0.03, nms_threshold=0.45,
         nms_topk=200, keep_topk=400, keep_per='image')
     logged = []
-    eval_utils.inference_params(values, log=logged.append, checkpoint=prefix)
+    checkpoint_params.inference_params(values, log=logged.append, checkpoint=prefix)
     assert logged == [warning]
 
 
@@ -403,20 +403,20 @@ def test_input_convention_comes_from_the_backbone_through_params():
 
 
 def test_inference_params_read_the_backbone_from_params_json(tmp_path):
-    from utility import eval_utils
+    from utility.inference import checkpoint_params
     values = types.SimpleNamespace(
         data_format='channels_last', num_classes=21, train_image_size=300,
         model_scope='ssd300', select_threshold=0.01, min_size=0.03, nms_threshold=0.45,
         nms_topk=200, keep_topk=400, keep_per='image')
     prefix = str(tmp_path / 'model.ckpt-2')
-    assert eval_utils.model_dir_params(prefix) == {}
-    assert eval_utils.inference_params(values, checkpoint=prefix)['backbone'] == 'vgg16'
+    assert checkpoint_params.model_dir_params(prefix) == {}
+    assert checkpoint_params.inference_params(values, checkpoint=prefix)['backbone'] == 'vgg16'
     with open(tmp_path / 'params.json', 'w') as f:
         json.dump({'backbone': 'resnet50', 'num_classes': 5, 'batch_size': 64,
                    'anchor_spec': anchor_lib.SSD300_SPEC}, f)
     logged = []
-    params = eval_utils.inference_params(values, log=logged.append, checkpoint=prefix,
-                                         batch_size=1)
+    params = checkpoint_params.inference_params(values, log=logged.append, checkpoint=prefix,
+                                                batch_size=1)
     assert (params['backbone'], params['num_classes'], params['batch_size']) == \
         ('resnet50', 5, 1)
     assert (params['channel_order'], params['checkpoint_model_scope']) == \
@@ -425,7 +425,7 @@ def test_inference_params_read_the_backbone_from_params_json(tmp_path):
     with open(tmp_path / 'params.json', 'w') as f:
         f.write('{not json')
     with pytest.raises(ValueError, match=re.escape(str(tmp_path / 'params.json'))):
-        eval_utils.model_dir_params(prefix)
+        checkpoint_params.model_dir_params(prefix)
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -1,4 +1,5 @@
-"""utility/training/cluster.py (TF_CONFIG parsing, lost-worker messages) and the per-worker data shards."""
+"""utility/training/cluster.py (TF_CONFIG parsing, lost-worker messages) and the per-worker data
+shards."""
 import json
 import os
 

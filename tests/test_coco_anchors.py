@@ -11,7 +11,7 @@ import pytest
 from common import defaults
 from conftest import write_variables
 from net import anchors as anchor_lib
-from utility import eval_utils
+from utility.inference import checkpoint_params
 from utility.checkpoints import params_file
 from utility import ssd_model
 
@@ -71,13 +71,13 @@ def test_resuming_with_another_preset_is_refused_naming_the_flag(tmp_path):
 
 
 def test_inference_takes_the_preset_from_the_checkpoints_params_json(tmp_path):
-    """eval, demo and export build params through eval_utils.inference_params: the anchors
+    """eval, demo and export build params through checkpoint_params.inference_params: the anchors
     are the ones the checkpoint was trained with, whatever the flags say."""
     _model_dir_with_checkpoint(tmp_path, ssd_model.make_params(anchor_preset='coco'))
     values = types.SimpleNamespace(
         num_classes=21, train_image_size=300, data_format='channels_last',
         model_scope=defaults.MODEL_SCOPE, select_threshold=0.01, min_size=0.03,
         nms_threshold=0.45, nms_topk=200, keep_topk=400)
-    params = eval_utils.inference_params(values, checkpoint=str(tmp_path / 'model.ckpt-5'))
+    params = checkpoint_params.inference_params(values, checkpoint=str(tmp_path / 'model.ckpt-5'))
     assert params['anchor_preset'] == 'coco'
     assert params['anchor_spec'] == anchor_lib.ssd300_anchor_spec(preset='coco')

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from evaluation.coco_metric import STAT_NAMES
-from utility import eval_watch
+from utility.inference import watch as eval_watch
 
 
 def _coco_summary(ap):

@@ -15,7 +15,7 @@ from utility import ssd_model
 from preprocessing import ssd_preprocessing
 from evaluation import draw
 from utility import drivers
-from utility import eval_utils
+from utility.inference import image_files
 
 # Every test here runs an entry script or a training subprocess (the slow tier).
 pytestmark = pytest.mark.slow
@@ -64,11 +64,11 @@ def test_list_image_files_and_decoder(tmp_path):
     cv2.imwrite(str(folder / 'a.png'), rgb[..., ::-1])
     (folder / 'notes.txt').write_text('not an image')
     (tmp_path / 'broken.jpg').write_bytes(b'not a jpeg')
-    files, missing = eval_utils.list_image_files(
+    files, missing = image_files.list_image_files(
         [str(folder), str(tmp_path / 'broken.jpg'), str(tmp_path / 'nothing')])
     assert files == [str(folder / 'a.png'), str(folder / 'b.png'), str(tmp_path / 'broken.jpg')]
     assert missing == [(str(tmp_path / 'nothing'), 'no such file or directory')]
-    with eval_utils.ImageDecoder() as decoder:
+    with image_files.ImageDecoder() as decoder:
         np.testing.assert_array_equal(decoder.decode(files[0]), rgb)  # RGB, lossless
         with pytest.raises(ValueError, match='Unknown image file format'):
             decoder.decode(files[2])
@@ -83,7 +83,7 @@ def test_image_files_input_fn_matches_eval_preprocessing(tmp_path):
     params = ssd_model.make_params(data_format='channels_last')
     with tf.Graph().as_default():
         features = tf.compat.v1.data.make_one_shot_iterator(
-            eval_utils.make_image_files_input_fn(params, [path])()).get_next()
+            image_files.make_image_files_input_fn(params, [path])()).get_next()
         expected = ssd_preprocessing.preprocess_for_eval(tf.constant(rgb))
         with tf.compat.v1.Session() as sess:
             got, want = sess.run([features, expected])
@@ -163,7 +163,7 @@ def test_saved_model_round_trip_matches_predict(trained_model_dir, voc_sample_di
     params = ssd_model.make_params(data_format='channels_last', batch_size=1, backbone=backbone)
     predicted = next(drivers.predict(
         drivers.resolve_driver('auto'), ssd_model.model_fn,
-        eval_utils.make_image_files_input_fn(params, [image_path]), params,
+        image_files.make_image_files_input_fn(params, [image_path]), params,
         tf.train.latest_checkpoint(trained_model_dir)))
     n = int(predicted['num_detections'])
     assert n > 0 and int(served['num_detections'][0]) == n

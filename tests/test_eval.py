@@ -1,5 +1,5 @@
 """eval_ssd.py, evaluation/ (ground truth, detections, report, figures) and the checkpoint and
-flag support of utility/eval_utils.py."""
+flag support of utility/inference/."""
 import json
 import os
 import re
@@ -20,7 +20,7 @@ from evaluation import figures
 from evaluation import ground_truth
 from evaluation import report
 from evaluation import voc_metric
-from utility import eval_utils
+from utility.inference import checkpoint_params
 
 # Every test here runs an entry script or a training subprocess (the slow tier).
 pytestmark = pytest.mark.slow
@@ -261,17 +261,17 @@ def test_find_checkpoint(tmp_path):
     model_dir = tmp_path / 'logs'
     model_dir.mkdir()
     with pytest.raises(ValueError, match='No checkpoint found in %s' % re.escape(str(model_dir))):
-        eval_utils.find_checkpoint('', str(model_dir))
+        checkpoint_params.find_checkpoint('', str(model_dir))
     with pytest.raises(ValueError, match='Model directory .*nowhere does not exist'):
-        eval_utils.find_checkpoint('', str(tmp_path / 'nowhere'))
+        checkpoint_params.find_checkpoint('', str(tmp_path / 'nowhere'))
     with pytest.raises(ValueError, match=r'No checkpoint at .*model\.ckpt-7'):
-        eval_utils.find_checkpoint(str(model_dir / 'model.ckpt-7'), '')
+        checkpoint_params.find_checkpoint(str(model_dir / 'model.ckpt-7'), '')
     for step in (5, 10, 9):  # no 'checkpoint' state file: the highest step wins
         (model_dir / ('model.ckpt-%d.index' % step)).write_bytes(b'')
     newest = str(model_dir / 'model.ckpt-10')
-    assert eval_utils.find_checkpoint('', str(model_dir)) == newest
-    assert eval_utils.find_checkpoint(newest + '.index', 'ignored') == newest
-    assert eval_utils.find_checkpoint(str(model_dir / 'model.ckpt-5'), '') == str(
+    assert checkpoint_params.find_checkpoint('', str(model_dir)) == newest
+    assert checkpoint_params.find_checkpoint(newest + '.index', 'ignored') == newest
+    assert checkpoint_params.find_checkpoint(str(model_dir / 'model.ckpt-5'), '') == str(
         model_dir / 'model.ckpt-5')
 
 
@@ -280,7 +280,7 @@ def test_inference_params_from_flag_values():
         num_classes=C, train_image_size=300, data_format='channels_last', model_scope='ssd300',
         select_threshold=0.2, min_size=0.05, nms_threshold=0.4, nms_topk=50, keep_topk=100)
     logged = []
-    params = eval_utils.inference_params(values, log=logged.append, batch_size=3)
+    params = checkpoint_params.inference_params(values, log=logged.append, batch_size=3)
     assert (params['select_threshold'], params['min_size'], params['nms_threshold'],
             params['nms_topk'], params['keep_topk']) == (0.2, 0.05, 0.4, 50, 100)
     assert params['batch_size'] == 3 and params['data_format'] == 'channels_last'
@@ -288,10 +288,10 @@ def test_inference_params_from_flag_values():
 
 
 def test_num_classes_must_match_the_label_table():
-    eval_utils.check_num_classes(C, NAMES)
+    checkpoint_params.check_num_classes(C, NAMES)
     with pytest.raises(ValueError, match=r'--num_classes=20 does not match the 21 VOC labels '
                                          r'.*use --num_classes=21\.'):
-        eval_utils.check_num_classes(20, NAMES)
+        checkpoint_params.check_num_classes(20, NAMES)
 
 
 def test_entry_run_exit_status_one_line_error_and_interrupt():

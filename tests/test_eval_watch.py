@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_script
-from utility import eval_watch
+from utility.inference import watch as eval_watch
 
 # Every test here runs an entry script or a training subprocess (the slow tier).
 pytestmark = pytest.mark.slow

@@ -227,11 +227,11 @@ def test_converting_a_split_with_other_labels_drops_the_stale_splits(tmp_path):
 
 def test_checkpoint_class_names_fall_back_to_voc(tmp_path):
     from dataset.labels import VOC_LABELS
-    from utility import eval_utils
-    assert eval_utils.checkpoint_class_names(str(tmp_path / 'model.ckpt-1')) == (
+    from utility.inference import checkpoint_params
+    assert checkpoint_params.checkpoint_class_names(str(tmp_path / 'model.ckpt-1')) == (
         list(VOC_LABELS), None)
     (tmp_path / 'params.json').write_text(json.dumps({'class_names': NAMES, 'num_classes': 4}))
-    assert eval_utils.checkpoint_class_names(str(tmp_path / 'model.ckpt-1')) == (
+    assert checkpoint_params.checkpoint_class_names(str(tmp_path / 'model.ckpt-1')) == (
         NAMES, str(tmp_path / 'params.json'))
     with pytest.raises(ValueError, match='class names .* of .*params.json; use --num_classes=4'):
-        eval_utils.check_num_classes(21, NAMES, str(tmp_path / 'params.json'))
+        checkpoint_params.check_num_classes(21, NAMES, str(tmp_path / 'params.json'))

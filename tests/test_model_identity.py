@@ -219,14 +219,14 @@ def test_a_deleted_params_json_never_resumes_as_the_default_backbone(data, model
 
 @pytest.mark.slow
 def test_params_json_that_disagrees_with_the_checkpoint_is_refused(model, tmp_path):
-    from utility import eval_utils
+    from utility.inference import checkpoint_params
     model_dir = _copy(model, tmp_path)
     params = _params(model_dir)
     with open(os.path.join(model_dir, 'params.json'), 'w') as f:
         json.dump(dict(params, backbone='vgg16'), f)
-    checkpoint = eval_utils.find_checkpoint('', model_dir)
+    checkpoint = checkpoint_params.find_checkpoint('', model_dir)
     with pytest.raises(ValueError) as info:
-        eval_utils.checkpoint_identity(checkpoint)
+        checkpoint_params.checkpoint_identity(checkpoint)
     message = str(info.value)
     assert 'says backbone="vgg16" but checkpoint' in message and 'a resnet18 SSD' in message
     assert 'tools.rebuild_params --model_dir %s' % model_dir in message and '\n' not in message
@@ -234,14 +234,14 @@ def test_params_json_that_disagrees_with_the_checkpoint_is_refused(model, tmp_pa
 
 @pytest.mark.slow
 def test_inference_without_params_json_reads_the_backbone_from_the_checkpoint(model, tmp_path):
-    from utility import eval_utils
+    from utility.inference import checkpoint_params
     model_dir = _copy(model, tmp_path)
     os.remove(os.path.join(model_dir, 'params.json'))
     values = types.SimpleNamespace(
         num_classes=21, train_image_size=300, data_format='channels_last', model_scope='ssd300',
         select_threshold=0.01, min_size=0.03, nms_threshold=0.45, nms_topk=200, keep_topk=400)
-    params = eval_utils.inference_params(values, checkpoint=eval_utils.find_checkpoint(
-        '', model_dir))
+    params = checkpoint_params.inference_params(
+        values, checkpoint=checkpoint_params.find_checkpoint('', model_dir))
     assert (params['backbone'], params['num_classes']) == ('resnet18', 4)
 
 

@@ -22,7 +22,7 @@ from net import anchor_manipulator
 from net import anchors as anchor_lib
 from utility.checkpoints import original_layout, restore
 from tools import convert_original_ssd
-from utility import eval_utils
+from utility.inference import checkpoint_params
 from conftest import write_variables
 
 NUM_CLASSES = 21
@@ -256,7 +256,7 @@ def test_find_checkpoint_hands_eval_demo_export_the_converted_copy(
         tmp_path, tf2_checkpoint, monkeypatch):
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
     for path in (tf2_checkpoint, tf2_checkpoint + '.index', os.path.dirname(tf2_checkpoint)):
-        prefix = eval_utils.find_checkpoint(path, None)
+        prefix = checkpoint_params.find_checkpoint(path, None)
         assert prefix.startswith(str(tmp_path / 'ssd300_converted_checkpoints'))
         names = tf.compat.v1.train.NewCheckpointReader(prefix).get_variable_to_shape_map()
         assert 'ssd300/fc6/weights' in names

@@ -83,10 +83,11 @@ class FlagValues(types.SimpleNamespace):
 
 def test_inference_takes_what_defines_the_model_from_params_json_unless_a_flag_is_given(
         tmp_path):
-    """eval, demo and export (eval_utils.inference_params) take every key of the list resume
+    """eval, demo and export (checkpoint_params.inference_params) take every key of the list resume
     checks (params_file.MODEL_KEYS) from the params.json beside the checkpoint; a flag given
     on the command line wins."""
-    from utility import eval_utils, ssd_model
+    from utility import ssd_model
+    from utility.inference import checkpoint_params
     trained = ssd_model.make_params(backbone='resnet18', num_classes=5, model_scope='other',
                                     anchor_preset='coco')
     with open(os.path.join(str(tmp_path), defaults.PARAMS_NAME), 'w') as f:
@@ -96,10 +97,10 @@ def test_inference_takes_what_defines_the_model_from_params_json_unless_a_flag_i
         given=(), num_classes=21, train_image_size=512, data_format='channels_last',
         model_scope='ssd300', select_threshold=0.01, min_size=0.03, nms_threshold=0.45,
         nms_topk=200, keep_topk=400, keep_per='image')
-    params = eval_utils.inference_params(values, checkpoint=checkpoint)
+    params = checkpoint_params.inference_params(values, checkpoint=checkpoint)
     for key in params_file.MODEL_KEYS:
         assert params[key] == trained[key], key
     values.given = ('num_classes', 'model_scope')
-    params = eval_utils.inference_params(values, checkpoint=checkpoint)
+    params = checkpoint_params.inference_params(values, checkpoint=checkpoint)
     assert (params['num_classes'], params['model_scope']) == (21, 'ssd300')
     assert (params['backbone'], params['train_image_size']) == ('resnet18', 300)

@@ -1,5 +1,5 @@
-"""TFLite export (export_ssd.py --format tflite, utility/tflite_export.py) and running it
-(utility/tflite_runner.py, eval_ssd.py / simple_ssd_demo.py --model).
+"""TFLite export (export_ssd.py --format tflite, utility/inference/tflite_export.py) and running it
+(utility/inference/tflite_runner.py, eval_ssd.py / simple_ssd_demo.py --model).
 
 One float and one int8 export of the session's 2-step model (conftest's trained_model_dir:
 ResNet-18 with --batch_norm_decay=0, so its scores are spread out and top detections can be
@@ -14,7 +14,7 @@ import pytest
 
 from conftest import FAST_BACKBONE, run_script
 from dataset.labels import VOC_LABELS
-from utility import tflite_export
+from utility.inference import tflite_export
 
 NAMES = list(VOC_LABELS)
 
@@ -78,7 +78,7 @@ def test_calibration_source_names_the_problem(tmp_path):
 
 
 def test_detector_names_a_missing_or_broken_model(tmp_path):
-    from utility import tflite_runner
+    from utility.inference import tflite_runner
     with pytest.raises(ValueError, match='no such file; pass a .tflite file'):
         tflite_runner.Detector(str(tmp_path / 'missing.tflite'))
     broken = tmp_path / 'broken.tflite'
@@ -94,7 +94,8 @@ def test_detector_names_a_missing_or_broken_model(tmp_path):
 def test_float_tflite_gives_the_saved_models_detections(trained_model_dir, float_export,
                                                         tmp_path):
     import tensorflow as tf
-    from utility import ssd_model, tflite_runner
+    from utility import ssd_model
+    from utility.inference import tflite_runner
     assert sorted(os.listdir(float_export)) == ['labels.txt', 'model.json', 'model.tflite']
     with open(os.path.join(float_export, 'labels.txt')) as f:
         assert f.read().split() == NAMES

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from evaluation import draw
-from utility import eval_utils
+from utility.inference import image_files
 
 
 def _photo():
@@ -30,10 +30,10 @@ def _save_jpeg(path, array, orientation=None):
 def test_decoder_turns_an_exif_rotated_jpeg_upright_as_pil_does(tmp_path, orientation):
     from PIL import Image, ImageOps
     path = _save_jpeg(tmp_path / 'phone.jpg', _photo(), orientation)
-    assert eval_utils.exif_orientation(path) == orientation
+    assert image_files.exif_orientation(path) == orientation
     with Image.open(path) as image:
         expected = np.asarray(ImageOps.exif_transpose(image).convert('RGB'), np.int16)
-    with eval_utils.ImageDecoder() as decoder:
+    with image_files.ImageDecoder() as decoder:
         upright = decoder.decode(path)
     assert upright.shape == expected.shape  # 6 and 8 (and 5, 7) swap height and width
     # Two JPEG decoders (TensorFlow's, PIL's) differ by a few levels; a wrong turn by ~100.
@@ -49,7 +49,7 @@ def test_demo_input_fn_feeds_the_upright_photo(tmp_path):
     sideways = _save_jpeg(tmp_path / 'sideways.jpg', _photo(), orientation=6)
     plain = _save_jpeg(tmp_path / 'plain.jpg', upright)
     params = ssd_model.make_params(backbone='resnet18')
-    input_fn = eval_utils.make_image_files_input_fn(params, [sideways, plain], batch_size=2)
+    input_fn = image_files.make_image_files_input_fn(params, [sideways, plain], batch_size=2)
     with tf.Graph().as_default():
         features = tf.compat.v1.data.make_one_shot_iterator(input_fn()).get_next()
         with tf.compat.v1.Session() as sess:

@@ -18,8 +18,8 @@ Three jobs, each with the same signature for both drivers:
 * `export_saved_model(...)`: a timestamped SavedModel whose `serving_default` (and `predict`)
   signature maps the serving inputs to `ModelSpec.export_outputs`.
 
-This module imports nothing of the project but its names (common/defaults): it takes the model_fn and input functions as
-arguments. It never touches flags.
+This module imports nothing of the project but its names (common/defaults): it takes the model_fn
+and input functions as arguments. It never touches flags.
 """
 import collections
 import contextlib
@@ -119,8 +119,9 @@ def train(driver, model_fn, input_fn, params, model_dir, max_steps, strategy=Non
       save_checkpoints_secs: seconds between checkpoints; a checkpoint is also written when
         the session is created (global step as found) and at the end. None or 0: only then.
       hooks: extra SessionRunHooks (e.g. stop on a signal).
-      cluster: None (one machine), or this worker's cluster (`utility.training.cluster.Cluster`: spec,
-        task_type, task_index, is_chief; the same cluster TF_CONFIG describes) with `strategy`
+      cluster: None (one machine), or this worker's cluster
+        (`utility.training.cluster.Cluster`: spec, task_type, task_index, is_chief; the same
+        cluster TF_CONFIG describes) with `strategy`
         a graph-mode MultiWorkerMirroredStrategy configured for it
         (`utility.training.replicas.setup_multi_worker`). Every worker runs this same call; see
         `_train_multi_worker`.

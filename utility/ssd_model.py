@@ -43,11 +43,11 @@ from utility.training import schedule
 def make_params(**overrides):
     """Returns a complete params dict: defaults, the anchor spec, then `overrides`.
 
-    data_format is resolved for this machine (ssd_net.resolve_data_format). Keys left at None that follow the backbone
-    (net/backbones.py) get its values: channel_order, mean_rgb, checkpoint_model_scope and
-    checkpoint_exclude_scopes (SSD's new layers under the model scope). Without an
-    'anchor_spec' override the spec is SSD300's for the feature-map sizes the backbone gives
-    at train_image_size, with the anchor sizes of params['anchor_preset'] (net/anchors).
+    data_format is resolved for this machine (ssd_net.resolve_data_format). Keys left at None that
+    follow the backbone (net/backbones.py) get its values: channel_order, mean_rgb,
+    checkpoint_model_scope and checkpoint_exclude_scopes (SSD's new layers under the model scope).
+    Without an 'anchor_spec' override the spec is SSD300's for the feature-map sizes the backbone
+    gives at train_image_size, with the anchor sizes of params['anchor_preset'] (net/anchors).
     Unknown keys are an error so that a misspelt flag cannot be silently ignored.
     """
     unknown = sorted(set(overrides) - set(defaults.DEFAULT_PARAMS) - {'anchor_spec'})

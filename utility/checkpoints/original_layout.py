@@ -220,7 +220,7 @@ def as_project_checkpoint(prefix, cache_dir=None, model_scope=defaults.MODEL_SCO
     modification time, and the converted prefix is returned; later calls reuse it.
 
     Args:
-      prefix: a checkpoint prefix (eval_utils.find_checkpoint's result).
+      prefix: a checkpoint prefix (checkpoint_params.find_checkpoint's result).
       cache_dir: where converted copies live.
       model_scope: the project's model scope ('ssd300').
     Returns:

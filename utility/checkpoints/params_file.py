@@ -5,7 +5,8 @@ model, writing it, reading it and checking it against the checkpoint it describe
   tools/rebuild_params.py).
 * `load_params(model_dir)`: reads it (None when there is none).
 * `MODEL_KEYS`: the one list of what defines a model, used by resume
-  (`check_params_identity`) and by eval, demo and export (utility/eval_utils.inference_params).
+  (`check_params_identity`) and by eval, demo and export
+  (utility/inference/checkpoint_params.inference_params).
 * `check_params_identity(model_dir, params, checkpoint=...)`: compares the settings that
   define the model with `<model_dir>/params.json` and with what the checkpoint's variables
   say (backbone, class count, anchors per cell, model scope) before a run reuses a
@@ -28,7 +29,8 @@ from utility.checkpoints.files import has_checkpoint
 # What defines a model: the params a checkpoint is trained with that every later use of it
 # must share (the graph's variables, the anchors its heads predict for, its input size). Resume
 # refuses a run that changes one (check_params_identity); eval, demo and export take each from
-# the params.json beside the checkpoint unless its flag is given (eval_utils.inference_params).
+# the params.json beside the checkpoint unless its flag is given
+# (checkpoint_params.inference_params).
 # data_format is not among them: tf_slim stores convolution kernels as [h, w, in, out] in both
 # layouts, so a model trained channels_first resumes (and runs) channels_last.
 MODEL_KEYS = ('backbone', 'num_classes', 'train_image_size', 'model_scope', 'anchor_preset',

@@ -1,31 +1,15 @@
-"""Entry-script support for eval_ssd.py, simple_ssd_demo.py and export_ssd.py (importable,
-tested). The evaluation itself (ground truth, detections, report, figures) is in evaluation/.
-
-* checkpoints: `find_checkpoint` (latest in a model directory, or a given directory / prefix;
-  located by utility/checkpoints/locate.locate_checkpoint);
-* what the three scripts share: flags (`define_inference_flags`), the checkpoint's params
-  and class names (`checkpoint_model`: `inference_params`,
-  `check_num_classes`; predictions run through `utility/drivers.predict`), input checks
-  (`check_positive`, `check_directory_target`, `check_checkpoint_classes`,
-  `checkpoint_identity`: the checkpoint's variables against the params.json beside it);
-* image files for the demo: `list_image_files`, `exif_orientation`, `ImageDecoder`,
-  `make_image_files_input_fn` (photos turned upright by their EXIF orientation).
-"""
+"""The checkpoint eval, demo and export run, and the params and class names to run it with:
+`checkpoint_model` is the one sequence (params.json beside the checkpoint, the checkpoint's
+own variables, --num_classes and the class names, checked against each other)."""
 import os
 import sys
 
 import tensorflow as tf
 
 from common import defaults
-from common.console import VERBOSE_FLAG, VERBOSE_HELP, notify
+from common.console import notify
 from dataset.labels import VOC_LABELS
 from utility.checkpoints import locate, original_layout, params_file, restore
-
-
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
-
-
-# ----------------------------------------------------------------------------- checkpoints
 
 
 def find_checkpoint(checkpoint_path, model_dir):
@@ -58,52 +42,6 @@ def find_checkpoint(checkpoint_path, model_dir):
                          '--model_dir=%s) or pass --checkpoint_path.' % (path, path))
     raise ValueError('No checkpoint at %s (no directory, no %s.index); pass a training '
                      'directory or a prefix such as logs/model.ckpt-120000.' % (path, path))
-
-
-# ----------------------------------------------------------------------------- flags
-
-
-def define_inference_flags(flags_module):
-    """Defines the model and post-processing flags shared by eval, demo and export.
-
-    `flags_module` is `absl.flags`; call once from an entry script before parsing. The
-    defaults are the model's (common/defaults.DEFAULT_PARAMS).
-    """
-    f = flags_module
-    model = defaults.DEFAULT_PARAMS
-    f.DEFINE_boolean(VERBOSE_FLAG, False, VERBOSE_HELP)  # read by console.quiet_logs
-    f.DEFINE_integer('num_classes', model['num_classes'],
-                     'Number of classes, background included (VOC: 21).')
-    f.DEFINE_integer('train_image_size', model['train_image_size'],
-                     'Input image size (SSD300: 300).')
-    f.DEFINE_enum('data_format', model['data_format'], list(defaults.DATA_FORMATS),
-                  defaults.DATA_FORMAT_HELP)
-    f.DEFINE_string('model_scope', model['model_scope'], 'Variable scope of the model.')
-    f.DEFINE_float('select_threshold', model['select_threshold'],
-                   'Class score a detection needs to enter non-maximum suppression.')
-    f.DEFINE_float('min_size', model['min_size'],
-                   'Detections whose normalized height or width is not above this are dropped.')
-    f.DEFINE_float('nms_threshold', model['nms_threshold'],
-                   'IoU above which NMS suppresses the lower-scored box of a class.')
-    f.DEFINE_integer('nms_topk', model['nms_topk'],
-                     'Detections kept per class by NMS and per image.')
-    f.DEFINE_integer('keep_topk', model['keep_topk'], 'Candidates per class that enter NMS.')
-    f.DEFINE_enum('driver', defaults.AUTO, list(defaults.DRIVERS),
-                  'What runs the model: tf.estimator (TensorFlow <= 2.15) or a plain session '
-                  '(any TensorFlow 2.x); auto = the Estimator where TensorFlow has it.')
-    f.DEFINE_enum('keep_per', model['keep_per'], list(defaults.KEEP_PER),
-                  "'image': the --nms_topk best detections of each image; 'class': "
-                  '--nms_topk per class (up to nms_topk * (num_classes - 1) per image), '
-                  "the original SSD.TensorFlow eval's selection.")
-
-
-def define_precision_flag(flags_module):
-    """--precision for the entry scripts that run a checkpoint (eval, demo)."""
-    flags_module.DEFINE_enum(
-        'precision', defaults.INFERENCE_PRECISION, list(defaults.PRECISIONS),
-        'Arithmetic of the convolutions and matmuls while predicting: bf16 = bfloat16 through '
-        'the oneDNN graph rewrite (CPUs with AVX512-BF16 or AMX), fp32 = float32; auto = bf16 '
-        'where the CPU has it. Detections of the two differ slightly (docs/learning.md).')
 
 
 def predict_session_config(precision, log=None):
@@ -284,19 +222,6 @@ def young_batch_norm_warning(checkpoint, trained):
             % (checkpoint, step, decay, 100 * decay ** step, int(1.0 / (1.0 - decay)) + 1))
 
 
-def check_positive(value, flag):
-    """Raises ValueError unless `value` (the flag `flag`'s) is a positive integer."""
-    if value is None or int(value) < 1:
-        raise ValueError('--%s=%s must be a positive integer.' % (flag, value))
-
-
-def check_directory_target(path, flag):
-    """Raises ValueError when `path` exists but is not a directory (checked before any work)."""
-    if path and os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError('--%s=%s is a file, not a directory; pass a directory (it is created '
-                         'if missing).' % (flag, path))
-
-
 def check_checkpoint_classes(checkpoint, params):
     """Raises ValueError when `checkpoint`'s class head disagrees with params['num_classes'].
 
@@ -352,122 +277,3 @@ def checkpoint_class_names(checkpoint, num_classes=None, log=None):
         return ([VOC_LABELS[0]] + ['class_%d' % k for k in range(1, num_classes)],
                 'the numbered names of %s' % checkpoint)
     return list(VOC_LABELS), None
-
-
-# ----------------------------------------------------------------------------- image files
-
-
-def list_image_files(inputs, extensions=IMAGE_EXTENSIONS):
-    """Expands files and directories (their images, not recursive, sorted) into a file list.
-
-    Returns:
-      (files: list of str, missing: list of (path, reason) for inputs that do not exist).
-    """
-    files, missing = [], []
-    for item in inputs:
-        if os.path.isdir(item):
-            names = sorted(n for n in os.listdir(item) if n.lower().endswith(tuple(extensions)))
-            if not names:
-                missing.append((item, 'directory holds no %s files' % '/'.join(extensions)))
-            files.extend(os.path.join(item, n) for n in names)
-        elif os.path.isfile(item):
-            files.append(item)
-        else:
-            missing.append((item, 'no such file or directory'))
-    return files, missing
-
-
-def _op_error_reason(err):
-    """The kernel's own sentence from a graph-mode OpError ('Unknown image file format...')."""
-    lines = [line.strip() for line in (err.message or '').splitlines()]
-    for k, line in enumerate(lines):
-        if line.startswith('[[') and k > 0 and lines[k - 1]:
-            return lines[k - 1].rstrip('.')
-    lines = [line for line in lines if line]
-    return lines[-1].rstrip('.') if lines else type(err).__name__
-
-
-def exif_orientation(path):
-    """The EXIF orientation tag (1..8) of the image file at `path`, 1 when it has none or
-    cannot be read (PNG, BMP, GIF, a JPEG without EXIF): what phones write instead of
-    turning the pixels of a photo taken on its side."""
-    from PIL import Image
-    try:
-        with Image.open(path) as image:
-            value = image.getexif().get(0x0112, 1)
-    except Exception:  # pylint: disable=broad-except  (not an image PIL reads: decoded later)
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-class ImageDecoder:
-    """Decodes image files with tf.io.decode_image, as the demo's input_fn does, turned upright
-    by their EXIF orientation (`exif_orientation`, ssd_model.apply_exif_orientation).
-
-    Runs in a private graph and session (works whether or not eager execution is on). Use as
-    a context manager or call close().
-    """
-
-    def __init__(self):
-        from utility import ssd_model
-        self._graph = tf.Graph()
-        with self._graph.as_default():
-            self._data = tf.compat.v1.placeholder(tf.string, [])
-            self._orientation = tf.compat.v1.placeholder_with_default(1, [])
-            self._image = ssd_model.apply_exif_orientation(
-                tf.io.decode_image(self._data, channels=3, expand_animations=False),
-                self._orientation)
-        self._sess = tf.compat.v1.Session(graph=self._graph)
-
-    def decode(self, path):
-        """uint8 [H, W, 3] RGB of the file at `path`, upright (its EXIF orientation applied).
-
-        Raises:
-          ValueError: the file cannot be read or is not a JPEG/PNG/BMP/GIF image.
-        """
-        try:
-            with open(path, 'rb') as f:
-                data = f.read()
-        except OSError as err:
-            raise ValueError('cannot read the file (%s)' % err.strerror) from None
-        try:
-            return self._sess.run(self._image, {self._data: data,
-                                                self._orientation: exif_orientation(path)})
-        except tf.errors.OpError as err:
-            raise ValueError('not a decodable JPEG/PNG/BMP/GIF image (%s)'
-                             % _op_error_reason(err)) from None
-
-    def close(self):
-        self._sess.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def make_image_files_input_fn(params, paths, batch_size=1, normalize=True):
-    """PREDICT input_fn over image files (decodable ones; see ImageDecoder).
-
-    Features per batch: 'image' float32 [B, S, S, 3] (ssd_model.decode_for_network, S =
-    params['train_image_size'], turned upright by the file's EXIF orientation), 'filename'
-    string [B] (the path), 'shape' int32 [B, 3] (height, width, 3 of the upright image).
-    Files come in `paths` order. normalize=False: images resized only, the TFLite models'
-    input (ssd_model.preprocess_eval).
-    """
-    from utility import ssd_model
-    paths = [str(p) for p in paths]
-    orientations = [exif_orientation(p) for p in paths]
-
-    def load(path, orientation):
-        image, shape = ssd_model.decode_for_network(tf.io.read_file(path), params, orientation,
-                                                    normalize)
-        return {'image': image, 'filename': path, 'shape': shape}
-
-    def input_fn():
-        dataset = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string),
-                                                      tf.constant(orientations, tf.int32)))
-        return dataset.map(load).batch(int(batch_size)).prefetch(1)
-
-    return input_fn

@@ -10,7 +10,7 @@ post-processing settings, except that
     TFLite has as builtin kernels, instead of TF's combined op, which it lacks. The selection
     is the same (tests/test_postprocess.py).
 Outputs, in this order: boxes [1, K, 4], classes int32 [1, K], scores [1, K], num_detections
-int32 [1] (utility/tflite_runner.py runs them).
+int32 [1] (utility/inference/tflite_runner.py runs them).
 
 int8: weights and activations int8 with int8 builtin kernels, calibrated on
 `calibration_images` images (TFRecord shards or image files) through the same eval
@@ -23,7 +23,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from utility import tflite_runner
+from utility.inference import tflite_runner
 
 FORMATS = ('saved_model', 'tflite')
 QUANTIZE = ('none', 'int8')
@@ -63,7 +63,7 @@ def calibration_source(path):
       ValueError: the folder is missing, or holds neither TFRecord shards (*-of-*) nor
         image files.
     """
-    from utility import eval_utils
+    from utility.inference import image_files
     if not path:
         raise ValueError('--quantize int8 needs --calibration_data: a folder of TFRecord '
                          'shards (e.g. dataset/tfrecords) or of images.')
@@ -75,7 +75,7 @@ def calibration_source(path):
               and os.path.isfile(os.path.join(path, n))]
     if shards:
         return 'records', shards
-    images, _ = eval_utils.list_image_files([path])
+    images, _ = image_files.list_image_files([path])
     if images:
         return 'images', images
     raise ValueError('--calibration_data %s holds no TFRecord shards (*-of-*) and no '
@@ -93,7 +93,8 @@ def calibration_images(path, params, count, log=None):
     """
     from dataset.records import parse_example
     from common.console import notify
-    from utility import eval_utils, ssd_model
+    from utility import ssd_model
+    from utility.inference import image_files
     kind, files = calibration_source(path)
     images = []
     with tf.Graph().as_default():
@@ -115,7 +116,7 @@ def calibration_images(path, params, count, log=None):
             raw = tf.compat.v1.placeholder(tf.uint8, [None, None, 3])
             resized = ssd_model.preprocess_eval(raw, params, normalize=False)
             skipped = 0
-            with eval_utils.ImageDecoder() as decoder, tf.compat.v1.Session() as session:
+            with image_files.ImageDecoder() as decoder, tf.compat.v1.Session() as session:
                 for name in files:
                     if len(images) >= count:
                         break

@@ -1,4 +1,4 @@
-"""Runs the TFLite models export_ssd.py --format tflite writes (utility/tflite_export.py).
+"""Runs the TFLite models export_ssd.py --format tflite writes (utility/inference/tflite_export.py).
 
 A model takes one image, float32 [1, S, S, 3] RGB on the 0-255 scale, resized as the eval
 preprocessing does (ssd_model.preprocess_eval(..., normalize=False)); channel order and mean
@@ -21,7 +21,7 @@ INPUT_NAME = 'image'
 
 def sidecar_path(model_path):
     """The JSON file beside a .tflite file (<stem>.json): what it was exported from, its
-    input, its post-processing settings and class names (utility/tflite_export.py)."""
+    input, its post-processing settings and class names (utility/inference/tflite_export.py)."""
     return os.path.splitext(model_path)[0] + '.json'
 
 
@@ -132,7 +132,7 @@ def predict(detector, input_fn):
 
     detector: a Detector. input_fn: () -> tf.data.Dataset of feature dicts, batched, whose
     'image' is the TFLite input, [B, S, S, 3] with S = detector.image_size
-    (ssd_model.make_input_fn / eval_utils.make_image_files_input_fn with normalize=False).
+    (ssd_model.make_input_fn / image_files.make_image_files_input_fn with normalize=False).
     """
     import tensorflow as tf
     model_path = detector.path
@@ -162,16 +162,16 @@ def predict(detector, input_fn):
 def _model_params(detector, values, log, **overrides):
     """inference_params for feeding `detector`: its image size, and the post-processing
     settings its <stem>.json records (so eval's metrics.json states what the model ran)."""
-    from utility import eval_utils
+    from utility.inference import checkpoint_params
     settings = read_sidecar(detector.path).get('post_processing') or {}
-    return eval_utils.inference_params(values, log=log, **settings,
-                                       **dict(overrides, train_image_size=detector.image_size))
+    return checkpoint_params.inference_params(
+        values, log=log, **settings, **dict(overrides, train_image_size=detector.image_size))
 
 
 def record_predictions(model_path, pattern, num_records, class_names, values, num_threads,
                        log=None):
     """(predictions, params) of eval_ssd.py --model: the model run over the records matching
-    `pattern`; `values` the parsed flags (eval_utils.inference_params)."""
+    `pattern`; `values` the parsed flags (checkpoint_params.inference_params)."""
     from common.console import notify
     from utility import ssd_model
     class_names_of(model_path, len(class_names))
@@ -188,12 +188,12 @@ def record_predictions(model_path, pattern, num_records, class_names, values, nu
 
 def file_predictions(model_path, paths, values, num_threads, log=None):
     """(predictions, class names) of simple_ssd_demo.py --model over image files."""
-    from utility import eval_utils
+    from utility.inference import image_files
     from dataset.labels import VOC_LABELS
     detector = Detector(model_path, num_threads)
     names = class_names_of(model_path) or list(VOC_LABELS)
     params = _model_params(detector, values, log, batch_size=values.batch_size,
                            num_classes=len(names), class_names=names)
-    input_fn = eval_utils.make_image_files_input_fn(params, paths, values.batch_size,
+    input_fn = image_files.make_image_files_input_fn(params, paths, values.batch_size,
                                                     normalize=False)
     return predict(detector, input_fn), names
