@@ -31,7 +31,7 @@ DATA_FORMAT_HELP = ("'auto': channels_first (NCHW, fastest on GPU) when a GPU is
                     'channels_last, with a notice.')
 # --driver: what runs model_fn (utility/drivers.py).
 DRIVERS = (AUTO, 'estimator', 'session')
-# --precision of training: 'auto' is bf16 where the CPU has it (utility/train_utils).
+# --precision of training: 'auto' is bf16 where the CPU has it (utility/training/precision.py).
 PRECISIONS = (AUTO, 'fp32', 'bf16')
 # Eval and demo run in fp32 unless --precision says otherwise (docs/learning.md, "Inference in
 # bf16": the detections are not all within a pixel in bf16).
