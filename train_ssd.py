@@ -149,8 +149,8 @@ flags.DEFINE_boolean('bf16', False, 'Same as --precision=bf16 (kept for older co
 
 
 def main(_):
-    from utility.training import run
-    return run.main(FLAGS)
+    from utility import trainer
+    return trainer.main(FLAGS)
 
 
 if __name__ == '__main__':

@@ -146,7 +146,7 @@ def compare(paths, threads, runs):
 def bench_tflite(args, context):
     """SavedModel fp32, TFLite fp32 and TFLite int8 exports of one checkpoint: file sizes and
     batch-1 ms per image at each --tflite_threads (export_models, compare)."""
-    from utility.training.schedule import parse_number_list
+    from common.console import parse_number_list
     work = tempfile.mkdtemp(prefix='bench_tflite_')
     try:
         checkpoint = args.tflite_checkpoint

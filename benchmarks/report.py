@@ -2,7 +2,7 @@
 summary of the headline figures with their targets."""
 import collections
 
-from utility.training.schedule import parse_number_list
+from common.console import parse_number_list
 
 
 def _flatten(prefix, value, rows):

@@ -33,7 +33,7 @@ from benchmarks import machine
 from benchmarks.flops import backbone_train_gflop
 from benchmarks.workers import run_worker
 from common.console import parse_comma_list
-from utility.training.schedule import parse_number_list
+from common.console import parse_number_list
 
 
 def bench_kernels(args, context):

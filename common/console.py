@@ -2,7 +2,8 @@
 
 * `log(message)`: the entry scripts' progress line (stdout, flushed at once);
 * `notify(log, message)`: calls an optional `log` callable (library functions take `log=None`);
-* `parse_comma_list(text)`: the one parser of comma-separated flag values;
+* `parse_comma_list(text)`, `parse_number_list(text, cast, name)`: the one parser of
+  comma-separated flag values (and of numbers);
 * `quiet_logs(argv)`: the entry scripts' terminal without TensorFlow's native log lines and
   UserWarnings, unless `--verbose` is given.
 """
@@ -54,3 +55,14 @@ def parse_comma_list(text):
     else:
         items = str(text or '').split(',')
     return [str(item).strip() for item in items if str(item).strip()]
+
+
+def parse_number_list(text, cast=float, name='value list'):
+    """Parses '500, 80000, 100000' into [500, 80000, 100000]; clear error otherwise."""
+    if isinstance(text, (list, tuple)):
+        return [cast(v) for v in text]
+    items = parse_comma_list(text)
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        raise ValueError('%s must be comma-separated numbers, got %r.' % (name, text)) from None

@@ -107,7 +107,7 @@ DEFAULT_PARAMS = {
     'lr_decay_factors': [0.1, 1.0, 0.1, 0.01],
     'use_amp': False,
     # One of PRECISIONS: bf16 is the oneDNN bfloat16 graph rewrite on CPUs with
-    # AVX512-BF16/AMX, set in the session config by utility/training/run.py
+    # AVX512-BF16/AMX, set in the session config by utility/trainer.py
     # (precision.configure_precision); params.json records the resolved 'fp32' or 'bf16' so
     # that it says how a run trained.
     'precision': 'fp32',

@@ -62,14 +62,13 @@ def test_imagesets_lines_are_whole_ids_even_with_spaces(tmp_path):
 def test_comma_lists_and_optional_log_have_one_helper():
     from common import console
     from utility.checkpoints import restore
-    from utility.training import schedule
     assert console.parse_comma_list(' VOC2007, ,VOC2012 ,') == ['VOC2007', 'VOC2012']
     assert console.parse_comma_list(None) == [] and console.parse_comma_list('') == []
     assert console.parse_comma_list(['a ', ' ', 'b']) == ['a', 'b']
     assert conv_splits('VOC2007, VOC2012') == ['VOC2007', 'VOC2012']
-    assert schedule.parse_number_list('500, 80000,100000', int) == [500, 80000, 100000]
+    assert console.parse_number_list('500, 80000,100000', int) == [500, 80000, 100000]
     with pytest.raises(ValueError, match='--decay_boundaries must be comma-separated numbers'):
-        schedule.parse_number_list('500, x', int, '--decay_boundaries')
+        console.parse_number_list('500, x', int, '--decay_boundaries')
     assert restore._parse_scopes('ssd300/multibox_head/, ssd300/conv4_3_scale') == [
         'ssd300/multibox_head', 'ssd300/conv4_3_scale']
     got = []

@@ -226,14 +226,14 @@ def test_train_flag_defaults_are_the_model_defaults():
         "import train_ssd\n"
         "from common import defaults\n"
         "assert 'tensorflow' not in sys.modules\n"
-        "from utility.training import schedule\n"
+        "from common import console\n"
         "lists = {'decay_boundaries': int, 'lr_decay_factors': float}\n"
         "out = {}\n"
         "for name, value in defaults.DEFAULT_PARAMS.items():\n"
         "    if name in flags.FLAGS and name not in %r:\n"
         "        default = flags.FLAGS[name].default\n"
         "        if name in lists:\n"
-        "            default = schedule.parse_number_list(default, lists[name])\n"
+        "            default = console.parse_number_list(default, lists[name])\n"
         "        out[name] = [default, value]\n"
         "json.dump(out, sys.stdout)\n" % (CLI_ONLY_DEFAULTS,))
     proc = run_script(['-c', code], timeout=300)

@@ -1,1 +1,2 @@
-"""The glue floor's training room: what train_ssd.py runs (run.py)."""
+"""The glue floor's training room: the parts a training run is made of (replicas, precision,
+schedule, hooks, cluster); utility/trainer.py puts them together for train_ssd.py."""

@@ -4,23 +4,11 @@ import re
 
 import tensorflow as tf
 
-from common.console import parse_comma_list
 
 
 # Marker put in the error raised when the loss is NaN or infinite, so the entry
 # script can tell that failure from any other and report it in one sentence.
 NON_FINITE_MARKER = 'SSD_NON_FINITE_LOSS_AT_STEP'
-
-
-def parse_number_list(text, cast=float, name='value list'):
-    """Parses '500, 80000, 100000' into [500, 80000, 100000]; clear error otherwise."""
-    if isinstance(text, (list, tuple)):
-        return [cast(v) for v in text]
-    items = parse_comma_list(text)
-    try:
-        return [cast(t) for t in items]
-    except ValueError:
-        raise ValueError('%s must be comma-separated numbers, got %r.' % (name, text)) from None
 
 
 def learning_rate_schedule(global_step, base_lr, decay_boundaries, lr_decay_factors,

@@ -10,7 +10,7 @@ import errno
 import os
 import sys
 
-from common import defaults
+from common import console, defaults
 from common.console import log
 
 
@@ -139,7 +139,6 @@ def build_params(values, num_replicas, data_format, use_amp, checkpoint_path, cl
     `checkpoint_model_scope` / `checkpoint_exclude_scopes` override those flags
     (fine_tune_settings)."""
     from utility import ssd_model
-    from utility.training import schedule
     return ssd_model.make_params(
         num_classes=num_classes or values.num_classes or 21,
         class_names=list(class_names) if class_names else None,
@@ -165,9 +164,9 @@ def build_params(values, num_replicas, data_format, use_amp, checkpoint_path, cl
         momentum=values.momentum,
         learning_rate=values.learning_rate,
         end_learning_rate=values.end_learning_rate,
-        decay_boundaries=schedule.parse_number_list(
+        decay_boundaries=console.parse_number_list(
             values.decay_boundaries, int, '--decay_boundaries'),
-        lr_decay_factors=schedule.parse_number_list(
+        lr_decay_factors=console.parse_number_list(
             values.lr_decay_factors, float, '--lr_decay_factors'),
         use_amp=use_amp,
         augment=values.augment,
