@@ -61,12 +61,7 @@ flags.DEFINE_string('data_dir', defaults.DATA_DIR,
                     'Directory with the <split>-*-of-* TFRecord shards made by '
                     'dataset/convert_voc_sample_tfrecords.py or dataset/convert_tfrecords.py.')
 flags.DEFINE_string('split', 'val', 'Shard name prefix to evaluate: val reads val-*.')
-flags.DEFINE_string('model_dir', defaults.MODEL_DIR,
-                    'Training directory; its latest checkpoint is evaluated unless '
-                    '--checkpoint_path is given.')
-flags.DEFINE_string('checkpoint_path', '',
-                    'Checkpoint to evaluate: a directory (its latest checkpoint) or a prefix '
-                    'such as logs/model.ckpt-120000. Empty: the latest in --model_dir.')
+cli.define_checkpoint_flags(flags, 'evaluate', 'evaluated')
 flags.DEFINE_string('annotations_dir', '',
                     'Optional folder of VOC XML files (<image id>.xml): score against them '
                     'instead of the ground truth stored in the records.')

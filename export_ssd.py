@@ -65,7 +65,7 @@ import tempfile
 
 from absl import flags
 
-from common import console, defaults
+from common import console
 from common.console import log
 console.quiet_logs()  # before TensorFlow is imported; --verbose keeps its lines
 
@@ -74,12 +74,7 @@ from utility.inference import cli
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string('model_dir', defaults.MODEL_DIR,
-                    'Training directory; its latest checkpoint is exported unless '
-                    '--checkpoint_path is given.')
-flags.DEFINE_string('checkpoint_path', '',
-                    'Checkpoint to export: a directory (its latest checkpoint) or a prefix such '
-                    'as logs/model.ckpt-120000. Empty: the latest in --model_dir.')
+cli.define_checkpoint_flags(flags, 'export', 'exported')
 flags.DEFINE_string('export_dir', '',
                     'Base directory of the export; the SavedModel goes into a new timestamped '
                     'folder in it. Empty: <model_dir>/export.')

@@ -41,6 +41,19 @@ def define_inference_flags(flags_module):
                   "the original SSD.TensorFlow eval's selection.")
 
 
+def define_checkpoint_flags(flags_module, verb, participle):
+    """--model_dir and --checkpoint_path of eval and export, which `verb` the checkpoint
+    ('evaluate', 'evaluated'; 'export', 'exported')."""
+    flags_module.DEFINE_string(
+        'model_dir', defaults.MODEL_DIR,
+        'Training directory; its latest checkpoint is %s unless --checkpoint_path is given.'
+        % participle)
+    flags_module.DEFINE_string(
+        'checkpoint_path', '',
+        'Checkpoint to %s: a directory (its latest checkpoint) or a prefix such as '
+        'logs/model.ckpt-120000. Empty: the latest in --model_dir.' % verb)
+
+
 def define_precision_flag(flags_module):
     """--precision for the entry scripts that run a checkpoint (eval, demo)."""
     flags_module.DEFINE_enum(
