@@ -28,7 +28,8 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 
 venv: $(VENV)/.installed
 
-# The demo fits the overfit check's configuration (tests/test_learning.py) on the 2 images it
+# The demo fits the overfit check's configuration (tests/conftest.OVERFIT_TRAIN_FLAGS, in fp32
+# as measured, on every CPU) on the 2 images it
 # then draws: from scratch, no augmentation, 120 steps of batch 2 (lr 1e-5 for 10 steps, 1e-4
 # to step 60, then 3e-5 and 1e-5; 1e-3 diverges from scratch). About 5 minutes on 2 CPU cores
 # (measured: see docs/learning.md, "What make demo does"). It shows that the whole
@@ -38,7 +39,8 @@ DEMO_IMAGES := 2
 DEMO_TRAIN := --checkpoint_path= --noaugment --batch_size=2 --max_number_of_steps=120 \
               --learning_rate=1e-4 --decay_boundaries=10,60,100 --lr_decay_factors=0.1,1,0.3,0.1 \
               --tf_random_seed=1 --log_every_n_steps=10 --save_checkpoints_secs=100000 \
-              --num_readers=1 --num_preprocessing_threads=2 --data_format=channels_last
+              --num_readers=1 --num_preprocessing_threads=2 --data_format=channels_last \
+              --precision=fp32
 
 ## demo: generate the sample, fit 2 of its images, evaluate them (mAP table), draw detections
 demo: venv
@@ -79,8 +81,9 @@ HELDOUT_DIR    := heldout_output
 HELDOUT_IMAGES ?= 400
 HELDOUT_STEPS  ?= 1000
 HELDOUT_CKPT_SECS ?= 600
-# bfloat16 on CPUs with AVX512-BF16/AMX (ignored elsewhere); HELDOUT_PRECISION= trains in fp32.
-HELDOUT_PRECISION ?= --precision=bf16
+# The default precision (auto: bfloat16 on CPUs with AVX512-BF16/AMX, fp32 elsewhere);
+# HELDOUT_PRECISION=--precision=fp32 trains in fp32 everywhere.
+HELDOUT_PRECISION ?=
 HELDOUT_TRAIN  := --checkpoint_path= --batch_size=8 --max_number_of_steps=$(HELDOUT_STEPS) $(HELDOUT_PRECISION) \
                   --learning_rate=1e-3 --decay_boundaries=200,800 --lr_decay_factors=0.1,0.3,0.1 \
                   --data_format=channels_last --save_checkpoints_secs=$(HELDOUT_CKPT_SECS) \

@@ -106,11 +106,12 @@ DEFAULT_PARAMS = {
     'decay_boundaries': [500, 80000, 100000],
     'lr_decay_factors': [0.1, 1.0, 0.1, 0.01],
     'use_amp': False,
-    # One of PRECISIONS: bf16 is the oneDNN bfloat16 graph rewrite on CPUs with
-    # AVX512-BF16/AMX, set in the session config by utility/trainer.py
-    # (precision.configure_precision); params.json records the resolved 'fp32' or 'bf16' so
-    # that it says how a run trained.
-    'precision': 'fp32',
+    # One of PRECISIONS: 'auto' trains in bf16 (the oneDNN bfloat16 graph rewrite) where the
+    # CPU has AVX512-BF16/AMX and no GPU is visible, else fp32 (docs/learning.md, "bf16
+    # against fp32": held-out mAP within the run-to-run noise, 1.9x faster). utility/trainer.py
+    # sets it in the session config (precision.configure_precision); params.json records the
+    # resolved 'fp32' or 'bf16' so that it says how a run trained.
+    'precision': AUTO,
     'log_every_n_steps': 10,
     # backbone restore
     'checkpoint_path': None,

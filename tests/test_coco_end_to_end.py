@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from conftest import TRAIN_FAST_FLAGS, run_script
+from conftest import OVERFIT_TRAIN_FLAGS, TRAIN_FAST_FLAGS, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -133,14 +133,9 @@ def test_detector_overfits_the_coco_sample_to_ap50_0_9(tmp_path):
     _convert(sample, 'train', records, annotations=fit)
     _convert(sample, 'val', records, annotations=fit)
     model_dir = str(tmp_path / 'model')
-    flags = ['--checkpoint_path=', '--noaugment', '--data_format=channels_last',
-             '--batch_size=2', '--max_number_of_steps=120', '--learning_rate=1e-4',
-             '--decay_boundaries=10,60,100', '--lr_decay_factors=0.1,1,0.3,0.1',
-             '--tf_random_seed=1', '--log_every_n_steps=10', '--save_checkpoints_secs=100000',
-             '--num_readers=1', '--num_preprocessing_threads=2',
-             # the VOC anchors of test_learning.py's measured run: the fitted objects are
-             # large, and the preset does not change what this test proves
-             '--anchor_preset=voc']
+    # the VOC anchors of test_learning.py's measured run: the fitted objects are large, and
+    # the preset does not change what this test proves
+    flags = OVERFIT_TRAIN_FLAGS + ['--anchor_preset=voc']
     proc = run_script(['train_ssd.py', '--data_dir=' + records, '--model_dir=' + model_dir]
                       + flags, timeout=1800)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

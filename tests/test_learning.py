@@ -18,20 +18,13 @@ import time
 
 import pytest
 
-from conftest import run_script
+from conftest import OVERFIT_TRAIN_FLAGS, run_script
 
 NUM_IMAGES = 2           # images 2012_000007 and 2012_000008 of the seed-0 sample
 MIN_OBJECT = 0.15        # every object at least 15% of the image side (4 objects, 4 classes)
 MIN_MAP = 0.9
 MAX_UNTRAINED_MAP = 0.3
-TRAIN_FLAGS = [
-    '--checkpoint_path=', '--noaugment', '--data_format=channels_last',
-    '--batch_size=2', '--max_number_of_steps=120',
-    # 1e-5 warm-up for 10 steps, 1e-4 to step 60, then 3e-5 and 1e-5: constant 1e-4 fits by
-    # step ~60 but then spikes (cls_loss 7 -> 12 at step 80, measured); 1e-3 diverges.
-    '--learning_rate=1e-4', '--decay_boundaries=10,60,100', '--lr_decay_factors=0.1,1,0.3,0.1',
-    '--tf_random_seed=1', '--log_every_n_steps=10', '--save_checkpoints_secs=100000',
-    '--num_readers=1', '--num_preprocessing_threads=2']
+TRAIN_FLAGS = OVERFIT_TRAIN_FLAGS
 
 # The cheap check (about a tenth of VGG-16's cost per image): ResNet-18 fits 4 images of the
 # 24-image seed-0 sample under the session driver, the only driver on TF 2.16+. Its batch norm
@@ -146,6 +139,14 @@ def test_resnet18_overfits_a_few_images_under_the_session_driver(tmp_path):
     history, final, out = fit_and_score(tmp_path, ids, records, RESNET18_FLAGS,
                                         ['--driver=session'])
     assert 'session driver' in out, out[-3000:]
+    # It trains in the default precision (auto): bf16 on a CPU that has it, fp32 elsewhere.
+    import tensorflow as tf
+    from utility.training import precision as precision_lib
+    expected, _ = precision_lib.resolve_precision(
+        'auto', bool(tf.config.list_physical_devices('GPU')), precision_lib.cpu_supports_bf16())
+    with open(tmp_path / 'model' / 'params.json') as f:
+        assert json.load(f)['precision'] == expected
+    print('precision: %s' % expected)
     assert history[0]['map_07'] < MAX_UNTRAINED_MAP, history[0]
     assert final['map_07'] >= MIN_MAP, final
 
