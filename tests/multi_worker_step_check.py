@@ -6,11 +6,11 @@ Used by tests/test_multi_worker.py in subprocesses:
     python tests/multi_worker_step_check.py --init_ckpt CKPT --model_dir DIR   # reference
 
 The global stream of images is fixed (image k, k = 0, 1, 2, ...; different pixels and boxes).
-With TF_CONFIG naming 2 workers (one CPU replica each, `replicas.setup_multi_worker`), worker
-w keeps images k with k % 2 == w (`Dataset.shard`, as the training input does), so at step s
-the two replicas see images 2s and 2s+1. Without TF_CONFIG, one process with MirroredStrategy
-on 2 logical CPU devices sees the same pair at each step: the reference. Correct multi-worker
-training moves the weights as the reference does.
+With TF_CONFIG naming 2 workers (one CPU replica each, replicas.setup_multi_worker of
+utility/training/), worker w keeps images k with k % 2 == w (`Dataset.shard`, as the training
+input does), so at step s the two replicas see images 2s and 2s+1. Without TF_CONFIG, one
+process with MirroredStrategy on 2 logical CPU devices sees the same pair at each step: the
+reference. Correct multi-worker training moves the weights as the reference does.
 """
 import argparse
 import json
@@ -37,16 +37,16 @@ def main():
     from utility import ssd_model
     from utility import drivers
     from utility.training import cluster as cluster_lib
-    from utility.training import replicas
+    from utility.training import replicas as replicas_lib
 
     cluster = cluster_lib.from_environment(os.environ)
     if cluster is not None:
-        strategy, replicas, session_config = replicas.setup_multi_worker(
+        strategy, replicas, session_config = replicas_lib.setup_multi_worker(
             cluster, batch_size=GLOBAL_BATCH,
             collective_timeout_secs=args.collective_timeout_secs, log=print)
         num_workers, worker_index = cluster.num_workers, cluster.worker_index
     else:
-        strategy, replicas, session_config = replicas.setup_replicas(
+        strategy, replicas, session_config = replicas_lib.setup_replicas(
             multi_gpu=False, num_cpu_replicas=2, batch_size=GLOBAL_BATCH, log=print)
         num_workers, worker_index = 1, 0
     params = ssd_model.make_params(

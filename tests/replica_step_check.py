@@ -33,9 +33,9 @@ def main():
     import tensorflow as tf
     from utility import ssd_model
     from utility import drivers
-    from utility.training import replicas
+    from utility.training import replicas as replicas_lib
 
-    strategy, replicas, session_config = replicas.setup_replicas(
+    strategy, replicas, session_config = replicas_lib.setup_replicas(
         multi_gpu=False, num_cpu_replicas=args.replicas, batch_size=GLOBAL_BATCH,
         log=lambda m: None)
     params = ssd_model.make_params(

@@ -297,13 +297,13 @@ def train(values, setup):
         % (values.max_number_of_steps, values.batch_size, setup['num_replicas'],
            setup['driver']))
     stop = hooks.StopOnSignalHook()
-    hooks = [stop]
+    session_hooks = [stop]
     if setup['cluster'] is not None:  # start-up ends: on a signal, or at the timeout
-        hooks.append(hooks.StartupWatchdog(setup['cluster'],
-                                           values.collective_timeout_secs, log=log))
+        session_hooks.append(hooks.StartupWatchdog(setup['cluster'],
+                                                   values.collective_timeout_secs, log=log))
     try:
         with contextlib.ExitStack() as installed:
-            for hook in hooks:
+            for hook in session_hooks:
                 installed.enter_context(hook)
             latest = drivers.train(
                 setup['driver'], ssd_model.model_fn,
@@ -313,7 +313,8 @@ def train(values, setup):
                 save_checkpoints_secs=values.save_checkpoints_secs,
                 save_summary_steps=values.save_summary_steps,
                 keep_checkpoint_max=values.keep_checkpoint_max,
-                tf_random_seed=values.tf_random_seed, hooks=hooks, cluster=setup['cluster'])
+                tf_random_seed=values.tf_random_seed, hooks=session_hooks,
+                cluster=setup['cluster'])
     except ValueError:
         forget_new_params(values, setup)
         raise
