@@ -223,7 +223,7 @@ def prepare(values, cluster):
             batch_size=values.batch_size, num_cpu_threads=values.num_cpu_threads,
             gpu_memory_fraction=values.gpu_memory_fraction, log=log)
     precision = precision_lib.configure_precision(session_config, requested_precision(values),
-                                                  log=log)
+                                                  log=log, multi_worker=cluster is not None)
     has_gpu = bool(tf.config.list_physical_devices('GPU'))
     data_format = ssd_net.resolve_data_format(values.data_format)
     use_amp = values.use_amp and has_gpu

@@ -48,12 +48,22 @@ def apply_bf16(config_proto):
     return config_proto
 
 
-def resolve_precision(requested, has_gpu, cpu_bf16):
+# Why a multi-worker run trains in fp32 (the rewrite's bfloat16 convolutions reach the
+# workers' graphs fused, and the fused kernel they get there has no bfloat16 type).
+MULTI_WORKER_REASON = ('multi-worker training (TF_CONFIG) runs in fp32: the workers\' '
+                       'sessions have no bfloat16 kernel for the fused convolutions the oneDNN '
+                       'rewrite makes')
+
+
+def resolve_precision(requested, has_gpu, cpu_bf16, multi_worker=False):
     """The precision a run trains in, and why: ('fp32' or 'bf16', reason).
 
     `requested` is one of defaults.PRECISIONS. bf16 is the CPU's oneDNN rewrite: never on a GPU
     (mixed precision there is --use_amp), never on a CPU without native bfloat16 (it would be
-    emulated, slower than float32). An explicit bf16 that cannot apply says so in its reason.
+    emulated, slower than float32), never in a multi-worker cluster (`multi_worker`: on a CPU
+    with bfloat16 every worker failed at its first step with "Value for attr 'T' of bfloat16 is
+    not in the list of allowed values ... _FusedConv2D", on TF 2.15 and 2.21, both drivers).
+    An explicit bf16 that cannot apply says so in its reason.
     """
     if requested not in defaults.PRECISIONS:
         raise ValueError('--precision=%s is not one of %s.'
@@ -61,6 +71,8 @@ def resolve_precision(requested, has_gpu, cpu_bf16):
     if requested == 'fp32':
         return 'fp32', '--precision=fp32'
     prefix = 'auto' if requested == 'auto' else '--precision=bf16 ignored'
+    if multi_worker:
+        return 'fp32', '%s: %s' % (prefix, MULTI_WORKER_REASON)
     if has_gpu:
         return 'fp32', '%s: a GPU is visible (mixed precision on a GPU is --use_amp)' % prefix
     if not cpu_bf16:
@@ -69,15 +81,17 @@ def resolve_precision(requested, has_gpu, cpu_bf16):
         'AVX512-BF16 or AMX-BF16')
 
 
-def configure_precision(config_proto, requested, log=print, cpuinfo_path=None):
-    """Driver helper for --precision: resolves it for this machine, applies `apply_bf16` to
-    `config_proto` when the answer is bf16, and logs the choice in one line.
+def configure_precision(config_proto, requested, log=print, cpuinfo_path=None,
+                        multi_worker=False):
+    """Driver helper for --precision: resolves it for this machine (and `multi_worker`: a
+    TF_CONFIG cluster), applies `apply_bf16` to `config_proto` when the answer is bf16, and
+    logs the choice in one line.
 
     Returns 'bf16' or 'fp32' (what params.json records).
     """
     has_gpu = bool(tf.config.list_physical_devices('GPU'))
     cpu_bf16 = False if has_gpu else cpu_supports_bf16(cpuinfo_path)
-    precision, reason = resolve_precision(requested, has_gpu, cpu_bf16)
+    precision, reason = resolve_precision(requested, has_gpu, cpu_bf16, multi_worker)
     if precision == 'bf16':
         apply_bf16(config_proto)
         log('Precision: bf16 (%s): convolutions and matmuls run in bfloat16 (oneDNN auto mixed '
