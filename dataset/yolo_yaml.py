@@ -130,8 +130,9 @@ def parse_simple_yaml(text, where='data.yaml', keys=None):
         if keys is not None and key not in keys:
             continue
         place = '%s line %d' % (where, n)
-        if value in ('|', '>', '|-', '>-'):
-            result[key] = '\n'.join(text for _, text in block)
+        if value in ('|', '>', '|-', '>-'):  # block scalars (e.g. a download script)
+            result[key] = ('\n' if value[0] == '|' else ' ').join(text for _, text in block) + (
+                '' if value.endswith('-') else '\n')
         elif value:
             if block:
                 raise YamlError('%s: key %r has a value and an indented block' % (place, key))
