@@ -146,3 +146,41 @@ def test_fitted_preset_errors(tmp_path):
         anchor_lib.read_preset_file(str(path))
     assert anchor_lib.is_preset_file('anchors.json') and anchor_lib.is_preset_file('d/a')
     assert not anchor_lib.is_preset_file('voc') and not anchor_lib.is_preset_file('kitti')
+
+
+FITTED = {'anchor_scales': [0.06, 0.16, 0.3, 0.5, 0.7, 0.9], 'anchor_scale_end': 1.075,
+          'extra_anchor_scales': None,
+          'anchor_ratios': [[1.5, 0.6], [2, 3, .5, .3333], [2, 3, .5, .3333],
+                            [2, 3, .5, .3333], [2, .5], [2, .5]]}
+
+
+def test_fitted_preset_is_the_models_identity(tmp_path):
+    """params.json records a fitted preset whole: resuming with other boxes is refused (naming
+    the file to write), and eval, demo and export rebuild the fitted boxes from it alone."""
+    import types
+    from common import defaults
+    from conftest import write_variables
+    from utility import ssd_model
+    from utility.checkpoints import params_file
+    from utility.inference import checkpoint_params
+    params = ssd_model.make_params(anchor_preset=json.loads(json.dumps(FITTED)))
+    assert params['anchor_spec'] == json.loads(json.dumps(
+        anchor_lib.ssd300_anchor_spec(preset=FITTED)))
+    write_variables(str(tmp_path / 'model.ckpt-5'), {'global_step': np.array(5, np.int64)})
+    params_file.save_params(params, str(tmp_path))
+    with pytest.raises(ValueError, match=r'anchor_preset=.*"anchor_ratios".*this run has '
+                                         r'anchor_preset="voc"; pass --anchor_preset=FILE.json '
+                                         r'with the "anchor_preset" of .*params.json'):
+        params_file.check_params_identity(str(tmp_path), ssd_model.make_params(),
+                                          defaults=defaults.DEFAULT_PARAMS)
+    assert params_file.check_params_identity(
+        str(tmp_path), ssd_model.make_params(anchor_preset=dict(FITTED)),
+        defaults=defaults.DEFAULT_PARAMS)['anchor_preset'] == FITTED
+    values = types.SimpleNamespace(
+        num_classes=21, train_image_size=300, data_format='channels_last',
+        model_scope=defaults.MODEL_SCOPE, select_threshold=0.01, min_size=0.03,
+        nms_threshold=0.45, nms_topk=200, keep_topk=400)
+    inferred = checkpoint_params.inference_params(values, checkpoint=str(tmp_path / 'model.ckpt-5'))
+    assert inferred['anchor_preset'] == FITTED
+    assert np.array_equal(anchor_lib.generate_anchors(inferred['anchor_spec']),
+                          anchor_lib.generate_anchors(anchor_lib.ssd300_anchor_spec(preset=FITTED)))

@@ -1,7 +1,5 @@
 """The YOLO converter (dataset/yolo_to_tfrecords.py) and its data.yaml reader
 (dataset/yolo_yaml.py): round trip, both `names` forms, every bad input it counts or refuses."""
-import io
-import json
 import os
 
 import numpy as np
@@ -9,7 +7,7 @@ import pytest
 
 from dataset import yolo_to_tfrecords, yolo_yaml
 from voc_files import feature, image_bytes, read_records
-from yolo_files import NAMES, convert, make_yolo_set, write_labels, yolo_line
+from yolo_files import NAMES, convert, make_yolo_set, write_labels
 
 
 @pytest.mark.parametrize('names_form', ['list', 'dict'])
