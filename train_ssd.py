@@ -99,7 +99,9 @@ flags.DEFINE_string('anchor_preset', '',
                     'Anchor sizes (net/anchors.py ANCHOR_PRESETS): voc (SSD300 on VOC, first '
                     'scale 0.1) or coco (the caffe SSD300 COCO sizes, 21..315 pixels). Empty: '
                     'the preset the converter recorded in <data_dir>/manifest.json (coco for '
-                    'COCO data), else voc. Recorded in params.json; resuming checks it.')
+                    'COCO data), else voc. Or a json file of default-box sizes fitted to the '
+                    'data (python3 -m dataset.report --fit_anchors FILE.json), recorded whole. '
+                    'Recorded in params.json; resuming checks it.')
 flags.DEFINE_boolean('freeze_batch_norm', DEFAULTS['freeze_batch_norm'],
                      'ResNets: batch norm uses its moving statistics in training too and '
                      'gamma/beta stay fixed (for fine-tuning with few images per replica).')

@@ -42,11 +42,12 @@ def _run_dataset(make_dataset):
                     return elements
 
 
-def scan_records(file_pattern):
+def scan_records(file_pattern, limit=None):
     """Ground truth of every record matched by `file_pattern`, without decoding the images.
 
     Args:
       file_pattern: glob of TFRecord shards (e.g. 'dataset/tfrecords/val-*').
+      limit: read only the first `limit` records (shard order); None: all.
     Returns:
       list (shard order, sorted file names) of dicts: 'image_id' str, 'filename' str,
       'height'/'width' int (0 when the record lacks them), 'boxes' float32 [N, 4]
@@ -60,7 +61,8 @@ def scan_records(file_pattern):
     records = []
     try:
         elements = _run_dataset(
-            lambda: tf.data.TFRecordDataset(files).map(parse_ground_truth))
+            lambda: tf.data.TFRecordDataset(files).take(-1 if limit is None else limit)
+            .map(parse_ground_truth))
     except tf.errors.DataLossError as e:  # name the damaged shard in one line
         raise explain_data_loss(files, e) or e
     for element in elements:

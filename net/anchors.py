@@ -9,6 +9,7 @@ Anchors are `[ymin, xmin, ymax, xmax]`, normalized to the image size, NOT clippe
 ratios reach outside the image).
 """
 import math
+import os
 
 import numpy as np
 
@@ -27,6 +28,15 @@ _SSD300_LAYER_STEPS = (8, 16, 32, 64, 100, 300)
 #           7%): min sizes 21, 45, 99, 153, 207, 261 and max sizes 45, 99, 153, 207, 261, 315
 #           pixels at 300, i.e. s_k = min_size / 300, extra square sqrt(min_size * max_size) /
 #           300 = sqrt(s_k * s_k+1) with s_7 = 315 / 300.
+# Aspect ratios (w / h) besides the two squares, per layer (1/3 written 0.3333 as in the
+# original code, for the same reason); a fitted preset may give others, as many per layer.
+SSD300_RATIOS = ((2.0, 0.5),
+                 (2.0, 3.0, 0.5, 0.3333),
+                 (2.0, 3.0, 0.5, 0.3333),
+                 (2.0, 3.0, 0.5, 0.3333),
+                 (2.0, 0.5),
+                 (2.0, 0.5))
+
 ANCHOR_PRESETS = {
     'voc': {'anchor_scales': [0.1, 0.2, 0.375, 0.55, 0.725, 0.9],
             'anchor_scale_end': 1.075,
@@ -39,23 +49,100 @@ ANCHOR_PRESETS = {
 
 
 def check_preset(name):
-    """Returns `name` if it is a preset of ANCHOR_PRESETS, else ValueError listing them."""
+    """Returns `name` if it is a preset of ANCHOR_PRESETS, or a fitted preset (a dict, see
+    `check_fitted_preset`) checked; else ValueError listing the presets."""
+    if isinstance(name, dict):
+        return check_fitted_preset(name)
     if name not in ANCHOR_PRESETS:
-        raise ValueError('unknown anchor preset %r; use one of %s (--anchor_preset).'
+        raise ValueError('unknown anchor preset %r; use one of %s (--anchor_preset), or a '
+                         'json file of fitted sizes (python3 -m dataset.report --fit_anchors).'
                          % (name, ', '.join(sorted(ANCHOR_PRESETS))))
     return name
+
+
+# A fitted preset (python3 -m dataset.report --fit_anchors): the keys of an ANCHOR_PRESETS entry,
+# and optionally 'anchor_ratios' (per layer, as many as SSD300's, so the head keeps its shape).
+_FITTED_KEYS = ('anchor_scales', 'anchor_scale_end', 'extra_anchor_scales', 'anchor_ratios')
+
+
+def check_fitted_preset(preset, where='the anchor preset'):
+    """Returns `preset` (a dict of fitted SSD300 sizes) if usable, else a one-line ValueError.
+
+    It holds 'anchor_scales' (6 positive fractions of the input side), 'anchor_scale_end'
+    (positive), optionally 'extra_anchor_scales' (6 positive, or null for sqrt(s_k * s_k+1))
+    and 'anchor_ratios' (6 lists of positive w / h ratios, as many per layer as SSD300's
+    [2, 4, 4, 4, 2, 2], so the number of boxes per location, and the head, are SSD300's).
+    `where` names the preset in messages (e.g. the json file)."""
+    def positive(values):
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) and
+                   math.isfinite(v) and v > 0 for v in values)
+
+    if not isinstance(preset, dict):
+        raise ValueError('%s is not a json object of anchor sizes; write it with python3 -m '
+                         'dataset.report --fit_anchors.' % where)
+    unknown = sorted(set(preset) - set(_FITTED_KEYS))
+    if unknown:
+        raise ValueError('%s has unknown key(s) %s; it may hold only %s.'
+                         % (where, ', '.join(unknown), ', '.join(_FITTED_KEYS)))
+    layers = len(_SSD300_FEATURE_SHAPES)
+    scales = preset.get('anchor_scales')
+    if not isinstance(scales, list) or len(scales) != layers or not positive(scales):
+        raise ValueError('%s needs "anchor_scales": %d positive numbers (one per feature map), '
+                         'got %r.' % (where, layers, scales))
+    if not positive([preset.get('anchor_scale_end')]):
+        raise ValueError('%s needs a positive "anchor_scale_end", got %r.'
+                         % (where, preset.get('anchor_scale_end')))
+    extra = preset.get('extra_anchor_scales')
+    if extra is not None and (not isinstance(extra, list) or len(extra) != layers or
+                              not positive(extra)):
+        raise ValueError('%s: "extra_anchor_scales" must be null or %d positive numbers, got '
+                         '%r.' % (where, layers, extra))
+    ratios = preset.get('anchor_ratios')
+    if ratios is not None:
+        counts = [len(r) for r in SSD300_RATIOS]
+        if (not isinstance(ratios, list) or len(ratios) != layers or
+                not all(isinstance(r, list) and positive(r) for r in ratios) or
+                [len(r) for r in ratios] != counts):
+            raise ValueError('%s: "anchor_ratios" must be %d lists of positive ratios with %s '
+                             'values (the boxes per location of SSD300\'s head), got %r.'
+                             % (where, layers, counts, ratios))
+    return preset
+
+
+def read_preset_file(path):
+    """The fitted preset (dict) in json file `path`, checked (`check_fitted_preset`).
+    ValueError (one line naming the file and the fix) when it is missing or unusable."""
+    import json
+    try:
+        with open(path, 'r', encoding='utf-8') as f:
+            preset = json.load(f)
+    except OSError as e:
+        raise ValueError('cannot read the anchor preset file %s (%s); write it with python3 -m '
+                         'dataset.report --data_dir <records> --fit_anchors %s.'
+                         % (path, e.strerror or e, path))
+    except ValueError as e:
+        raise ValueError('the anchor preset file %s is not valid json (%s); write it again with '
+                         'python3 -m dataset.report --fit_anchors.' % (path, e))
+    return check_fitted_preset(preset, where='anchor preset file %s' % path)
+
+
+def is_preset_file(value):
+    """True when an --anchor_preset value names a json file rather than an ANCHOR_PRESETS name."""
+    return isinstance(value, str) and value not in ANCHOR_PRESETS and (
+        value.endswith('.json') or os.path.sep in value)
 
 
 def ssd300_anchor_spec(feature_shapes=_SSD300_FEATURE_SHAPES, image_size=defaults.IMAGE_SIZE,
                        preset=defaults.ANCHOR_PRESET):
     """The SSD300 anchor spec for a network whose six source maps are `feature_shapes` cells a
     side on an `image_size` input (net/ssd_net.feature_shapes(backbone, image_size)), with the
-    anchor sizes of `preset` (ANCHOR_PRESETS: 'voc' or 'coco').
+    anchor sizes of `preset` (ANCHOR_PRESETS: 'voc' or 'coco'; or a fitted preset dict,
+    `check_fitted_preset`, whose ratios, if given, replace SSD300's).
 
-    Ratios, offsets and prior scaling are SSD300's whatever the backbone. Each layer's
-    step (cell pitch in pixels) is the original's [8, 16, 32, 64, 100, 300] where the size
-    and image size are SSD300's (so every backbone, at 300x300, gets exactly SSD300_SPEC), and
-    image_size / size otherwise.
+    Ratios (unless the fitted preset gives them), offsets and prior scaling are SSD300's
+    whatever the backbone. Each layer's step (cell pitch in pixels) is the original's
+    [8, 16, 32, 64, 100, 300] where the size and image size are SSD300's (so every backbone,
+    at 300x300, gets exactly SSD300_SPEC), and image_size / size otherwise.
 
     Returns a new JSON-serializable dict; ValueError unless there are 6 positive sizes.
     """
@@ -67,7 +154,8 @@ def ssd300_anchor_spec(feature_shapes=_SSD300_FEATURE_SHAPES, image_size=default
     steps = [step if (size == ref and int(image_size) == defaults.IMAGE_SIZE)
              else float(image_size) / size
              for size, ref, step in zip(shapes, _SSD300_FEATURE_SHAPES, _SSD300_LAYER_STEPS)]
-    sizes = ANCHOR_PRESETS[check_preset(preset)]
+    sizes = check_preset(preset)
+    sizes = sizes if isinstance(sizes, dict) else ANCHOR_PRESETS[sizes]
     spec = {
         'image_size': int(image_size),
         'feature_shapes': shapes,
@@ -78,18 +166,12 @@ def ssd300_anchor_spec(feature_shapes=_SSD300_FEATURE_SHAPES, image_size=default
         # The notional s_7 that follows the last layer: the last layer's extra square anchor
         # has side sqrt(s_6 * s_7) (every other layer uses sqrt(s_k * s_{k+1})).
         'anchor_scale_end': sizes['anchor_scale_end'],
-        # Aspect ratios (w / h) besides the two squares, per layer (1/3 written 0.3333 as in
-        # the original code, for the same reason).
-        'anchor_ratios': [[2.0, 0.5],
-                          [2.0, 3.0, 0.5, 0.3333],
-                          [2.0, 3.0, 0.5, 0.3333],
-                          [2.0, 3.0, 0.5, 0.3333],
-                          [2.0, 0.5],
-                          [2.0, 0.5]],
+        # Aspect ratios (w / h) besides the two squares, per layer (SSD300_RATIOS).
+        'anchor_ratios': [list(r) for r in sizes.get('anchor_ratios') or SSD300_RATIOS],
         # Box-code variances: (cy, cx, h, w) offsets are divided by these when encoding.
         'prior_scaling': [0.1, 0.1, 0.2, 0.2],
     }
-    if sizes['extra_anchor_scales'] is not None:
+    if sizes.get('extra_anchor_scales') is not None:
         # The extra squares' sides given explicitly (they then win over the formula): the
         # 'voc' preset keeps the original SSD.TensorFlow values, sqrt(s_k * s_{k+1}) rounded
         # to 4 digits, so checkpoints trained by the original decode exactly as there.

@@ -51,7 +51,10 @@ def check_flags(values):
     backbones.get_backbone(values.backbone)  # an unknown name: ValueError listing the registry
     if values.anchor_preset:
         from net import anchors
-        anchors.check_preset(values.anchor_preset)  # ValueError listing the presets
+        if anchors.is_preset_file(values.anchor_preset):  # fitted sizes (dataset.report)
+            anchors.read_preset_file(values.anchor_preset)  # ValueError naming the file
+        else:
+            anchors.check_preset(values.anchor_preset)  # ValueError listing the presets
     if os.path.exists(values.model_dir) and not os.path.isdir(values.model_dir):
         raise ValueError('--model_dir=%s is a file, not a directory; pass a directory (it is '
                          'created if missing).' % values.model_dir)
@@ -119,9 +122,14 @@ def fine_tune_settings(values, checkpoint):
 
 
 def anchor_preset(values):
-    """--anchor_preset, or the preset <data_dir>/manifest.json suggests, or 'voc'."""
+    """--anchor_preset (a preset name, or the fitted sizes of a json file as a dict: params.json
+    records them whole, so the model does not need the file), or the preset
+    <data_dir>/manifest.json suggests, or 'voc'."""
     from dataset.manifest import MANIFEST_NAME, source_from_manifest
     from net import anchors
+    if values.anchor_preset and anchors.is_preset_file(values.anchor_preset):
+        log('Anchor sizes from %s (recorded in params.json).' % values.anchor_preset)
+        return anchors.read_preset_file(values.anchor_preset)
     if values.anchor_preset:
         return anchors.check_preset(values.anchor_preset)
     suggested = source_from_manifest(values.data_dir)['anchor_preset']
@@ -130,6 +138,34 @@ def anchor_preset(values):
             values.data_dir, MANIFEST_NAME)))
         return anchors.check_preset(suggested)
     return defaults.ANCHOR_PRESET
+
+
+# The training records read for the coverage line at start (boxes only, no image decoded).
+COVERAGE_IMAGES = 5000
+
+
+def anchor_coverage_line(params, train_files, class_names, limit=COVERAGE_IMAGES):
+    """The one-line default-box coverage of the training boxes (net/anchor_coverage): each
+    class's fraction of boxes that some anchor of params['anchor_spec'] overlaps at IoU >= 0.5,
+    from the first `limit` records of `train_files` (crowd regions left out: never positives)."""
+    import numpy as np
+    from evaluation.ground_truth import scan_records
+    from net import anchor_coverage
+    records = scan_records(train_files, limit=limit)
+    boxes = [r['boxes'][r['iscrowd'] == 0] for r in records]
+    labels = [r['labels'][r['iscrowd'] == 0] for r in records]
+    summary = anchor_coverage.box_coverage(
+        np.concatenate(boxes + [np.zeros((0, 4), np.float32)]),
+        np.concatenate(labels + [np.zeros(0, np.int64)]), params['anchor_spec'],
+        num_classes=params['num_classes'])
+    from dataset.labels import VOC_LABELS
+    names = list(class_names) if class_names else list(VOC_LABELS)
+    preset = params['anchor_preset']
+    return ('Default-box coverage (IoU >= 0.5, anchors %s) of the boxes of %s%d training '
+            'images: %s; details: python3 -m dataset.report --data_dir %s'
+            % (preset if isinstance(preset, str) else 'fitted', 'the first ' if len(
+                records) == limit else '', len(records),
+               anchor_coverage.coverage_line(summary, names), params['data_dir']))
 
 
 def build_params(values, num_replicas, data_format, use_amp, checkpoint_path, cluster=None,
@@ -256,6 +292,7 @@ def prepare(values, cluster):
     params = build_params(values, num_replicas, data_format, use_amp, checkpoint_path, cluster,
                           precision=precision, class_names=class_names,
                           num_classes=num_classes, **restore)
+    log(anchor_coverage_line(params, train_files, params['class_names']))
     new_params_file = None
     if is_chief:
         params_file.check_params_identity(values.model_dir, params,

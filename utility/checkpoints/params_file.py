@@ -211,6 +211,9 @@ def _check_new_params(model_dir, stored, new_params, defaults, keys):
         fix = ('pass %s %s to resume it' % (flag, old if isinstance(old, (int, float))
                                             else show(old).strip('"')) if flag
                else 'use the settings it was trained with (see %s) to resume it' % path)
+        if flag and isinstance(old, dict):  # a fitted anchor preset, recorded whole
+            fix = ('pass %s=FILE.json with the "%s" of %s in FILE.json to resume it'
+                   % (flag, key, path))
         raise ValueError('--model_dir %s holds a checkpoint trained with %s=%s (%s), but this '
                          'run has %s=%s; %s, or pass a new --model_dir to train another model.'
                          % (model_dir, name, show(old_value), path, name, show(new_value),
