@@ -69,13 +69,13 @@ def test_recipe_files_are_train_flags_that_name_no_data_set(recipe):
     assert values == {'checkpoint_path': '', 'max_number_of_steps': 7}  # from scratch
 
 
-# Two photos fitted from scratch without augmentation (ResNet-18, batch 2, fp32): 10 steps of
+# Two photos fitted from scratch without augmentation (ResNet-18, batch 2, fp32): 5 steps of
 # warm-up at 1e-4, then 1e-3; batch-norm decay 0.9 so that the moving statistics eval uses are
 # the trained ones after 40 steps (0.9**40 = 1.5%).
 FIT_IMAGES = ('BloodImage_00003', 'BloodImage_00004')
 FIT_FLAGS = TRAIN_FAST_FLAGS + [
     '--noaugment', '--anchor_preset=coco', '--max_number_of_steps=40', '--learning_rate=1e-3',
-    '--decay_boundaries=10', '--lr_decay_factors=0.1,1', '--batch_norm_decay=0.9',
+    '--decay_boundaries=5', '--lr_decay_factors=0.1,1', '--batch_norm_decay=0.9',
     '--tf_random_seed=1', '--log_every_n_steps=5']
 
 
