@@ -11,7 +11,7 @@ PY        := $(VENV)/bin/python
 TESTS       ?= tests
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast venv bench clean learn learn-heldout
+.PHONY: demo test test-fast venv bench clean learn learn-heldout learn-real learn-real-data
 
 # A Python outside the supported range stops here with one line, before pip runs.
 ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),venv)),)
@@ -28,37 +28,35 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 
 venv: $(VENV)/.installed
 
-# The demo fits the overfit check's configuration (tests/conftest.OVERFIT_TRAIN_FLAGS, in fp32
-# as measured, on every CPU) on the 2 images it
-# then draws: from scratch, no augmentation, 120 steps of batch 2 (lr 1e-5 for 10 steps, 1e-4
-# to step 60, then 3e-5 and 1e-5; 1e-3 diverges from scratch). About 5 minutes on 2 CPU cores
-# (measured: see docs/learning.md, "What make demo does"). It shows that the whole
-# chain learns and that its boxes are right on images it has memorized, not generalization.
-DEMO_DIR   := demo_output
-DEMO_IMAGES := 2
-DEMO_TRAIN := --checkpoint_path= --noaugment --batch_size=2 --max_number_of_steps=120 \
-              --learning_rate=1e-4 --decay_boundaries=10,60,100 --lr_decay_factors=0.1,1,0.3,0.1 \
-              --tf_random_seed=1 --log_every_n_steps=10 --save_checkpoints_secs=100000 \
-              --num_readers=1 --num_preprocessing_threads=2 --data_format=channels_last \
-              --precision=fp32
+# The demo on real photos: the 24 microscope photos vendored in tests/data/bccd (MIT licence,
+# tests/data/bccd/README.md). It trains from scratch on the 18 listed in trainval.txt with the
+# demo recipe (recipes/demo.flags: every training setting of the demo, with the measurements
+# that chose them), then scores and draws the 6 listed in test.txt, which it never trained on:
+# the mAP table and the pictures show generalization to unseen photos, after a few minutes.
+DEMO_DIR    := demo_output
+DEMO_DATA   := tests/data/bccd
+DEMO_SPLIT  := BCCD
+DEMO_RECIPE := recipes/demo.flags
+DEMO_HELD_OUT = $(shell cat $(DEMO_DATA)/$(DEMO_SPLIT)/ImageSets/Main/test.txt)
 
-## demo: generate the sample, fit 2 of its images, evaluate them (mAP table), draw detections
+## demo: train on 18 vendored real photos from scratch, score and draw the 6 held-out ones
 demo: venv
 	rm -rf $(DEMO_DIR)
-	$(PY) dataset/make_voc_sample.py --output_dir dataset --num_images 64 --seed 0
-	$(PY) dataset/select_images.py --split_dir dataset/VOC2012_sample --output_name VOC2012_fit \
-	    --num_images $(DEMO_IMAGES) --min_object 0.15
-	$(PY) dataset/convert_voc_sample_tfrecords.py --dataset_directory=dataset \
-	    --output_directory=dataset/tfrecords_fit --train_splits VOC2012_fit --validation_splits VOC2012_fit \
+	$(PY) dataset/convert_tfrecords.py --dataset_directory=$(DEMO_DATA) \
+	    --train_splits=$(DEMO_SPLIT) --validation_splits=$(DEMO_SPLIT) \
+	    --labels=$(DEMO_DATA)/labels.txt --output_directory=$(DEMO_DIR)/tfrecords \
 	    --train_shards 1 --validation_shards 1 --num_threads 1
-	$(PY) train_ssd.py --data_dir=dataset/tfrecords_fit --model_dir=$(DEMO_DIR)/model $(DEMO_TRAIN)
-	$(PY) eval_ssd.py --data_dir=dataset/tfrecords_fit --model_dir=$(DEMO_DIR)/model \
-	    --data_format=channels_last --batch_size=2 --num_readers=1
+	$(PY) train_ssd.py --flagfile=$(DEMO_RECIPE) --data_dir=$(DEMO_DIR)/tfrecords \
+	    --model_dir=$(DEMO_DIR)/model
+	$(PY) eval_ssd.py --data_dir=$(DEMO_DIR)/tfrecords --model_dir=$(DEMO_DIR)/model \
+	    --metric=both --batch_size=6 --num_readers=1
 	$(PY) simple_ssd_demo.py --checkpoint_path=$(DEMO_DIR)/model --output_dir=$(DEMO_DIR)/detections \
-	    --data_format=channels_last --score_threshold=0.5 --input=dataset/VOC2012_fit/JPEGImages
-	@echo "Note: the demo trained on these $(DEMO_IMAGES) images and evaluated/drew the same images:"
-	@echo "      the boxes show that the detector learns (it memorized them), not how it generalizes."
-	@echo "      For held-out images, see 'make learn-heldout' (docs/learning.md)."
+	    --score_threshold=0.5 $(foreach id,$(DEMO_HELD_OUT),--input=$(DEMO_DATA)/$(DEMO_SPLIT)/JPEGImages/$(id).jpg)
+	$(PY) tools/draw_eval_images.py --data_dir=$(DEMO_DIR)/tfrecords \
+	    --eval_dir=$(DEMO_DIR)/model/eval --output=$(DEMO_DIR)/held_out.jpg --num_images=6
+	@echo "Note: the demo trained on the photos of $(DEMO_DATA)/$(DEMO_SPLIT)/ImageSets/Main/trainval.txt and"
+	@echo "      scored and drew the $(words $(DEMO_HELD_OUT)) of test.txt, which it never saw (mAP table above;"
+	@echo "      $(DEMO_DIR)/held_out.jpg: ground truth left, detections right). docs/learning.md explains it."
 
 ## test: run the whole test suite (both tiers)
 test: venv
@@ -107,8 +105,55 @@ learn-heldout: venv
 	    --output=$(HELDOUT_DIR)/heldout_curve.png \
 	    --title="from scratch, $(HELDOUT_IMAGES) generated images, held-out val split"
 
+# Real photos: any Pascal VOC-layout set (<DATA>/<SPLIT>/{JPEGImages,Annotations,ImageSets/Main})
+# trained from scratch with the recipe file REAL_RECIPE (an absl flag file; its comments say why
+# each value is what it is). trainval.txt becomes the training shards, test.txt the validation
+# shards (every annotation when a list is missing); LABELS names the classes (one per line;
+# without it the 20 VOC classes). After training, every saved checkpoint (one each
+# REAL_CKPT_SECS seconds) is scored on the test split (VOC07, VOC2010+ and COCO AP, per class),
+# then the learning curve, the PR curves of the last checkpoint and 8 test images (ground truth
+# beside detections) are drawn into REAL_DIR. REAL_EXTRA adds or overrides training flags, e.g.
+# REAL_EXTRA=--max_number_of_steps=20 for a smoke run. docs/real_data.md has the results.
+REAL_DIR       ?= real_output
+REAL_RECIPE    ?= recipes/from_scratch.flags
+REAL_CKPT_SECS ?= 300
+REAL_EXTRA     ?=
+
+learn-real-data:
+	@if [ -z "$(DATA)" ] || [ -z "$(SPLIT)" ]; then \
+	  echo "make learn-real trains $(REAL_RECIPE) on a VOC-layout set of real photos:"; \
+	  echo "  make learn-real DATA=<folder holding the split folder> SPLIT=<split folder name> LABELS=<labels file>"; \
+	  echo "For example BCCD (364 blood-smear photos, 3 classes, MIT licence; docs/real_data.md):"; \
+	  echo "  git clone https://github.com/Shenggan/BCCD_Dataset"; \
+	  echo "  make learn-real DATA=BCCD_Dataset SPLIT=BCCD LABELS=tests/data/bccd/labels.txt"; \
+	  echo "  (that labels file holds its 3 class names, one per line: RBC, WBC, Platelets)"; \
+	  echo "error: DATA and SPLIT are not set; name a VOC-layout set as above." >&2; exit 2; fi
+	@if [ -e "$(REAL_DIR)" ]; then \
+	  echo "error: $(REAL_DIR) exists (an earlier run); remove it or set REAL_DIR=<new folder>." >&2; exit 2; fi
+
+## learn-real: convert a VOC-layout set of real photos, train the from-scratch recipe, score every checkpoint, draw
+learn-real: learn-real-data venv
+	$(PY) dataset/convert_tfrecords.py --dataset_directory=$(DATA) --train_splits=$(SPLIT) \
+	    --validation_splits=$(SPLIT) $(if $(LABELS),--labels=$(LABELS)) \
+	    --output_directory=$(REAL_DIR)/tfrecords --train_shards 4 --validation_shards 1 --num_threads 2
+	$(PY) train_ssd.py --flagfile=$(REAL_RECIPE) --data_dir=$(REAL_DIR)/tfrecords \
+	    --model_dir=$(REAL_DIR)/model --save_checkpoints_secs=$(REAL_CKPT_SECS) \
+	    --keep_checkpoint_max=1000 --save_summary_steps=20 --log_every_n_steps=20 \
+	    --num_readers=2 --num_preprocessing_threads=2 $(REAL_EXTRA)
+	{ $(PY) eval_ssd.py --watch --watch_timeout_secs=0 --metric=both --model_dir=$(REAL_DIR)/model \
+	    --data_dir=$(REAL_DIR)/tfrecords --batch_size=8 --num_readers=1 2>&1; \
+	  echo $$? > $(REAL_DIR)/eval.status; } | tee $(REAL_DIR)/eval.log; exit $$(cat $(REAL_DIR)/eval.status)
+	$(PY) tools/plot_learning_curve.py --model_dir=$(REAL_DIR)/model \
+	    --history=$(REAL_DIR)/model/eval/metrics_history.jsonl \
+	    --output=$(REAL_DIR)/learning_curve.png --title="$(REAL_RECIPE) on $(SPLIT), test split"
+	$(PY) tools/draw_eval_images.py --data_dir=$(REAL_DIR)/tfrecords --eval_dir=$(REAL_DIR)/model/eval \
+	    --output=$(REAL_DIR)/test_images.jpg --num_images=8
+	@echo "Results in $(REAL_DIR): eval.log (the tables of every checkpoint), model/eval/metrics.json and"
+	@echo "  pr_curves.png (the last checkpoint), model/eval/metrics_history.jsonl, learning_curve.png,"
+	@echo "  test_images.jpg (ground truth left, detections right)."
+
 bench: venv
 	$(PY) benchmarks/bench_ssd.py
 
 clean:
-	rm -rf dataset/VOC2012_sample dataset/VOC2012_fit dataset/tfrecords dataset/tfrecords_fit demo_output heldout_output
+	rm -rf dataset/VOC2012_sample dataset/VOC2012_fit dataset/tfrecords dataset/tfrecords_fit demo_output heldout_output real_output

@@ -90,9 +90,10 @@ def class_color(label):
     return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
 
 
-def format_label(name, score):
-    """'dog 0.88': the caption drawn above a box (score with two decimals)."""
-    return '%s %.2f' % (name, float(score))
+def format_label(name, score=None):
+    """'dog 0.88': the caption drawn above a box (score with two decimals); 'dog' without a
+    score (ground truth)."""
+    return name if score is None else '%s %.2f' % (name, float(score))
 
 
 def _text_color(background):
@@ -109,14 +110,15 @@ def draw_detections(image, boxes_pixels, labels, scores, class_names, thickness=
       image: uint8 [H, W, 3] RGB (not modified).
       boxes_pixels: float [D, 4] VOC pixel boxes [xmin, ymin, xmax, ymax] (1-based, inclusive).
       labels: int [D] class labels, indices into `class_names`.
-      scores: float [D].
+      scores: float [D], or None to caption the boxes with their class names only (ground
+        truth).
       class_names: sequence of names, index = label (e.g. dataset.labels.VOC_LABELS).
       thickness: box line width in pixels.
       font_scale: caption size (0.5: 13-pixel text).
       warn: callable(str) told once when a class name has characters no installed font has.
     Returns:
       uint8 [H, W, 3] RGB copy of `image` with the detections drawn, lowest score first so
-      that the best boxes end up on top.
+      that the best boxes end up on top (without scores: in the given order).
     """
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -125,7 +127,9 @@ def draw_detections(image, boxes_pixels, labels, scores, class_names, thickness=
     canvas = np.ascontiguousarray(image.copy())
     boxes = np.asarray(boxes_pixels, np.float64).reshape(-1, 4)
     labels = np.asarray(labels, np.int64).reshape(-1)
-    scores = np.asarray(scores, np.float64).reshape(-1)
+    scored = scores is not None
+    scores = (np.asarray(scores, np.float64).reshape(-1) if scored
+              else np.zeros(len(labels), np.float64))
     if not len(boxes) == len(labels) == len(scores):
         raise ValueError('draw_detections got %d boxes, %d labels and %d scores; pass one '
                          'label and score per box.' % (len(boxes), len(labels), len(scores)))
@@ -139,8 +143,8 @@ def draw_detections(image, boxes_pixels, labels, scores, class_names, thickness=
         x0, x1 = (min(max(v, 0), width - 1) for v in (x0, x1))
         y0, y1 = (min(max(v, 0), height - 1) for v in (y0, y1))
         cv2.rectangle(canvas, (x0, y0), (x1, y1), color, thickness)
-        _draw_caption(canvas, format_label(name, scores[index]), x0, y0, color,
-                      max(int(round(_FONT_PIXELS_PER_SCALE * font_scale)), 6), warn)
+        _draw_caption(canvas, format_label(name, scores[index] if scored else None), x0, y0,
+                      color, max(int(round(_FONT_PIXELS_PER_SCALE * font_scale)), 6), warn)
     return canvas
 
 

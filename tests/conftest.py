@@ -95,7 +95,7 @@ TRAIN_FAST_FLAGS = ['--checkpoint_path=', '--batch_size=2', '--data_format=chann
                     '--num_readers=2', '--num_preprocessing_threads=2',
                     '--backbone=' + FAST_BACKBONE, '--batch_norm_decay=0', '--precision=fp32']
 # The VGG-16 overfit check's training (tests/test_learning.py, its COCO twin in
-# tests/test_coco_end_to_end.py, and the Makefile's demo): from scratch, no augmentation, 120
+# tests/test_coco_end_to_end.py): from scratch, no augmentation, 120
 # steps of batch 2; 1e-5 warm-up for 10 steps, 1e-4 to step 60, then 3e-5 and 1e-5 (constant
 # 1e-4 fits by step ~60 but then spikes: cls_loss 7 -> 12 at step 80, measured; 1e-3
 # diverges). --precision=fp32: the fit was measured in float32 and stays the same on every CPU

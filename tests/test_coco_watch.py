@@ -27,6 +27,7 @@ def test_watch_records_coco_figures_without_the_voc_metric(tmp_path):
     history = eval_watch.read_history(str(tmp_path / 'out' / eval_watch.HISTORY_FILE))
     assert history[0]['coco']['AP'] == pytest.approx(0.6)
     assert history[0]['coco']['AP50'] == pytest.approx(0.3)
+    assert history[0]['coco_ap'] == {'cat': pytest.approx(0.6)}
     assert any('global step 30: COCO AP 0.6000, AP50 0.3000' in line for line in lines)
     events = {}
     for path in glob.glob(os.path.join(model_dir, 'eval', 'events.out.tfevents.*')):
@@ -36,4 +37,5 @@ def test_watch_records_coco_figures_without_the_voc_metric(tmp_path):
     assert events[('COCO/AP', 30)] == pytest.approx(0.6)
     assert events[('COCO/AP75', 30)] == pytest.approx(0.2)
     assert events[('COCO/AR100', 30)] == pytest.approx(0.6 / 9)
+    assert events[('AP_COCO/cat', 30)] == pytest.approx(0.6)
     assert not any(tag.startswith('mAP/') for tag, _ in events)

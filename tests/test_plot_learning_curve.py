@@ -44,3 +44,16 @@ def test_runs_and_histories_must_pair(tmp_path, capsys):
                                      '--model_dir', run[0], '--history', run[1]]) == 2
     assert 'one --history (and one --label, if any) per --model_dir' in capsys.readouterr().err
     assert not (tmp_path / 'x.png').exists()
+
+
+def test_coco_ap_is_drawn_and_printed_when_the_history_has_it(tmp_path, capsys):
+    model_dir, history = _fake_run(tmp_path / 'real', 1.0)
+    with open(history, 'a') as f:
+        f.write(json.dumps({'global_step': 60, 'map_07': 0.5, 'map_area': 0.52,
+                            'coco': {'AP': 0.3125, 'AP50': 0.52}}) + '\n')
+    output = tmp_path / 'real.png'
+    assert plot_learning_curve.main(['--output', str(output), '--model_dir', model_dir,
+                                     '--history', history]) == 0
+    printed = capsys.readouterr().out
+    assert 'step     60  mAP VOC07 0.5000  VOC2010+ 0.5200  COCO AP 0.3125' in printed
+    assert 'step     40  mAP VOC07 0.2500  VOC2010+ 0.2450\n' in printed

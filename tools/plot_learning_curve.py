@@ -12,7 +12,8 @@ Several runs in one figure (e.g. the same recipe in fp32 and bf16): repeat --mod
 
 Left panel: cls_loss and loc_loss from the TensorBoard summaries train_ssd.py writes in
 --model_dir (every --save_summary_steps). Right panel: mAP (VOC07 11-point and VOC2010+ area)
-of each checkpoint, from the metrics_history.jsonl that `eval_ssd.py --watch` appends.
+of each checkpoint, and COCO AP@[.5:.95] where the history has it (`--metric both`), from the
+metrics_history.jsonl that `eval_ssd.py --watch` appends.
 Needs matplotlib.
 """
 import argparse
@@ -65,6 +66,10 @@ def plot(train, history, output, title='', runs=None):
                    label=prefix + 'mAP VOC07 11-point')
         right.plot(steps, [r['map_area'] for r in history], 's--', color=colour or 'C1',
                    alpha=0.6 if colour else 1, label=prefix + 'mAP VOC2010+ area')
+        coco = [(r['global_step'], r['coco']['AP']) for r in history if r.get('coco')]
+        if coco:
+            right.plot([s for s, _ in coco], [v for _, v in coco], '^-.', color=colour or 'C2',
+                       alpha=0.6 if colour else 1, label=prefix + 'COCO AP@[.5:.95]')
         if history:
             best = max(history, key=lambda r: r['map_07'])
             bests.append('%sbest VOC07 mAP %.3f at step %d' % (
@@ -120,9 +125,10 @@ def main(argv=None):
         history = read_history(history_path)
         runs.append((label, read_train_scalars(model_dir), history))
         for record in history:
-            print('%sstep %6d  mAP VOC07 %.4f  VOC2010+ %.4f'
+            print('%sstep %6d  mAP VOC07 %.4f  VOC2010+ %.4f%s'
                   % (label + ': ' if label else '', record['global_step'], record['map_07'],
-                     record['map_area']))
+                     record['map_area'], '  COCO AP %.4f' % record['coco']['AP']
+                     if record.get('coco') else ''))
     path = plot(None, None, args.output, args.title, runs=runs)
     print('Wrote %s' % path)
     return 0

@@ -10,7 +10,8 @@ checkpoint in step order, and after each one
 * writes TensorBoard scalars at the checkpoint's global step in `<model_dir>/eval`
   (`ScalarWriter`): 'mAP/VOC07', 'mAP/VOC2010', 'AP_VOC07/<class>', 'AP_VOC2010/<class>' (VOC
   metric) and 'COCO/AP', 'COCO/AP50', 'COCO/AP75', 'COCO/AP_small', ... 'COCO/AR100' (COCO
-  metric; the history line holds them under "coco"), so that TensorBoard on <model_dir> shows
+  metric; the history line holds them under "coco", and AP@[.5:.95] per class under
+  "coco_ap", written as 'AP_COCO/<class>'), so that TensorBoard on <model_dir> shows
   train and eval curves side by side.
 
 A checkpoint that the trainer deletes (its --keep_checkpoint_max rotation) between the listing
@@ -74,6 +75,8 @@ def history_record(summary, checkpoint, step):
     if 'coco' in summary:
         from evaluation.coco_metric import STAT_NAMES
         record['coco'] = {name: summary['coco'][name] for name in STAT_NAMES}
+        record['coco_ap'] = {name: ap for name, ap in
+                             summary['coco'].get('ap_per_class', {}).items() if ap is not None}
     return record
 
 
@@ -104,6 +107,8 @@ def scalar_values(record):
         values['AP_VOC07/' + name] = ap
     for name, ap in record['ap_area'].items():
         values['AP_VOC2010/' + name] = ap
+    for name, ap in (record.get('coco_ap') or {}).items():
+        values['AP_COCO/' + name] = ap
     return {tag: float(v) for tag, v in values.items() if v is not None}
 
 
