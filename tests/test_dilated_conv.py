@@ -12,15 +12,36 @@ import tf_slim as slim
 from net import backbones
 from net import ssd_net
 
-# TensorFlow's x86-64 Linux builds run oneDNN CPU kernels unless TF_ENABLE_ONEDNN_OPTS=0 says
-# otherwise; there (and on a GPU) fc6 must run natively. Decided from the platform, not from the
-# function under test, so a broken detection fails below instead of skipping every test.
+# TensorFlow's x86-64 Linux builds run oneDNN CPU kernels when TF_ENABLE_ONEDNN_OPTS=1 says so,
+# and by default on CPUs with the neural-network instructions (AVX512-VNNI, AVX512-BF16,
+# AVX-VNNI, AMX): an AVX2-only CPU gets TensorFlow's plain kernels (measured on an AMD EPYC with
+# AVX2: off by default, on with the variable set to 1). Where oneDNN runs (and on a GPU) fc6 must
+# run natively. Decided from the platform and the CPU's flags, not from the function under test,
+# so a broken detection fails below instead of skipping every test.
+ONEDNN_DEFAULT_CPU_FLAGS = {'avx512_vnni', 'avx512_bf16', 'avx_vnni', 'amx_tile', 'amx_int8',
+                            'amx_bf16'}
+
+
+def _cpu_flags():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags') and ':' in line:
+                    return set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+_ONEDNN_SETTING = os.environ.get('TF_ENABLE_ONEDNN_OPTS')
 ONEDNN_EXPECTED = (platform.system() == 'Linux' and platform.machine() in ('x86_64', 'AMD64')
-                   and os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1') != '0')
+                   and (_ONEDNN_SETTING == '1' or (
+                       _ONEDNN_SETTING is None and bool(_cpu_flags() & ONEDNN_DEFAULT_CPU_FLAGS))))
 needs_native = pytest.mark.skipif(
     not (ONEDNN_EXPECTED or tf.config.list_physical_devices('GPU')),
-    reason='no native dilated Conv2D backprop expected here (not x86-64 Linux, or '
-           'TF_ENABLE_ONEDNN_OPTS=0, and no GPU): fc6 uses slim.conv2d itself')
+    reason='no native dilated Conv2D backprop expected here (not x86-64 Linux, oneDNN off by '
+           'TF_ENABLE_ONEDNN_OPTS=0 or by a CPU without AVX512-VNNI/BF16, AVX-VNNI or AMX, and no '
+           'GPU): fc6 uses slim.conv2d itself')
 
 
 @needs_native
