@@ -122,7 +122,7 @@ def main(_):
     export_base = FLAGS.export_dir or os.path.join(FLAGS.model_dir, 'export')
     cli.check_directory_target(export_base, 'export_dir')
     if FLAGS.quantize != 'none' and FLAGS.format != 'tflite':
-        raise ValueError('--quantize %s needs --format tflite; a SavedModel is float32.'
+        raise ValueError('--quantize %s needs --format tflite; the other formats are float32.'
                          % FLAGS.quantize)
     if FLAGS.compress != 'none' and FLAGS.format != 'openvino':
         raise ValueError('--compress %s needs --format openvino.' % FLAGS.compress)

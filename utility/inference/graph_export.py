@@ -56,8 +56,8 @@ def to_onnx(graph_def):
     """
     import logging
     from utility.inference import tflite_export
-    tf2onnx = runner.require('tf2onnx', 'tf2onnx', 'export_ssd.py --format onnx')
     onnx = runner.require('onnx', 'onnx', 'export_ssd.py --format onnx')
+    tf2onnx = runner.require('tf2onnx', 'tf2onnx', 'export_ssd.py --format onnx')
     logging.getLogger('tf2onnx').setLevel(logging.ERROR)
     with tflite_export._quiet_stderr() as captured:
         try:
@@ -69,33 +69,33 @@ def to_onnx(graph_def):
                 tf2onnx.__version__, err, captured.read()[-3000:])) from None
     renames = {name + ':0': name for name in (runner.INPUT_NAME,) + runner.OUTPUT_NAMES}
     graph = model.graph
-    for value in list(graph.input) + list(graph.output):
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
         value.name = renames.get(value.name, value.name)
     for node in graph.node:
         for i, name in enumerate(node.input):
             node.input[i] = renames.get(name, name)
         for i, name in enumerate(node.output):
             node.output[i] = renames.get(name, name)
-    # tf2onnx leaves an op it cannot convert in the graph under its TF name and only logs it:
-    # the checker names it (and any other inconsistency) instead of the runtime, later.
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as err:
-        raise RuntimeError('ONNX conversion (tf2onnx %s) left an invalid model: %s' % (
-            tf2onnx.__version__, runner._first_line(err))) from None
+    # tf2onnx leaves an op it cannot convert in the graph under its TF name and only logs it
+    # (TF's CombinedNonMaxSuppression did): name it here, not at the runtime's load.
+    unknown = sorted({node.op_type for node in graph.node
+                      if node.domain not in ('', 'ai.onnx')
+                      or not onnx.defs.has(node.op_type)})
+    if unknown:
+        raise RuntimeError('ONNX conversion (tf2onnx %s) left op(s) that are not ONNX '
+                           'operators: %s.' % (tf2onnx.__version__, ', '.join(unknown)))
     return model
 
 
-def to_openvino(graph_def, size):
-    """The openvino.Model of a frozen_graph with input [1, size, size, 3]; each output carries
-    its plain name ('boxes', ...) among its tensor names."""
+def to_openvino(graph_def):
+    """The openvino.Model of a frozen_graph (its input [1, S, S, 3] as the graph's); each
+    output carries its plain name ('boxes', ...) among its tensor names."""
     from utility.inference import tflite_export
     ov = runner.require('openvino', 'openvino', 'export_ssd.py --format openvino')
     with tflite_export._quiet_stderr() as captured:
         try:
-            model = ov.convert_model(
-                graph_def, input=[(runner.INPUT_NAME, [1, size, size, 3], ov.Type.f32)],
-                output=list(runner.OUTPUT_NAMES))
+            model = ov.convert_model(graph_def,
+                                     output=[name + ':0' for name in runner.OUTPUT_NAMES])
         except Exception as err:
             raise RuntimeError('OpenVINO conversion (openvino %s) failed: %s\n%s' % (
                 ov.get_version(), runner._first_line(err), captured.read()[-3000:])) from None
@@ -106,6 +106,7 @@ def to_openvino(graph_def, size):
             raise RuntimeError('OpenVINO conversion lost the output names: %s'
                                % [sorted(o.get_names()) for o in model.outputs])
         output.get_tensor().add_names({plain[0]})
+    model.inputs[0].get_tensor().add_names({runner.INPUT_NAME})
     return model
 
 
@@ -123,7 +124,7 @@ def export(params, checkpoint, export_dir, class_names, fmt, compress='none', lo
     if compress != 'none' and fmt != 'openvino':
         raise ValueError('--compress %s needs --format openvino.' % compress)
     if fmt == 'onnx':
-        for module in ('tf2onnx', 'onnx'):
+        for module in ('onnx', 'tf2onnx'):  # tf2onnx imports onnx: name the missing one
             runner.require(module, module, 'export_ssd.py --format onnx')
     else:
         runner.require('openvino', 'openvino', 'export_ssd.py --format openvino')
@@ -136,14 +137,15 @@ def export(params, checkpoint, export_dir, class_names, fmt, compress='none', lo
                                                 'FP16 weights' if compress == 'fp16'
                                                 else 'FP32')))
     graph_def = frozen_graph(params, checkpoint)
-    os.makedirs(export_dir, exist_ok=True)
     if fmt == 'onnx':
         model = to_onnx(graph_def)
+        os.makedirs(export_dir, exist_ok=True)
         tflite_export.write_atomic(path, model.SerializeToString())
         converter = {'tf2onnx': _version('tf2onnx'), 'opset': OPSET}
     else:
         import openvino as ov
-        model = to_openvino(graph_def, int(params['train_image_size']))
+        model = to_openvino(graph_def)
+        os.makedirs(export_dir, exist_ok=True)
         # save_model writes the .xml and the .bin beside it: into a scratch pair first, then
         # renamed (.bin first: a reader of the new .xml finds its weights).
         scratch = os.path.join(export_dir, '.tmp-' + os.path.basename(path))
