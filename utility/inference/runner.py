@@ -133,11 +133,11 @@ def _first_line(err):
 
 def _output_name(name):
     """OUTPUT_NAMES entry a runtime's tensor name stands for ('scores', 'scores:0',
-    'StatefulPartitionedCall:2;scores' ...), or None."""
+    'serving_default:scores', 'StatefulPartitionedCall:2;scores' ...), or None."""
     for part in str(name).replace(';', ' ').split():
-        base = part.split(':')[0].split('/')[-1]
-        if base in OUTPUT_NAMES:
-            return base
+        for base in (part.split(':')[0].split('/')[-1], part.split(':')[-1]):
+            if base in OUTPUT_NAMES:
+                return base
     return None
 
 
