@@ -21,9 +21,10 @@ both the VOC2007 11-point and the VOC2010+ area metric, and writes to --output_d
                                   at most 100 detections per image
     coco_ground_truth.json        (--metric coco/both) the COCO ground truth scored against
 
-With --model <file.tflite> it scores a TFLite export (export_ssd.py --format tflite) instead of a
-checkpoint, through the TFLite interpreter (utility/inference/tflite_runner.py, --num_threads), with
-the post-processing settings baked into the model; the tables and files are the same.
+With --model <file> it scores an exported model instead of a checkpoint: a .tflite file
+(export_ssd.py --format tflite; TFLite interpreter), .onnx (--format onnx; onnxruntime) or .xml
+(--format openvino; OpenVINO runtime), through utility/inference/runner.py (--num_threads),
+with the post-processing settings baked into the model; the tables and files are the same.
 
 With --watch it evaluates every checkpoint of --model_dir as training writes it, appends one
 line per checkpoint to <output_dir>/metrics_history.jsonl and writes mAP and per-class AP as
@@ -53,7 +54,7 @@ from evaluation.ground_truth import (check_has_ground_truth, ground_truth_from_a
 from evaluation.metrics import METRIC_CHOICES, default_metric, metric_names, run_metrics
 from utility.inference import checkpoint_params
 from utility.inference import cli
-from utility.inference import tflite_runner
+from utility.inference import runner
 
 FLAGS = flags.FLAGS
 
@@ -92,7 +93,7 @@ flags.DEFINE_enum('coco_backend', 'pycocotools', ['pycocotools', 'faster-coco-ev
 cli.define_inference_flags(flags)
 cli.define_precision_flag(flags)
 flags.adopt_module_key_flags(cli)
-tflite_runner.define_flags(flags)
+runner.define_flags(flags)
 
 
 def main(_):
@@ -164,7 +165,7 @@ def evaluate_checkpoint(checkpoint, pattern, num_records, xml_truth, class_names
     from utility import drivers
 
     if FLAGS.model:
-        predictions, params = tflite_runner.record_predictions(
+        predictions, params = runner.record_predictions(
             FLAGS.model, pattern, num_records, class_names, FLAGS, FLAGS.num_threads, log)
     else:
         driver = drivers.resolve_driver(FLAGS.driver)

@@ -42,7 +42,7 @@ sending it (what `simple_ssd_demo.py` does for its inputs):
         image.save(buffer, 'JPEG', quality=95)
         return buffer.getvalue()
 
-TFLite (utility/inference/tflite_export.py; run with utility/inference/tflite_runner.py,
+TFLite (utility/inference/tflite_export.py; run with utility/inference/runner.py,
 eval_ssd.py --model, simple_ssd_demo.py --model):
 
     python3 export_ssd.py --model_dir ./logs/ --format tflite          # <export_dir>/model.tflite
@@ -57,8 +57,20 @@ as the SavedModel's. int8: full-integer post-training quantization calibrated on
 --calibration_images images of --calibration_data (TFRecord shards or image files) through the
 eval preprocessing; the ops left in float are printed.
 
-Exit status: 0 on success (the export path is printed last), 2 when no checkpoint is found or
-the calibration data is unusable.
+ONNX and OpenVINO (utility/inference/graph_export.py; the optional packages of
+requirements-export.txt; run with the same --model of eval_ssd.py and simple_ssd_demo.py):
+
+    python3 export_ssd.py --model_dir ./logs/ --format onnx --export_dir ./logs/onnx  # model.onnx
+    python3 export_ssd.py --model_dir ./logs/ --format openvino --export_dir ./logs/ov \
+        [--compress fp16]                                  # model.xml + .bin (model_fp16.xml)
+
+convert the TFLite export's graph (same input, same four outputs, NMS inside as one
+NonMaxSuppression per class); each writes labels.txt and <stem>.json beside the model. Give
+each format its own --export_dir: two models with one stem (model.tflite, model.onnx) would
+share model.json, which the export refuses.
+
+Exit status: 0 on success (the export path is printed last), 2 when no checkpoint is found,
+the calibration data is unusable or an optional package of the format is missing.
 """
 import os
 import tempfile
@@ -78,12 +90,18 @@ cli.define_checkpoint_flags(flags, 'export', 'exported')
 flags.DEFINE_string('export_dir', '',
                     'Base directory of the export; the SavedModel goes into a new timestamped '
                     'folder in it. Empty: <model_dir>/export.')
-flags.DEFINE_enum('format', 'saved_model', ['saved_model', 'tflite'],
+flags.DEFINE_enum('format', 'saved_model', ['saved_model', 'tflite', 'onnx', 'openvino'],
                   "'saved_model': a timestamped SavedModel folder in --export_dir; 'tflite': "
-                  '<export_dir>/model.tflite (float32), or model_int8.tflite with --quantize int8.')
+                  '<export_dir>/model.tflite (float32), or model_int8.tflite with --quantize int8; '
+                  "'onnx': <export_dir>/model.onnx (tf2onnx, onnxruntime); 'openvino': "
+                  '<export_dir>/model.xml + model.bin (OpenVINO IR). onnx and openvino need '
+                  'the optional packages of requirements-export.txt.')
 flags.DEFINE_enum('quantize', 'none', ['none', 'int8'],
                   "With --format tflite: 'int8' = full-integer post-training quantization "
                   '(calibrated on --calibration_data).')
+flags.DEFINE_enum('compress', 'none', ['none', 'fp16'],
+                  "With --format openvino: 'fp16' stores the weights as FP16 (model_fp16.xml, "
+                  'half the size; the CPU computes in FP32).')
 flags.DEFINE_string('calibration_data', '',
                     'With --quantize int8: a folder of TFRecord shards (*-of-*, e.g. '
                     'dataset/tfrecords) or of images to calibrate the int8 ranges on.')
@@ -103,11 +121,23 @@ def main(_):
                                                              batch_size=1)
     export_base = FLAGS.export_dir or os.path.join(FLAGS.model_dir, 'export')
     cli.check_directory_target(export_base, 'export_dir')
+    if FLAGS.quantize != 'none' and FLAGS.format != 'tflite':
+        raise ValueError('--quantize %s needs --format tflite; the other formats are float32.'
+                         % FLAGS.quantize)
+    if FLAGS.compress != 'none' and FLAGS.format != 'openvino':
+        raise ValueError('--compress %s needs --format openvino.' % FLAGS.compress)
     if FLAGS.format == 'tflite':
         return export_tflite(params, checkpoint, export_base, class_names)
-    if FLAGS.quantize != 'none':
-        raise ValueError('--quantize %s needs --format tflite; a SavedModel is float32.'
-                         % FLAGS.quantize)
+    if FLAGS.format in ('onnx', 'openvino'):
+        from utility.inference import graph_export
+        log('Exporting %s to %s (%s).' % (checkpoint, export_base, FLAGS.format))
+        path = graph_export.export(params, checkpoint, export_base, class_names, FLAGS.format,
+                                   compress=FLAGS.compress, log=log)
+        files = [path] + ([path[:-len('.xml')] + '.bin'] if FLAGS.format == 'openvino' else [])
+        log('%s model (%.1f MB) written to %s' % (
+            'ONNX' if FLAGS.format == 'onnx' else 'OpenVINO',
+            sum(os.path.getsize(f) for f in files) / 1e6, path))
+        return 0
     log('Exporting %s to %s.' % (checkpoint, export_base))
     with tempfile.TemporaryDirectory() as scratch:
         labels_path = os.path.join(scratch, 'labels.txt')
@@ -123,8 +153,8 @@ def main(_):
 
 
 def export_tflite(params, checkpoint, export_dir, class_names):
+    from utility.inference import runner
     from utility.inference import tflite_export
-    from utility.inference import tflite_runner
     if FLAGS.quantize == 'int8':
         cli.check_positive(FLAGS.calibration_images, 'calibration_images')
     log('Exporting %s to %s (TFLite).' % (checkpoint, export_dir))
@@ -132,7 +162,7 @@ def export_tflite(params, checkpoint, export_dir, class_names):
                                 quantize=FLAGS.quantize, calibration_data=FLAGS.calibration_data,
                                 calibration_count=FLAGS.calibration_images, log=log)
     if FLAGS.quantize == 'int8':
-        ops = tflite_runner.float_ops(path)
+        ops = runner.float_ops(path)
         log('Ops left in float32 (no int8 kernel): %s.' % (
             ', '.join('%s x%d' % item for item in ops.items()) or 'none'))
     log('TFLite model (%.1f MB) written to %s' % (os.path.getsize(path) / 1e6, path))

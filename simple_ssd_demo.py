@@ -13,9 +13,10 @@ an EXIF orientation (phones) are turned upright first, as a photo viewer shows t
 refer to the upright image. Class names in any script are drawn with a font that has them
 (a warning says when none is installed).
 
-With --model <file.tflite> (export_ssd.py --format tflite) the TFLite interpreter runs that
-model instead of a checkpoint (utility/inference/tflite_runner.py, --num_threads); the drawing is
-the same, the post-processing settings are those baked into the model.
+With --model <file> an exported model runs instead of a checkpoint: .tflite (TFLite
+interpreter), .onnx (onnxruntime) or .xml (OpenVINO), chosen by the suffix
+(utility/inference/runner.py, --num_threads); the drawing is the same, the post-processing
+settings are those baked into the model.
 
 Exit status: 0 when at least one image was processed, 2 for configuration problems (no
 checkpoint, no readable image).
@@ -33,7 +34,7 @@ from evaluation.detections import prediction_detections
 from utility.inference import checkpoint_params
 from utility.inference import cli
 from utility.inference import image_files
-from utility.inference import tflite_runner
+from utility.inference import runner
 
 FLAGS = flags.FLAGS
 MAX_LISTED = 10  # detections listed per image in the progress line (all are drawn)
@@ -49,7 +50,7 @@ flags.DEFINE_integer('batch_size', 1, 'Images per prediction batch.')
 cli.define_inference_flags(flags)
 cli.define_precision_flag(flags)
 flags.adopt_module_key_flags(cli)
-tflite_runner.define_flags(flags)
+runner.define_flags(flags)
 
 
 def warn(message):
@@ -97,7 +98,7 @@ def main(_):
     if FLAGS.model:
         log('Detecting with %s on %d image(s); drawing scores >= %.2f into %s.'
             % (FLAGS.model, len(readable), FLAGS.score_threshold, FLAGS.output_dir))
-        predictions, class_names = tflite_runner.file_predictions(
+        predictions, class_names = runner.file_predictions(
             FLAGS.model, readable, FLAGS, FLAGS.num_threads, log)
     else:
         driver = drivers.resolve_driver(FLAGS.driver)

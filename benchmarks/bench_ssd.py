@@ -14,7 +14,7 @@ registering it in `STAGES` (or `EXTRA_STAGES`, not in the default list) below.
                                       benchmarks/flops.py)
   metric, coco_metric                 benchmarks/stage_metric.py
   convert                             benchmarks/stage_convert.py
-  tflite                              benchmarks/bench_tflite.py (also a command of its own)
+  tflite, export                      benchmarks/bench_tflite.py (also a command of its own)
 
 Beside them: context.py (what the stages of one run share), sample_data.py (the generated
 sample), timing.py (how figures are taken), machine.py (the machine line), report.py (the table
@@ -77,6 +77,9 @@ EXTRA_STAGES = collections.OrderedDict([
     ('tflite', (bench_tflite.bench_tflite,
                 'SavedModel fp32, TFLite fp32 and int8 of one checkpoint: sizes, batch-1 ms '
                 'per image at each --tflite_threads')),
+    ('export', (bench_tflite.bench_exports,
+                'the tflite stage plus ONNX and OpenVINO of the same checkpoint, each with its '
+                'VOC mAP on the val records: one table of every format')),
 ])
 
 
@@ -174,7 +177,7 @@ def build_parser():
     group.add_argument('--postprocess_target_share', type=float, default=0.10,
                        help='share of inference time after the network to stay under')
     group.add_argument('--metric_target_s', type=float, default=1.0)
-    group = parser.add_argument_group('tflite stage')
+    group = parser.add_argument_group('tflite / export stages')
     group.add_argument('--tflite_checkpoint', default='',
                        help='checkpoint (or model dir) to export and time; default: a 1-step '
                             'model trained from scratch on the sample (untrained weights: '

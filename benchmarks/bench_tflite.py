@@ -1,4 +1,5 @@
-"""Batch-1 latency and file size of exported SSD300 models: SavedModel fp32 beside TFLite files.
+"""Batch-1 latency and file size of exported SSD300 models: SavedModel fp32 beside TFLite, ONNX
+and OpenVINO files.
 
     python3 benchmarks/bench_tflite.py --saved_model logs/export/1700000000 \\
         --tflite logs/tflite/model.tflite --tflite logs/tflite/model_int8.tflite --threads 1,2
@@ -6,7 +7,7 @@
 Each (model, thread count) runs in its own process (TensorFlow's thread pools are fixed at
 start-up) on one 300x300 image: the SavedModel on its JPEG bytes (decode, resize and
 post-processing included, as served), a TFLite model on the resized image it takes
-(utility/inference/tflite_runner.py; post-processing included). Median of --runs calls after
+(utility/inference/runner.py; post-processing included). Median of --runs calls after
 2 warm-ups.
 
 The tflite stage of bench_ssd.py (`--stages tflite`, function bench_tflite; not in the default
@@ -15,6 +16,12 @@ exported with export_ssd.py as a SavedModel (fp32), a TFLite fp32 and a TFLite i
 (calibrated on the sample records): sizes, batch-1 ms per image at each --tflite_threads (each
 in its own process), int8's speed-ups and size share against the targets (2x the SavedModel,
 1.5x TFLite fp32, 30% of its size).
+
+The export stage (`--stages export`, function bench_exports): the same checkpoint also as ONNX
+and OpenVINO IR (FP32), and beside each model's ms per image its VOC07 and VOC2010+ mAP on the
+data's val records (eval_ssd.py; the SavedModel's row scores the checkpoint it was exported
+from): one table of every format. A format whose optional packages (requirements-export.txt)
+are missing gets a one-line note instead of its row.
 """
 import argparse
 import collections
@@ -33,7 +40,10 @@ DEFAULT_RUNS = 7
 
 
 def model_size(path):
-    """Bytes of a file, or of every file under a SavedModel folder."""
+    """Bytes of a file (an OpenVINO .xml with its .bin), or of every file under a SavedModel
+    folder."""
+    if path.endswith('.xml'):
+        return os.path.getsize(path) + os.path.getsize(path[:-len('.xml')] + '.bin')
     if os.path.isfile(path):
         return os.path.getsize(path)
     return sum(os.path.getsize(p) for p in glob.glob(os.path.join(path, '**'), recursive=True)
@@ -45,9 +55,9 @@ def time_one(path, threads, runs):
     import numpy as np
     sys.path.insert(0, REPO_ROOT)
     image = np.random.RandomState(0).randint(0, 256, (300, 300, 3)).astype(np.uint8)
-    if path.endswith('.tflite'):
-        from utility.inference import tflite_runner
-        detector = tflite_runner.Detector(path, threads)
+    if os.path.isfile(path):  # .tflite, .onnx, .xml: utility/inference/runner.py
+        from utility.inference import runner
+        detector = runner.open_detector(path, threads)
         x = image[np.newaxis].astype(np.float32)
 
         def call():
@@ -89,14 +99,19 @@ def measure(path, threads, runs):
 EXPORTS = (('saved_model_fp32', ['--format=saved_model']),
            ('tflite_fp32', ['--format=tflite']),
            ('tflite_int8', ['--format=tflite', '--quantize=int8']))
+# The export stage's: those and the formats of the optional packages.
+ALL_EXPORTS = EXPORTS + (('onnx', ['--format=onnx']), ('openvino_fp32', ['--format=openvino']))
 
 
-def export_models(checkpoint, export_dir, calibration_data, calibration_images):
-    """Exports `checkpoint` as EXPORTS into `export_dir` with export_ssd.py; returns
-    name -> path of the SavedModel folder or .tflite file."""
+def export_models(checkpoint, export_dir, calibration_data, calibration_images, exports=EXPORTS,
+                  unavailable=None):
+    """Exports `checkpoint` as `exports` into `export_dir` with export_ssd.py; returns
+    name -> path of the SavedModel folder or model file. With `unavailable` (a dict), a format
+    whose optional package is missing is recorded there (name -> export_ssd.py's error line)
+    instead of raising."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
     paths = {}
-    for name, flags in EXPORTS:
+    for name, flags in exports:
         out = os.path.join(export_dir, name)
         command = [sys.executable, os.path.join(REPO_ROOT, 'export_ssd.py'),
                    '--checkpoint_path=' + checkpoint, '--export_dir=' + out] + flags
@@ -104,15 +119,39 @@ def export_models(checkpoint, export_dir, calibration_data, calibration_images):
             command += ['--calibration_data=' + calibration_data,
                         '--calibration_images=%d' % calibration_images]
         proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+        last = (proc.stderr.strip().splitlines() or ['?'])[-1]
+        if (proc.returncode == 2 and unavailable is not None
+                and 'needs the optional package' in last):
+            unavailable[name] = last
+            continue
         if proc.returncode != 0:
             raise RuntimeError('export_ssd.py %s failed: %s' % (' '.join(flags), (
                 proc.stderr.strip().splitlines() or ['?'])[-1]))
-        found = (glob.glob(os.path.join(out, '*.tflite')) if '--format=tflite' in flags
-                 else [d for d in glob.glob(os.path.join(out, '*')) if os.path.isdir(d)])
-        if len(found) != 1:
-            raise RuntimeError('export_ssd.py %s left %s in %s' % (' '.join(flags), found, out))
-        paths[name] = found[0]
+        # export_ssd.py's last line: '... written to <path>'
+        found = proc.stdout.strip().splitlines()[-1].split(' written to ')[-1]
+        if not os.path.exists(found):
+            raise RuntimeError('export_ssd.py %s wrote no %s' % (' '.join(flags), found))
+        paths[name] = found
     return paths
+
+
+def voc_map(model, data_dir, checkpoint):
+    """(VOC07, VOC2010+) mAP of eval_ssd.py on the val records of `data_dir`: of the exported
+    model file `model` (--model), or of `checkpoint` where `model` is a SavedModel folder."""
+    import json
+    with tempfile.TemporaryDirectory() as out:
+        source = (['--model=' + model] if os.path.isfile(model)
+                  else ['--checkpoint_path=' + checkpoint, '--precision=fp32'])
+        proc = subprocess.run(
+            [sys.executable, os.path.join(REPO_ROOT, 'eval_ssd.py'), '--data_dir=' + data_dir,
+             '--output_dir=' + out, '--batch_size=2'] + source, capture_output=True, text=True,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'), cwd=REPO_ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError('eval_ssd.py %s failed: %s' % (' '.join(source), (
+                proc.stderr.strip().splitlines() or ['?'])[-1]))
+        with open(os.path.join(out, 'metrics.json')) as f:
+            metrics = json.load(f)
+    return metrics['map_07'], metrics['map_area']
 
 
 def compare(paths, threads, runs):
@@ -143,9 +182,10 @@ def compare(paths, threads, runs):
     return result
 
 
-def bench_tflite(args, context):
+def bench_tflite(args, context, exports=EXPORTS, with_map=False):
     """SavedModel fp32, TFLite fp32 and TFLite int8 exports of one checkpoint: file sizes and
-    batch-1 ms per image at each --tflite_threads (export_models, compare)."""
+    batch-1 ms per image at each --tflite_threads (export_models, compare); with `exports`
+    ALL_EXPORTS and `with_map` the export stage (bench_exports)."""
     from common.console import parse_number_list
     work = tempfile.mkdtemp(prefix='bench_tflite_')
     try:
@@ -171,19 +211,34 @@ def bench_tflite(args, context):
                                     'its worst; pass --tflite_checkpoint)' % args.backbone)
         else:
             result['checkpoint'] = checkpoint
-        paths = export_models(checkpoint, work, context.data_dir(), args.calibration_images)
+        unavailable = {}
+        paths = export_models(checkpoint, work, context.data_dir(), args.calibration_images,
+                              exports, unavailable)
         threads = parse_number_list(args.tflite_threads, int, '--tflite_threads')
         result.update(compare(paths, threads, args.tflite_runs))
+        if with_map:
+            for name, path in paths.items():
+                result[name]['map_voc07'], result[name]['map_voc2010'] = (
+                    round(v, 4) for v in voc_map(path, context.data_dir(), checkpoint))
+        for name, line in unavailable.items():
+            result[name] = 'not measured: %s' % line
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_exports(args, context):
+    """Every export format of one checkpoint (ALL_EXPORTS): size, batch-1 ms per image at each
+    --tflite_threads and mAP on the val records, in one table."""
+    return bench_tflite(args, context, exports=ALL_EXPORTS, with_map=True)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--saved_model', default='', help='SavedModel folder (export_ssd.py).')
     parser.add_argument('--tflite', action='append', default=[],
-                        help='A .tflite file (export_ssd.py --format tflite); repeat for more.')
+                        help='A .tflite, .onnx or .xml file (export_ssd.py --format '
+                             'tflite|onnx|openvino); repeat for more.')
     parser.add_argument('--threads', default=DEFAULT_THREADS, help='Comma list of thread counts.')
     parser.add_argument('--runs', type=int, default=DEFAULT_RUNS,
                         help='Timed calls per measurement.')

@@ -72,12 +72,23 @@ def summarize(report):
         if 'faster_speedup' in s:
             summary['faster-coco-eval speed-up, max difference'] = '%.2fx, %.2g' % (
                 s['faster_speedup'], s['faster_max_abs_difference'])
-    if 'tflite' in stages:
-        s = stages['tflite']
+    for stage in ('tflite', 'export'):
+        if stage not in stages:
+            continue
+        s = stages[stage]
         threads = parse_number_list(report['settings']['tflite_threads'], int,
                                     '--tflite_threads')
-        for name in ('saved_model_fp32', 'tflite_fp32', 'tflite_int8'):
-            if name in s:
+        for name in ('saved_model_fp32', 'tflite_fp32', 'tflite_int8', 'onnx',
+                     'openvino_fp32'):
+            if isinstance(s.get(name), str):  # not measured: why
+                summary[name] = s[name]
+            elif name in s and 'map_voc07' in s[name]:
+                summary['%s: MB, ms per image at %s thread(s), mAP VOC07 / 2010+' % (
+                    name, ', '.join(map(str, threads)))] = '%.1f, %s, %.4f / %.4f' % (
+                        s[name]['size_mb'], ', '.join('%.1f' % s[name]['ms_%d_threads' % n]
+                                                      for n in threads),
+                        s[name]['map_voc07'], s[name]['map_voc2010'])
+            elif name in s:
                 summary['%s: MB, ms per image at %s thread(s)' % (
                     name, ', '.join(map(str, threads)))] = '%.1f, %s' % (
                         s[name]['size_mb'], ', '.join('%.1f' % s[name]['ms_%d_threads' % n]

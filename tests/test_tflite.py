@@ -1,5 +1,5 @@
 """TFLite export (export_ssd.py --format tflite, utility/inference/tflite_export.py) and running it
-(utility/inference/tflite_runner.py, eval_ssd.py / simple_ssd_demo.py --model).
+(utility/inference/runner.py, eval_ssd.py / simple_ssd_demo.py --model).
 
 One float and one int8 export of the session's 2-step model (conftest's trained_model_dir:
 ResNet-18 with --batch_norm_decay=0, so its scores are spread out and top detections can be
@@ -78,13 +78,13 @@ def test_calibration_source_names_the_problem(tmp_path):
 
 
 def test_detector_names_a_missing_or_broken_model(tmp_path):
-    from utility.inference import tflite_runner
+    from utility.inference import runner
     with pytest.raises(ValueError, match='no such file; pass a .tflite file'):
-        tflite_runner.Detector(str(tmp_path / 'missing.tflite'))
+        runner.open_detector(str(tmp_path / 'missing.tflite'))
     broken = tmp_path / 'broken.tflite'
     broken.write_bytes(b'not a flatbuffer')
     with pytest.raises(ValueError, match='is not a loadable TFLite model'):
-        tflite_runner.Detector(str(broken))
+        runner.open_detector(str(broken))
 
 
 # ----------------------------------------------------------------------------- slow
@@ -95,7 +95,7 @@ def test_float_tflite_gives_the_saved_models_detections(trained_model_dir, float
                                                         tmp_path):
     import tensorflow as tf
     from utility import ssd_model
-    from utility.inference import tflite_runner
+    from utility.inference import runner
     assert sorted(os.listdir(float_export)) == ['labels.txt', 'model.json', 'model.tflite']
     with open(os.path.join(float_export, 'labels.txt')) as f:
         assert f.read().split() == NAMES
@@ -108,7 +108,7 @@ def test_float_tflite_gives_the_saved_models_detections(trained_model_dir, float
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = tf.saved_model.load(proc.stdout.strip().splitlines()[-1].split('written to ')[1])
     serve = saved.signatures['serving_default']
-    detector = tflite_runner.Detector(os.path.join(float_export, 'model.tflite'), 2)
+    detector = runner.open_detector(os.path.join(float_export, 'model.tflite'), 2)
     params = ssd_model.make_params(batch_size=1, backbone=FAST_BACKBONE)
     for path in generated_images(tmp_path / 'images'):
         with open(path, 'rb') as f:
@@ -190,7 +190,7 @@ def test_bad_export_input_is_one_line_and_writes_nothing(trained_model_dir, tmp_
         (calibration / 'a.jpg').write_text('hello')
     flags = ['--quantize=int8', '--calibration_data=' + str(calibration)]
     if case == 'format':
-        flags = ['--format=onnx']
+        flags = ['--format=coreml']
     if case == 'quantize':
         flags = ['--quantize=int4']
     if case == 'quantize_saved_model':

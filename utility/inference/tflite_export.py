@@ -10,11 +10,11 @@ post-processing settings, except that
     TFLite has as builtin kernels, instead of TF's combined op, which it lacks. The selection
     is the same (tests/test_postprocess.py).
 Outputs, in this order: boxes [1, K, 4], classes int32 [1, K], scores [1, K], num_detections
-int32 [1] (utility/inference/tflite_runner.py runs them).
+int32 [1] (utility/inference/runner.py runs them).
 
 int8: weights and activations int8 with int8 builtin kernels, calibrated on
 `calibration_images` images (TFRecord shards or image files) through the same eval
-preprocessing; ops without an int8 kernel stay float (tflite_runner.float_ops lists them).
+preprocessing; ops without an int8 kernel stay float (runner.float_ops lists them).
 """
 import json
 import os
@@ -23,7 +23,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from utility.inference import tflite_runner
+from utility.inference import runner
 
 FORMATS = ('saved_model', 'tflite')
 QUANTIZE = ('none', 'int8')
@@ -44,12 +44,12 @@ def build_graph(params):
     from utility.drivers import ModeKeys
     size = int(params['train_image_size'])
     image = tf.compat.v1.placeholder(tf.float32, [1, size, size, 3],
-                                     name=tflite_runner.INPUT_NAME)
+                                     name=runner.INPUT_NAME)
     network_input = ssd_preprocessing.normalize_for_network(
         image, params['channel_order'], params['mean_rgb'])
     spec = ssd_model.model_fn({'image': network_input}, None, ModeKeys.PREDICT, params)
     outputs = [tf.identity(spec.export_outputs[name], name=name)
-               for name in tflite_runner.OUTPUT_NAMES]
+               for name in runner.OUTPUT_NAMES]
     return image, outputs, spec
 
 
@@ -171,7 +171,7 @@ def convert(params, checkpoint, quantize='none', calibration=None):
 def export(params, checkpoint, export_dir, class_names, quantize='none', calibration_data='',
            calibration_count=200, log=None):
     """Writes <export_dir>/model.tflite (or model_int8.tflite), labels.txt and the sidecar
-    <stem>.json (tflite_runner.read_sidecar); returns the model's path.
+    <stem>.json (runner.read_sidecar); returns the model's path.
 
     Calibration inputs are read before anything is written, and each file is written under
     a temporary name and renamed, so an error leaves the folder as it was.
@@ -180,6 +180,8 @@ def export(params, checkpoint, export_dir, class_names, quantize='none', calibra
     if quantize not in QUANTIZE:
         raise ValueError('--quantize %r is not one of %s.' % (quantize, ', '.join(QUANTIZE)))
     params = tflite_params(params)
+    path = os.path.join(export_dir, FILE_NAMES[quantize])
+    check_sidecar_target(path)
     calibration = None
     if quantize == 'int8':
         calibration = calibration_images(calibration_data, params, int(calibration_count), log)
@@ -187,29 +189,54 @@ def export(params, checkpoint, export_dir, class_names, quantize='none', calibra
         checkpoint, 'full-integer int8' if quantize == 'int8' else 'float32'))
     model = convert(params, checkpoint, quantize, calibration)
     tf.io.gfile.makedirs(export_dir)
-    path = os.path.join(export_dir, FILE_NAMES[quantize])
+    write_atomic(path, model)
+    write_labels_and_sidecar(path, sidecar(
+        params, checkpoint, class_names, format='tflite', quantize=quantize,
+        calibration=({'data': calibration_data, 'images': len(calibration)}
+                     if calibration else None)))
+    return path
+
+
+def sidecar(params, checkpoint, class_names, **extra):
+    """The <stem>.json of an exported model (runner.read_sidecar): the checkpoint, the class
+    names, the input and its preprocessing, the outputs and the post-processing settings baked
+    in (export params: tflite_params), and `extra` (format, quantization, converter)."""
     settings = {key: params[key] for key in ('select_threshold', 'min_size', 'keep_topk',
                                             'nms_threshold', 'nms_topk', 'keep_per')}
     size = int(params['train_image_size'])
-    sidecar = {
-        'checkpoint': checkpoint, 'quantize': quantize, 'backbone': params['backbone'],
+    return dict({
+        'checkpoint': checkpoint, 'backbone': params['backbone'],
         'num_classes': int(params['num_classes']), 'class_names': list(class_names),
-        'input': {'name': tflite_runner.INPUT_NAME, 'shape': [1, size, size, 3],
+        'input': {'name': runner.INPUT_NAME, 'shape': [1, size, size, 3],
                   'dtype': 'float32',
                   'preprocessing': 'RGB 0-255 resized to %dx%d by bilinear resize without '
                                    'half-pixel centres (ssd_preprocessing.resize_for_eval); '
                                    'channel order %s and mean %s are applied inside the model'
                                    % (size, size, params['channel_order'],
                                       list(params['mean_rgb']))},
-        'outputs': list(tflite_runner.OUTPUT_NAMES), 'post_processing': settings,
-        'calibration': ({'data': calibration_data, 'images': len(calibration)}
-                        if calibration else None)}
-    _write_atomic(path, model)
-    _write_atomic(os.path.join(export_dir, LABELS_FILE),
-                  ('\n'.join(class_names) + '\n').encode('utf-8'))
-    _write_atomic(tflite_runner.sidecar_path(path),
-                  (json.dumps(sidecar, indent=2) + '\n').encode('utf-8'))
-    return path
+        'outputs': list(runner.OUTPUT_NAMES), 'post_processing': settings}, **extra)
+
+
+def check_sidecar_target(path):
+    """Raises ValueError when another exported model beside `path` has its stem, so that their
+    <stem>.json would be one file (model.tflite and model.onnx in one folder)."""
+    stem = os.path.splitext(path)[0]
+    for suffix in runner.SUFFIXES:
+        other = stem + suffix
+        if other != path and os.path.exists(other):
+            raise ValueError('%s already holds %s, whose %s would be overwritten; pass another '
+                             '--export_dir for each format.' % (
+                                 os.path.dirname(path) or '.', os.path.basename(other),
+                                 os.path.basename(runner.sidecar_path(path))))
+
+
+def write_labels_and_sidecar(path, contents):
+    """Writes labels.txt (line k = class k) and <stem>.json (`contents`) beside `path`."""
+    folder = os.path.dirname(path)
+    write_atomic(os.path.join(folder, LABELS_FILE),
+                 ('\n'.join(contents['class_names']) + '\n').encode('utf-8'))
+    write_atomic(runner.sidecar_path(path),
+                 (json.dumps(contents, indent=2) + '\n').encode('utf-8'))
 
 
 class _quiet_stderr:
@@ -237,7 +264,8 @@ class _quiet_stderr:
         self._file.close()
 
 
-def _write_atomic(path, data):
+def write_atomic(path, data):
+    """Writes `data` (bytes) to `path` under a temporary name, then renames it."""
     folder = os.path.dirname(path) or '.'
     handle, scratch = tempfile.mkstemp(prefix='.tmp-', dir=folder)
     try:
