@@ -149,25 +149,72 @@ def resnet18_model_dir(trained_model_dir):
 # Session fixtures above that start training subprocesses: a test that uses one is slow.
 SLOW_FIXTURES = ('trained_run', 'trained_model_dir', 'resnet18_model_dir')
 
+# The fast tier's guard (pytest hooks below, not a fixture: a fixture-based guard is set up
+# after the module- and session-scoped fixtures it should watch). A test not marked `slow` may
+# neither start a Python subprocess (an entry script, a trainer) during its set-up or its call,
+# nor use a fixture that started one for an earlier test (any scope: recorded as fixtures are
+# set up), nor one of SLOW_FIXTURES.
+_guarded_test = [None]      # node id of the fast test now being set up or run
+_python_starts = [0]        # Python subprocesses started so far in this session
+_fixtures_that_start_python = set()
 
-@pytest.fixture(autouse=True)
-def _tier_guard(request, monkeypatch):
-    """Keeps the fast tier fast and honest: a test not marked `slow` may not start a Python
-    subprocess (an entry script, a trainer) nor use a fixture that trains one."""
-    if request.node.get_closest_marker('slow'):
-        return
-    used = [name for name in SLOW_FIXTURES if name in request.fixturenames]
-    assert not used, '%s uses %s: mark it @pytest.mark.slow' % (request.node.nodeid, used)
+
+def _starts_python(args):
+    program = os.path.basename(str(args[0] if isinstance(args, (list, tuple)) else args))
+    return program.startswith('python') or program == os.path.basename(sys.executable)
+
+
+def pytest_configure(config):
     import subprocess
     original = subprocess.Popen.__init__
 
-    def guarded(self, args, *rest, **kwargs):
-        program = os.path.basename(str(args[0] if isinstance(args, (list, tuple)) else args))
-        if program.startswith('python') or program == os.path.basename(sys.executable):
-            raise AssertionError('%s starts %s: mark it @pytest.mark.slow'
-                                 % (request.node.nodeid, args))
+    def counted(self, args, *rest, **kwargs):
+        if _starts_python(args):
+            if _guarded_test[0]:
+                raise AssertionError('%s starts %s: mark it @pytest.mark.slow'
+                                     % (_guarded_test[0], args))
+            _python_starts[0] += 1
         original(self, args, *rest, **kwargs)
-    monkeypatch.setattr(subprocess.Popen, '__init__', guarded)
+    subprocess.Popen.__init__ = counted
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    before = _python_starts[0]
+    yield
+    if _python_starts[0] > before:
+        _fixtures_that_start_python.add(fixturedef.argname)
+
+
+def _guard_fast_tier(item):
+    """Context for one phase of `item`: guards it unless it is marked slow."""
+    import contextlib
+    if item.get_closest_marker('slow'):
+        return contextlib.nullcontext()
+    used = [name for name in item.fixturenames
+            if name in SLOW_FIXTURES or name in _fixtures_that_start_python]
+    assert not used, '%s uses %s: mark it @pytest.mark.slow' % (item.nodeid, used)
+
+    @contextlib.contextmanager
+    def guarded():
+        _guarded_test[0] = item.nodeid
+        try:
+            yield
+        finally:
+            _guarded_test[0] = None
+    return guarded()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _guard_fast_tier(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _guard_fast_tier(item):
+        yield
 
 
 # ----------------------------------------------------------------------------- output checks

@@ -16,16 +16,13 @@ from utility.training import precision as precision_lib
 from utility.training import schedule
 
 
-# Every test here runs an entry script or a training subprocess (the slow tier).
-pytestmark = pytest.mark.slow
-
-
 def _ckpt_step(model_dir):
     latest = tf.train.latest_checkpoint(model_dir)
     assert latest, 'no checkpoint in %s' % model_dir
     return int(tf.train.load_checkpoint(latest).get_tensor('global_step'))
 
 
+@pytest.mark.slow
 def test_short_run_writes_checkpoint_params_and_finite_losses(trained_run):
     trained_model_dir, output = trained_run
     assert _ckpt_step(trained_model_dir) == 2
@@ -36,6 +33,7 @@ def test_short_run_writes_checkpoint_params_and_finite_losses(trained_run):
     assert params['checkpoint_path'] is None  # trained from scratch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_second_run_resumes_from_the_checkpoint(trained_model_dir, tfrecord_dir, tmp_path,
                                                 driver):
@@ -53,6 +51,7 @@ def test_second_run_resumes_from_the_checkpoint(trained_model_dir, tfrecord_dir,
     assert _ckpt_step(model_dir) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_two_replicas_on_logical_cpus_train(tfrecord_dir, tmp_path, driver):
     model_dir = str(tmp_path / 'model')
@@ -66,6 +65,7 @@ def test_two_replicas_on_logical_cpus_train(tfrecord_dir, tmp_path, driver):
     assert _ckpt_step(model_dir) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_replicas_average_not_add(tmp_path, driver):
     """One step on two replicas == one step on one device with the same global batch."""
@@ -92,6 +92,7 @@ def test_replicas_average_not_add(tmp_path, driver):
     assert moved > 30
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_is_a_clear_error(tfrecord_dir, tmp_path):
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir,
                        '--model_dir=' + str(tmp_path / 'm'),
@@ -101,6 +102,7 @@ def test_missing_checkpoint_is_a_clear_error(tfrecord_dir, tmp_path):
     assert 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow
 def test_empty_data_dir_is_a_clear_error(tmp_path):
     empty = tmp_path / 'empty'
     empty.mkdir()
@@ -111,6 +113,7 @@ def test_empty_data_dir_is_a_clear_error(tmp_path):
     assert 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow
 def test_batch_that_does_not_divide_over_replicas_is_a_clear_error(tfrecord_dir, tmp_path):
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir,
                        '--model_dir=' + str(tmp_path / 'm'), '--checkpoint_path=',
@@ -120,6 +123,7 @@ def test_batch_that_does_not_divide_over_replicas_is_a_clear_error(tfrecord_dir,
     assert 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_nan_loss_stops_with_step_and_last_good_checkpoint(tfrecord_dir, tmp_path, driver):
     model_dir = str(tmp_path / 'model')
@@ -143,6 +147,7 @@ def test_nan_loss_stops_with_step_and_last_good_checkpoint(tfrecord_dir, tmp_pat
             assert np.all(np.isfinite(value)), name
 
 
+@pytest.mark.slow
 def test_after_a_nan_stop_the_advised_rerun_trains(tfrecord_dir, tmp_path):
     """Checkpoints saved every second while the weights blew up to ~1e30 are set aside, so
     following the message (lower the rate, rerun) trains instead of failing again forever."""
@@ -193,6 +198,7 @@ SEED_TRAIN_FLAGS = (
     'model_scope', 'checkpoint_exclude_scopes', 'ignore_missing_vars', 'multi_gpu', 'use_amp')
 
 
+@pytest.mark.slow
 def test_help_explains_every_seed_flag():
     proc = run_script(['train_ssd.py', '--help'], timeout=120)
     text = proc.stdout + proc.stderr
@@ -216,6 +222,7 @@ def test_help_explains_every_seed_flag():
 CLI_ONLY_DEFAULTS = ('checkpoint_path', 'num_classes', 'anchor_preset')
 
 
+@pytest.mark.slow
 def test_train_flag_defaults_are_the_model_defaults():
     """Each train_ssd.py flag that is also a model param defaults to
     common/defaults.DEFAULT_PARAMS, the one source (a value written into a flag again fails
@@ -305,6 +312,7 @@ def test_configure_precision_turns_on_the_onednn_rewrite_only_for_bf16(tmp_path,
         assert messages[-1].startswith('Precision: bf16 (')
 
 
+@pytest.mark.slow
 def test_precision_is_printed_recorded_and_free_to_change_on_resume(tfrecord_dir, tmp_path):
     """--precision=auto falls back to fp32 on a CPU without bfloat16 (simulated through
     $SSD_CPUINFO) and resolves for this machine on the real one; each run says which in one
@@ -344,6 +352,7 @@ def test_precision_is_printed_recorded_and_free_to_change_on_resume(tfrecord_dir
         assert json.load(f)['checkpoint'].endswith('model.ckpt-2')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_a_checkpoint_and_exits_cleanly(tfrecord_dir, tmp_path, signum):
     """SIGTERM (schedulers, docker stop) and Ctrl-C keep the steps done: a checkpoint at the
@@ -390,6 +399,7 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(tfrecord_dir, tmp_path, sig
     assert _ckpt_step(model_dir) == step + 1
 
 
+@pytest.mark.slow
 def test_save_checkpoints_secs_zero_still_writes_the_final_checkpoint(tfrecord_dir, tmp_path):
     model_dir = str(tmp_path / 'model')
     flags = [f for f in TRAIN_FAST_FLAGS if not f.startswith('--save_checkpoints_secs')]
