@@ -46,6 +46,25 @@ def tfrecord_dir(voc_sample_dir, tmp_path_factory):
     return out
 
 
+def under_ci():
+    """True where the CI environment variable says so (.ci/run sets CI=true, as CI services do):
+    there every test dependency is installed (requirements-test.txt)."""
+    return os.environ.get('CI', '').strip().lower() in ('true', '1')
+
+
+def import_or_skip(module, reason):
+    """pytest.importorskip, except under CI (`under_ci`): there a missing dependency fails the
+    test instead of hiding behind a skip. Returns the module."""
+    if not under_ci():
+        return pytest.importorskip(module, reason=reason)
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        pytest.fail('%s is missing under CI=true (%s): %s; pip install -r requirements-test.txt'
+                    % (module, reason, error), pytrace=False)
+
+
 def run_script(args, cwd=REPO_ROOT, timeout=900, env=None, python=None):
     """Runs a repo script with the test interpreter (or `python`); returns CompletedProcess."""
     import subprocess
