@@ -312,6 +312,61 @@ def test_configure_precision_turns_on_the_onednn_rewrite_only_for_bf16(tmp_path,
         assert messages[-1].startswith('Precision: bf16 (')
 
 
+def _convolution_in_session(config):
+    """(conv output, its loss's gradient, the dtypes of the Cast ops the session ran) of one
+    fixed 3x3 convolution run in a session with `config`."""
+    rng = np.random.RandomState(0)
+    images = rng.randn(2, 24, 24, 16).astype(np.float32)
+    kernel = rng.randn(3, 3, 16, 32).astype(np.float32)
+    with tf.Graph().as_default():
+        x = tf.compat.v1.placeholder(tf.float32, images.shape)
+        w = tf.compat.v1.get_variable('w', initializer=kernel)
+        y = tf.nn.conv2d(x, w, 1, 'SAME')
+        grad = tf.gradients(tf.reduce_sum(tf.square(y)), w)[0]
+        metadata = tf.compat.v1.RunMetadata()
+        with tf.compat.v1.Session(config=config) as session:
+            session.run(w.initializer)
+            values = session.run([y, grad], {x: images}, run_metadata=metadata,
+                                 options=tf.compat.v1.RunOptions(output_partition_graphs=True))
+    casts = {tf.as_dtype(node.attr['DstT'].type).name for graph in metadata.partition_graphs
+             for node in graph.node if node.op == 'Cast'}
+    return values[0], values[1], casts
+
+
+def test_bf16_changes_the_numbers_and_fp32_does_not(tmp_path, monkeypatch):
+    """The session config that --precision builds is in effect: fp32 (asked for, or auto on a
+    simulated CPU without bfloat16) runs the same float32 numbers every time; bf16 (auto on a
+    simulated CPU with it) has grappler cast the convolution to bfloat16, and its output and
+    gradient differ from float32's."""
+    monkeypatch.setattr(tf.config, 'list_physical_devices', lambda *_, **__: [])  # a CPU
+    without, with_bf16 = tmp_path / 'without', tmp_path / 'with'
+    without.write_text('flags\t\t: fpu sse2 avx2 avx512f\n')
+    with_bf16.write_text('flags\t\t: fpu avx512f avx512_bf16\n')
+
+    def run(requested, cpuinfo):
+        config = tf.compat.v1.ConfigProto()
+        precision = precision_lib.configure_precision(config, requested, log=lambda _: None,
+                                                      cpuinfo_path=str(cpuinfo))
+        return (precision,) + _convolution_in_session(config)
+
+    fp32 = run('fp32', with_bf16)
+    for precision, y, grad, casts in (run('fp32', with_bf16), run('auto', without)):
+        assert precision == 'fp32' and 'bfloat16' not in casts
+        assert np.array_equal(y, fp32[1]) and np.array_equal(grad, fp32[2])
+    precision, y, grad, casts = run('auto', with_bf16)
+    assert precision == 'bf16'
+    if 'bfloat16' not in casts and not precision_lib.cpu_supports_bf16('/proc/cpuinfo'):
+        # Measured on an AVX2-only CPU (TF 2.15 and 2.21): grappler leaves the graph in
+        # float32 when the CPU has no native bfloat16, whatever the config says.
+        pytest.skip('this CPU has neither AVX512-BF16 nor AMX-BF16: TensorFlow does not '
+                    'apply the bfloat16 rewrite here, so there is no bf16 result to compare')
+    assert 'bfloat16' in casts, casts
+    # bfloat16 keeps 8 significant bits: relative errors near 2^-8, never exactly float32's
+    scale = np.abs(fp32[1]).max()
+    assert 1e-5 * scale < np.abs(y - fp32[1]).max() < 0.05 * scale
+    assert not np.array_equal(grad, fp32[2])
+
+
 @pytest.mark.slow
 def test_precision_is_printed_recorded_and_free_to_change_on_resume(tfrecord_dir, tmp_path):
     """--precision=auto falls back to fp32 on a CPU without bfloat16 (simulated through
