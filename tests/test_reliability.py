@@ -165,10 +165,39 @@ def test_unreadable_newest_checkpoint_falls_back_and_leftovers_are_removed(
 
 
 @pytest.mark.slow
-def test_params_json_records_what_the_run_used(trained_model_dir):
+def flag_values_in_params(params, flags):
+    """{name: (flag value as params' type, params' value)} for every --name=value of `flags`
+    that params.json holds (an empty value stands for None)."""
+    pairs = {}
+    for flag in flags:
+        name, value = flag[2:].split('=', 1)
+        if name not in params:
+            continue
+        recorded = params[name]
+        if value == '':
+            value = None
+        elif isinstance(recorded, bool):
+            value = value.lower() in ('1', 'true')
+        elif isinstance(recorded, (int, float)):
+            value = type(recorded)(float(value))
+        pairs[name] = (value, recorded)
+    return pairs
+
+
+def test_params_json_records_what_the_run_used(trained_model_dir, tfrecord_dir):
+    """Every training flag of the run that params.json holds is recorded with the run's value,
+    most of them not the defaults (a params.json of defaults fails)."""
+    from common import defaults
     with open(os.path.join(trained_model_dir, 'params.json')) as f:
         params = json.load(f)
     assert params['num_classes'] == 21 and params['model_scope'] == 'ssd300'
+    assert params['data_dir'] == tfrecord_dir
+    pairs = flag_values_in_params(params, TRAIN_FAST_FLAGS)
+    wrong = {name: pair for name, pair in pairs.items() if pair[0] != pair[1]}
+    assert not wrong, wrong
+    not_default = [name for name, (value, _) in pairs.items()
+                   if value != defaults.DEFAULT_PARAMS.get(name)]
+    assert len(not_default) >= 4, (not_default, pairs)
     assert 'train.lock' not in os.listdir(trained_model_dir)
 
 
