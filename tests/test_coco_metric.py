@@ -10,6 +10,7 @@ import contextlib
 import numpy as np
 import pytest
 
+from conftest import import_or_skip
 from evaluation import coco_metric
 from evaluation.detections import Collection
 from evaluation.metrics import run_metrics
@@ -177,7 +178,8 @@ def test_printed_table_equals_pycocotools_on_the_written_files(tmp_path):
 
 
 def test_faster_coco_eval_backend_gives_the_same_figures():
-    pytest.importorskip('faster_coco_eval')  # optional: eval_ssd.py --coco_backend
+    import_or_skip('faster_coco_eval', 'eval_ssd.py --coco_backend faster-coco-eval; in '
+                   'requirements-test.txt')
     truth = [_gt([A, B, [20, 200, 180, 380]], [1, 1, 1], iscrowd=[0, 0, 1]),
              _gt([[5, 5, 50, 60]], [2])]
     detections = HAND + [(0, 1, 0.95, [40, 220, 120, 300]), (1, 2, 0.6, [6, 5, 50, 58])]

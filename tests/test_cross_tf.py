@@ -19,8 +19,8 @@ from conftest import (FAST_BACKBONE_WEIGHT, TRAIN_FAST_FLAGS, assert_finite_loss
                       assert_same_detections, read_detections, run_script)
 
 OTHER = os.environ.get('SSD_OTHER_PYTHON', '')
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not OTHER, reason='set SSD_OTHER_PYTHON to a Python with the other TensorFlow line')]
+pytestmark = pytest.mark.skipif(
+    not OTHER, reason='set SSD_OTHER_PYTHON to a Python with the other TensorFlow line')
 
 
 def _tf_version(python):
@@ -29,6 +29,7 @@ def _tf_version(python):
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')).stdout.split()[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('first', ['this', 'other'])
 def test_checkpoint_resumes_and_evaluates_alike_across_tensorflow_lines(
         tfrecord_dir, tmp_path, first):

@@ -17,9 +17,6 @@ from evaluation import draw
 from utility import drivers
 from utility.inference import image_files
 
-# Every test here runs an entry script or a training subprocess (the slow tier).
-pytestmark = pytest.mark.slow
-
 NAMES = list(VOC_LABELS)
 
 
@@ -96,6 +93,7 @@ def test_image_files_input_fn_matches_eval_preprocessing(tmp_path):
 # ----------------------------------------------------------------------------- demo script
 
 
+@pytest.mark.slow
 def test_demo_writes_one_image_per_readable_input(trained_model_dir, voc_sample_dir, tmp_path):
     images = os.path.join(voc_sample_dir, 'JPEGImages')
     inputs = [os.path.join(images, n) for n in ('2012_000003.jpg', '2012_000011.jpg')]
@@ -125,6 +123,7 @@ def test_demo_writes_one_image_per_readable_input(trained_model_dir, voc_sample_
     assert proc.returncode == 2 and 'error: None of the --input paths' in proc.stderr
 
 
+@pytest.mark.slow
 def test_demo_without_checkpoint_fails_clearly(tmp_path):
     proc = run_script(['simple_ssd_demo.py', '--checkpoint_path=' + str(tmp_path),
                        '--input=' + str(tmp_path)])
@@ -135,6 +134,7 @@ def test_demo_without_checkpoint_fails_clearly(tmp_path):
 # ----------------------------------------------------------------------------- export
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_saved_model_round_trip_matches_predict(trained_model_dir, voc_sample_dir, tmp_path,
                                                 driver):
@@ -180,6 +180,7 @@ def test_saved_model_round_trip_matches_predict(trained_model_dir, voc_sample_di
         score_tol=1e-5, box_tol=1e-5) == n
 
 
+@pytest.mark.slow
 def test_export_without_checkpoint_fails_clearly(tmp_path):
     proc = run_script(['export_ssd.py', '--model_dir=' + str(tmp_path)])
     assert proc.returncode == 2

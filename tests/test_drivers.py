@@ -16,9 +16,6 @@ from conftest import (FAST_BACKBONE_WEIGHT, TRAIN_FAST_FLAGS, assert_same_detect
                       read_detections, run_script)
 from utility import drivers
 
-# Every test here runs an entry script or a training subprocess (the slow tier).
-pytestmark = pytest.mark.slow
-
 needs_estimator = pytest.mark.skipif(
     not drivers.has_estimator(),
     reason='TensorFlow %s has no tf.estimator (removed in 2.16)' % tf.__version__)
@@ -38,6 +35,7 @@ def test_auto_picks_the_estimator_only_where_tensorflow_has_it(monkeypatch):
         drivers.resolve_driver('keras')
 
 
+@pytest.mark.slow
 def test_estimator_flag_without_estimator_is_one_line(tmp_path, tfrecord_dir):
     """On TF >= 2.16 --driver=estimator is refused in one line, before any work."""
     if drivers.has_estimator():
@@ -55,6 +53,7 @@ def _global_step(model_dir):
     return int(tf.train.load_checkpoint(latest).get_tensor('global_step'))
 
 
+@pytest.mark.slow
 @needs_estimator
 def test_session_checkpoint_resumes_under_the_estimator(tfrecord_dir, tmp_path):
     model_dir = str(tmp_path / 'model')
@@ -86,6 +85,7 @@ def _evaluate(model_dir, tfrecord_dir, output_dir, driver):
         return json.load(f)
 
 
+@pytest.mark.slow
 @needs_estimator
 def test_both_drivers_predict_the_same_detections(trained_model_dir, tfrecord_dir, tmp_path):
     metrics = {}
@@ -97,6 +97,7 @@ def test_both_drivers_predict_the_same_detections(trained_model_dir, tfrecord_di
     assert metrics['estimator']['map_07'] == metrics['session']['map_07']
 
 
+@pytest.mark.slow
 def test_eval_refuses_an_estimator_where_there_is_none(trained_model_dir, tfrecord_dir,
                                                          tmp_path):
     """The inference scripts share the driver flag and its one-line error."""
@@ -108,6 +109,7 @@ def test_eval_refuses_an_estimator_where_there_is_none(trained_model_dir, tfreco
     assert proc.returncode == 2 and 'error: --driver=estimator needs' in proc.stderr
 
 
+@pytest.mark.slow
 def test_session_driver_writes_summaries_and_keeps_checkpoints(tfrecord_dir, tmp_path):
     model_dir = str(tmp_path / 'model')
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,

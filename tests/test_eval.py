@@ -22,9 +22,6 @@ from evaluation import report
 from evaluation import voc_metric
 from utility.inference import checkpoint_params
 
-# Every test here runs an entry script or a training subprocess (the slow tier).
-pytestmark = pytest.mark.slow
-
 NAMES = list(VOC_LABELS)
 C = len(NAMES)
 DOG, CAT = NAMES.index('dog'), NAMES.index('cat')
@@ -294,6 +291,7 @@ def test_num_classes_must_match_the_label_table():
         checkpoint_params.check_num_classes(20, NAMES)
 
 
+@pytest.mark.slow
 def test_entry_run_exit_status_one_line_error_and_interrupt():
     """utility/entry.run, the one runner of the four entry scripts."""
     code = ('import sys; from utility import entry\n'
@@ -328,6 +326,7 @@ def _table_rows(stdout):
     return rows
 
 
+@pytest.mark.slow
 def test_eval_script_table_json_results_and_xml_ground_truth(trained_model_dir, tfrecord_dir,
                                                              voc_sample_dir, tmp_path):
     out = str(tmp_path / 'eval')
@@ -390,6 +389,7 @@ def test_eval_script_table_json_results_and_xml_ground_truth(trained_model_dir, 
             assert a['ap_area'] == pytest.approx(b['ap_area'], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_eval_script_errors(trained_model_dir, tfrecord_dir, voc_sample_dir, tmp_path):
     empty_model_dir = tmp_path / 'no_model'
     empty_model_dir.mkdir()

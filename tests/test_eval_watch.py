@@ -10,9 +10,6 @@ import tensorflow as tf
 from conftest import run_script
 from utility.inference import watch as eval_watch
 
-# Every test here runs an entry script or a training subprocess (the slow tier).
-pytestmark = pytest.mark.slow
-
 
 def _events(event_dir):
     """{(tag, step): value} of every scalar in the events files of `event_dir`."""
@@ -91,6 +88,7 @@ def test_watch_stops_at_max_step_without_waiting(tmp_path):
     assert len(records) == 1 and clock.now == 0
 
 
+@pytest.mark.slow
 def test_eval_ssd_watch_picks_up_a_real_checkpoint(trained_model_dir, tfrecord_dir, tmp_path):
     model_dir = str(tmp_path / 'model')
     shutil.copytree(trained_model_dir, model_dir)

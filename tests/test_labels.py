@@ -12,9 +12,6 @@ import pytest
 
 from conftest import TRAIN_FAST_FLAGS, run_script
 
-# Every test here runs an entry script or a training subprocess (the slow tier).
-pytestmark = pytest.mark.slow
-
 CLASSES = ('widget', 'gizmo', 'sprocket')  # deliberately not alphabetical
 NAMES = ['none'] + list(CLASSES)
 SPLIT = 'Gadgets'
@@ -120,6 +117,7 @@ def gadget_model(gadget_data, tmp_path_factory):
     return model_dir
 
 
+@pytest.mark.slow
 def test_manifest_records_the_label_file_names(gadget_data):
     with open(os.path.join(gadget_data[1], 'manifest.json')) as f:
         manifest = json.load(f)
@@ -128,6 +126,7 @@ def test_manifest_records_the_label_file_names(gadget_data):
     assert list(per_class) == list(CLASSES) and sum(per_class.values()) > 0
 
 
+@pytest.mark.slow
 def test_explicit_num_classes_that_disagrees_with_the_manifest(gadget_data, tmp_path):
     model_dir = tmp_path / 'model'
     proc = run_script(['train_ssd.py', '--data_dir=' + gadget_data[1],
@@ -139,6 +138,7 @@ def test_explicit_num_classes_that_disagrees_with_the_manifest(gadget_data, tmp_
     assert not [f for f in written if f.startswith('model.ckpt') or f == 'params.json'], written
 
 
+@pytest.mark.slow
 def test_training_records_the_names_and_four_classes(gadget_model):
     import tensorflow as tf
     with open(os.path.join(gadget_model, 'params.json')) as f:
@@ -149,6 +149,7 @@ def test_training_records_the_names_and_four_classes(gadget_model):
     assert shapes['ssd300/multibox_head/cls_0/biases'][-1] // 4 == 4  # 4 anchors x 4 classes
 
 
+@pytest.mark.slow
 def test_eval_reports_the_made_up_classes(gadget_data, gadget_model, tmp_path):
     split_dir, records = gadget_data
     for extra in ([], ['--annotations_dir=' + os.path.join(split_dir, 'Annotations')]):
@@ -170,6 +171,7 @@ def test_eval_reports_the_made_up_classes(gadget_data, gadget_model, tmp_path):
         assert not (out / 'comp4_det_test_aeroplane.txt').exists()
 
 
+@pytest.mark.slow
 def test_demo_draws_with_the_made_up_names(gadget_data, gadget_model, tmp_path):
     image = os.path.join(gadget_data[0], 'JPEGImages', '2012_000001.jpg')
     out = tmp_path / 'drawn'
@@ -183,6 +185,7 @@ def test_demo_draws_with_the_made_up_names(gadget_data, gadget_model, tmp_path):
     assert listed and set(listed) <= set(CLASSES), line
 
 
+@pytest.mark.slow
 def test_export_lists_the_made_up_names(gadget_model, tmp_path):
     export_base = str(tmp_path / 'export')
     proc = run_script(['export_ssd.py', '--model_dir=' + gadget_model,
@@ -193,6 +196,7 @@ def test_export_lists_the_made_up_names(gadget_model, tmp_path):
         assert f.read().split('\n') == NAMES + ['']
 
 
+@pytest.mark.slow
 def test_demo_refuses_a_num_classes_that_disagrees_with_params_json(gadget_data, gadget_model,
                                                                     tmp_path):
     image = os.path.join(gadget_data[0], 'JPEGImages', '2012_000001.jpg')

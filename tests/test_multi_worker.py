@@ -19,9 +19,6 @@ import tensorflow as tf
 from conftest import (AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS, run_script,
                       write_initial_checkpoint)
 
-# Every test here runs an entry script or a training subprocess (the slow tier).
-pytestmark = pytest.mark.slow
-
 PROCESS_TIMEOUT = 600
 
 
@@ -82,6 +79,7 @@ def _result(output):
     return json.loads(match.group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_two_workers_train_as_one_process_on_the_same_batches(tmp_path, driver):
     """2 workers x 1 CPU replica, 3 steps == one process with 2 replicas, 3 steps."""
@@ -131,6 +129,7 @@ def _step(prefix):
     return int(tf.train.load_checkpoint(prefix).get_tensor('global_step'))
 
 
+@pytest.mark.slow
 def test_lost_worker_stops_the_other_and_a_rerun_resumes(tfrecord_dir, tmp_path):
     """kill -9 worker 1 mid-run: the chief stops within the collective timeout, naming it;
     the same command on both workers then resumes from the chief's latest checkpoint."""
@@ -191,6 +190,7 @@ def _one_line_error(proc):
     return errors[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('value, expected', [
     ('{"cluster": {"worker": ["127.0.0.1:1"]', 'TF_CONFIG is not valid JSON'),
     ('{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}}', 'has a "cluster" but no "task"'),
@@ -206,6 +206,7 @@ def test_bad_tf_config_is_a_one_line_error(tfrecord_dir, tmp_path, value, expect
     assert not os.path.exists(str(tmp_path / 'm'))
 
 
+@pytest.mark.slow
 def test_batch_that_does_not_divide_over_all_workers_is_a_clear_error(tfrecord_dir, tmp_path):
     flags = [f for f in TRAIN_FAST_FLAGS if not f.startswith('--batch_size')]
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--batch_size=3',

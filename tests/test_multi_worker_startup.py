@@ -12,8 +12,6 @@ import pytest
 
 from conftest import AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS
 
-pytestmark = pytest.mark.slow
-
 # The test's own bound for one worker process: far above the waits under test (10 s).
 PROCESS_TIMEOUT = 150
 
@@ -66,6 +64,7 @@ def _error_lines(output):
     return [line for line in output.splitlines() if line.startswith('error: ')]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_a_worker_whose_peer_never_starts_gives_up_naming_it(tfrecord_dir, tmp_path, driver):
     ports = _free_ports(2)
@@ -83,6 +82,7 @@ def test_a_worker_whose_peer_never_starts_gives_up_naming_it(tfrecord_dir, tmp_p
         'this one again.' % tuple(ports)], out[-4000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_a_worker_whose_port_is_taken_says_so_in_one_line(tfrecord_dir, tmp_path, driver):
     ports = _free_ports(2)
@@ -105,6 +105,7 @@ def test_a_worker_whose_port_is_taken_says_so_in_one_line(tfrecord_dir, tmp_path
         % (ports[0], ports[0])], out[-4000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_sigterm_stops_a_worker_waiting_for_its_peers(tfrecord_dir, tmp_path, driver):
     """No timeout (0 = wait forever): only the signal can end the wait."""

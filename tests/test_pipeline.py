@@ -18,7 +18,6 @@ def _identity_map(parsed):
     return features, labels
 
 
-
 def _batches(dataset, limit=100):
     return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in dataset.take(limit)]
 

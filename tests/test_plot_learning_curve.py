@@ -1,9 +1,9 @@
 """tools/plot_learning_curve.py: one run or several runs (fp32 beside bf16) in one figure."""
 import json
 
-import pytest
+from conftest import import_or_skip
 
-pytest.importorskip('matplotlib')
+import_or_skip('matplotlib', 'tools/plot_learning_curve.py draws with it; in requirements.txt')
 
 from tools import plot_learning_curve  # noqa: E402
 

@@ -8,8 +8,6 @@ import pytest
 
 from conftest import REPO_ROOT, TRAIN_FAST_FLAGS
 
-pytestmark = pytest.mark.slow
-
 # Not listed: TF 2.16+ prints its oneDNN notice from C++ at import, before absl logging is
 # initialized, whatever TF_CPP_MIN_LOG_LEVEL says (one line; nothing in Python can stop it).
 NOISE = ('Using config:', 'UserWarning', 'type_inference.cc', 'Graph was finalized',
@@ -25,6 +23,7 @@ def _run(args):
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_training_and_export_print_no_tensorflow_noise_unless_verbose(tfrecord_dir, tmp_path):
     model_dir = str(tmp_path / 'model')
     out = _run(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,

@@ -27,7 +27,6 @@ def _example(feature_lists):
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-
 def _hand_built_features():
     """A 40 x 20 (width x height) image with boxes given by the original's convention."""
     return {

@@ -21,9 +21,6 @@ import tensorflow as tf
 from conftest import (REPO_ROOT, TRAIN_FAST_FLAGS, assert_finite_losses, assert_one_line_error,
                       run_script)
 
-# Every test here runs an entry script or a training subprocess (the slow tier).
-pytestmark = pytest.mark.slow
-
 
 def _train(tfrecord_dir, model_dir, steps, *extra):
     return run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
@@ -34,6 +31,7 @@ def _step(prefix):
     return int(tf.train.load_checkpoint(prefix).get_tensor('global_step'))
 
 
+@pytest.mark.slow
 def test_second_trainer_on_the_same_model_dir_is_refused(tfrecord_dir, tmp_path):
     model_dir = str(tmp_path / 'model')
     command = [sys.executable, 'train_ssd.py', '--data_dir=' + tfrecord_dir,
@@ -64,6 +62,7 @@ def test_second_trainer_on_the_same_model_dir_is_refused(tfrecord_dir, tmp_path)
     assert _step(tf.train.latest_checkpoint(model_dir)) == _step(saved) + 1
 
 
+@pytest.mark.slow
 def test_labels_beyond_num_classes_are_caught_before_anything_is_written(tfrecord_dir,
                                                                          tmp_path):
     model_dir = tmp_path / 'model'
@@ -74,6 +73,7 @@ def test_labels_beyond_num_classes_are_caught_before_anything_is_written(tfrecor
     assert not [f for f in written if f.startswith('model.ckpt') or f == 'params.json'], written
 
 
+@pytest.mark.slow
 def test_resume_with_other_graph_settings_names_both_values(trained_model_dir, tfrecord_dir,
                                                             tmp_path):
     model_dir = str(tmp_path / 'model')
@@ -93,6 +93,7 @@ def _copy_records(tfrecord_dir, tmp_path):
     return data_dir
 
 
+@pytest.mark.slow
 def test_truncated_train_shard_is_named(tfrecord_dir, tmp_path):
     data_dir = _copy_records(tfrecord_dir, tmp_path)
     shard = os.path.join(data_dir, 'train-00001-of-00002')
@@ -104,6 +105,7 @@ def test_truncated_train_shard_is_named(tfrecord_dir, tmp_path):
     assert_one_line_error(proc, shard, 'truncated', 're-run the converter')
 
 
+@pytest.mark.slow
 def test_random_bytes_val_shard_is_named_by_eval(trained_model_dir, tfrecord_dir, tmp_path):
     data_dir = _copy_records(tfrecord_dir, tmp_path)
     shard = os.path.join(data_dir, 'val-00000-of-00002')
@@ -114,6 +116,7 @@ def test_random_bytes_val_shard_is_named_by_eval(trained_model_dir, tfrecord_dir
     assert_one_line_error(proc, shard)
 
 
+@pytest.mark.slow
 def test_empty_train_shards_are_an_error_not_a_zero_step_success(tfrecord_dir, tmp_path):
     data_dir = _copy_records(tfrecord_dir, tmp_path)
     for name in os.listdir(data_dir):
@@ -123,6 +126,7 @@ def test_empty_train_shards_are_an_error_not_a_zero_step_success(tfrecord_dir, t
     assert_one_line_error(proc, 'train-0000')
 
 
+@pytest.mark.slow
 def test_zero_byte_val_shard_is_reported_by_eval(trained_model_dir, tfrecord_dir, tmp_path):
     data_dir = _copy_records(tfrecord_dir, tmp_path)
     open(os.path.join(data_dir, 'val-00001-of-00002'), 'wb').close()
@@ -133,6 +137,7 @@ def test_zero_byte_val_shard_is_reported_by_eval(trained_model_dir, tfrecord_dir
                      proc.stderr), proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_unreadable_newest_checkpoint_falls_back_and_leftovers_are_removed(
         trained_model_dir, tfrecord_dir, tmp_path):
     model_dir = str(tmp_path / 'model')
@@ -159,13 +164,44 @@ def test_unreadable_newest_checkpoint_falls_back_and_leftovers_are_removed(
     assert any(f.endswith('.unreadable') for f in os.listdir(model_dir))
 
 
-def test_params_json_records_what_the_run_used(trained_model_dir):
+@pytest.mark.slow
+def flag_values_in_params(params, flags):
+    """{name: (flag value as params' type, params' value)} for every --name=value of `flags`
+    that params.json holds (an empty value stands for None)."""
+    pairs = {}
+    for flag in flags:
+        name, value = flag[2:].split('=', 1)
+        if name not in params:
+            continue
+        recorded = params[name]
+        if value == '':
+            value = None
+        elif isinstance(recorded, bool):
+            value = value.lower() in ('1', 'true')
+        elif isinstance(recorded, (int, float)):
+            value = type(recorded)(float(value))
+        pairs[name] = (value, recorded)
+    return pairs
+
+
+def test_params_json_records_what_the_run_used(trained_model_dir, tfrecord_dir):
+    """Every training flag of the run that params.json holds is recorded with the run's value,
+    most of them not the defaults (a params.json of defaults fails)."""
+    from common import defaults
     with open(os.path.join(trained_model_dir, 'params.json')) as f:
         params = json.load(f)
     assert params['num_classes'] == 21 and params['model_scope'] == 'ssd300'
+    assert params['data_dir'] == tfrecord_dir
+    pairs = flag_values_in_params(params, TRAIN_FAST_FLAGS)
+    wrong = {name: pair for name, pair in pairs.items() if pair[0] != pair[1]}
+    assert not wrong, wrong
+    not_default = [name for name, (value, _) in pairs.items()
+                   if value != defaults.DEFAULT_PARAMS.get(name)]
+    assert len(not_default) >= 4, (not_default, pairs)
     assert 'train.lock' not in os.listdir(trained_model_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('text', ['{"cluster": 1', '[]'])
 def test_unreadable_params_json_is_a_one_line_error(trained_model_dir, tfrecord_dir, tmp_path,
                                                     text):

@@ -16,16 +16,13 @@ from utility.training import precision as precision_lib
 from utility.training import schedule
 
 
-# Every test here runs an entry script or a training subprocess (the slow tier).
-pytestmark = pytest.mark.slow
-
-
 def _ckpt_step(model_dir):
     latest = tf.train.latest_checkpoint(model_dir)
     assert latest, 'no checkpoint in %s' % model_dir
     return int(tf.train.load_checkpoint(latest).get_tensor('global_step'))
 
 
+@pytest.mark.slow
 def test_short_run_writes_checkpoint_params_and_finite_losses(trained_run):
     trained_model_dir, output = trained_run
     assert _ckpt_step(trained_model_dir) == 2
@@ -36,6 +33,7 @@ def test_short_run_writes_checkpoint_params_and_finite_losses(trained_run):
     assert params['checkpoint_path'] is None  # trained from scratch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_second_run_resumes_from_the_checkpoint(trained_model_dir, tfrecord_dir, tmp_path,
                                                 driver):
@@ -53,6 +51,7 @@ def test_second_run_resumes_from_the_checkpoint(trained_model_dir, tfrecord_dir,
     assert _ckpt_step(model_dir) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_two_replicas_on_logical_cpus_train(tfrecord_dir, tmp_path, driver):
     model_dir = str(tmp_path / 'model')
@@ -66,6 +65,7 @@ def test_two_replicas_on_logical_cpus_train(tfrecord_dir, tmp_path, driver):
     assert _ckpt_step(model_dir) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_replicas_average_not_add(tmp_path, driver):
     """One step on two replicas == one step on one device with the same global batch."""
@@ -92,6 +92,7 @@ def test_replicas_average_not_add(tmp_path, driver):
     assert moved > 30
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_is_a_clear_error(tfrecord_dir, tmp_path):
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir,
                        '--model_dir=' + str(tmp_path / 'm'),
@@ -101,6 +102,7 @@ def test_missing_checkpoint_is_a_clear_error(tfrecord_dir, tmp_path):
     assert 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow
 def test_empty_data_dir_is_a_clear_error(tmp_path):
     empty = tmp_path / 'empty'
     empty.mkdir()
@@ -111,6 +113,7 @@ def test_empty_data_dir_is_a_clear_error(tmp_path):
     assert 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow
 def test_batch_that_does_not_divide_over_replicas_is_a_clear_error(tfrecord_dir, tmp_path):
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir,
                        '--model_dir=' + str(tmp_path / 'm'), '--checkpoint_path=',
@@ -120,6 +123,7 @@ def test_batch_that_does_not_divide_over_replicas_is_a_clear_error(tfrecord_dir,
     assert 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_nan_loss_stops_with_step_and_last_good_checkpoint(tfrecord_dir, tmp_path, driver):
     model_dir = str(tmp_path / 'model')
@@ -143,6 +147,7 @@ def test_nan_loss_stops_with_step_and_last_good_checkpoint(tfrecord_dir, tmp_pat
             assert np.all(np.isfinite(value)), name
 
 
+@pytest.mark.slow
 def test_after_a_nan_stop_the_advised_rerun_trains(tfrecord_dir, tmp_path):
     """Checkpoints saved every second while the weights blew up to ~1e30 are set aside, so
     following the message (lower the rate, rerun) trains instead of failing again forever."""
@@ -193,6 +198,7 @@ SEED_TRAIN_FLAGS = (
     'model_scope', 'checkpoint_exclude_scopes', 'ignore_missing_vars', 'multi_gpu', 'use_amp')
 
 
+@pytest.mark.slow
 def test_help_explains_every_seed_flag():
     proc = run_script(['train_ssd.py', '--help'], timeout=120)
     text = proc.stdout + proc.stderr
@@ -216,6 +222,7 @@ def test_help_explains_every_seed_flag():
 CLI_ONLY_DEFAULTS = ('checkpoint_path', 'num_classes', 'anchor_preset')
 
 
+@pytest.mark.slow
 def test_train_flag_defaults_are_the_model_defaults():
     """Each train_ssd.py flag that is also a model param defaults to
     common/defaults.DEFAULT_PARAMS, the one source (a value written into a flag again fails
@@ -305,6 +312,62 @@ def test_configure_precision_turns_on_the_onednn_rewrite_only_for_bf16(tmp_path,
         assert messages[-1].startswith('Precision: bf16 (')
 
 
+def _convolution_in_session(config):
+    """(conv output, its loss's gradient, the dtypes of the Cast ops the session ran) of one
+    fixed 3x3 convolution run in a session with `config`."""
+    rng = np.random.RandomState(0)
+    images = rng.randn(2, 24, 24, 16).astype(np.float32)
+    kernel = rng.randn(3, 3, 16, 32).astype(np.float32)
+    with tf.Graph().as_default():
+        x = tf.compat.v1.placeholder(tf.float32, images.shape)
+        w = tf.compat.v1.get_variable('w', initializer=kernel)
+        y = tf.nn.conv2d(x, w, 1, 'SAME')
+        grad = tf.gradients(tf.reduce_sum(tf.square(y)), w)[0]
+        metadata = tf.compat.v1.RunMetadata()
+        with tf.compat.v1.Session(config=config) as session:
+            session.run(w.initializer)
+            values = session.run([y, grad], {x: images}, run_metadata=metadata,
+                                 options=tf.compat.v1.RunOptions(output_partition_graphs=True))
+    casts = {tf.as_dtype(node.attr['DstT'].type).name for graph in metadata.partition_graphs
+             for node in graph.node if node.op == 'Cast'}
+    return values[0], values[1], casts
+
+
+def test_bf16_changes_the_numbers_and_fp32_does_not(tmp_path, monkeypatch):
+    """The session config that --precision builds is in effect: fp32 (asked for, or auto on a
+    simulated CPU without bfloat16) runs the same float32 numbers every time; bf16 (auto on a
+    simulated CPU with it) has grappler cast the convolution to bfloat16, and its output and
+    gradient differ from float32's."""
+    monkeypatch.setattr(tf.config, 'list_physical_devices', lambda *_, **__: [])  # a CPU
+    without, with_bf16 = tmp_path / 'without', tmp_path / 'with'
+    without.write_text('flags\t\t: fpu sse2 avx2 avx512f\n')
+    with_bf16.write_text('flags\t\t: fpu avx512f avx512_bf16\n')
+
+    def run(requested, cpuinfo):
+        config = tf.compat.v1.ConfigProto()
+        precision = precision_lib.configure_precision(config, requested, log=lambda _: None,
+                                                      cpuinfo_path=str(cpuinfo))
+        return (precision,) + _convolution_in_session(config)
+
+    fp32 = run('fp32', with_bf16)
+    for precision, y, grad, casts in (run('fp32', with_bf16), run('auto', without)):
+        assert precision == 'fp32' and 'bfloat16' not in casts
+        assert np.array_equal(y, fp32[1]) and np.array_equal(grad, fp32[2])
+    precision, y, grad, casts = run('auto', with_bf16)
+    assert precision == 'bf16'
+    if 'bfloat16' not in casts and not precision_lib.cpu_supports_bf16('/proc/cpuinfo'):
+        # Measured on an AVX2-only CPU (TF 2.15 and 2.21): grappler leaves the graph in
+        # float32 when the CPU has no native bfloat16, whatever the config says.
+        pytest.skip('this CPU has neither AVX512-BF16 nor AMX-BF16: TensorFlow does not '
+                    'apply the bfloat16 rewrite here, so there is no bf16 result to compare')
+    assert 'bfloat16' in casts, casts
+    # bfloat16 keeps 8 significant bits: relative errors near 2^-8, never exactly float32's
+    scale = np.abs(fp32[1]).max()
+    assert 1e-5 * scale < np.abs(y - fp32[1]).max() < 0.05 * scale
+    assert not np.array_equal(grad, fp32[2])
+
+
+@pytest.mark.slow
 def test_precision_is_printed_recorded_and_free_to_change_on_resume(tfrecord_dir, tmp_path):
     """--precision=auto falls back to fp32 on a CPU without bfloat16 (simulated through
     $SSD_CPUINFO) and resolves for this machine on the real one; each run says which in one
@@ -344,6 +407,7 @@ def test_precision_is_printed_recorded_and_free_to_change_on_resume(tfrecord_dir
         assert json.load(f)['checkpoint'].endswith('model.ckpt-2')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_a_checkpoint_and_exits_cleanly(tfrecord_dir, tmp_path, signum):
     """SIGTERM (schedulers, docker stop) and Ctrl-C keep the steps done: a checkpoint at the
@@ -390,6 +454,7 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(tfrecord_dir, tmp_path, sig
     assert _ckpt_step(model_dir) == step + 1
 
 
+@pytest.mark.slow
 def test_save_checkpoints_secs_zero_still_writes_the_final_checkpoint(tfrecord_dir, tmp_path):
     model_dir = str(tmp_path / 'model')
     flags = [f for f in TRAIN_FAST_FLAGS if not f.startswith('--save_checkpoints_secs')]

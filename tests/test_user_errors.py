@@ -6,15 +6,13 @@ import pytest
 
 from conftest import TRAIN_FAST_FLAGS, assert_one_line_error, run_script, write_initial_checkpoint
 
-# Every test here runs an entry script or a training subprocess (the slow tier).
-pytestmark = pytest.mark.slow
-
 
 def _train_flags(**changes):
     flags = [f for f in TRAIN_FAST_FLAGS if f.split('=')[0].lstrip('-') not in changes]
     return flags + ['--%s=%s' % kv for kv in changes.items()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('changes, fragments', [
     ({'batch_size': 0}, ['--batch_size=0 must be a positive integer']),
     ({'batch_size': -3}, ['--batch_size=-3 must be a positive integer']),
@@ -42,6 +40,7 @@ def test_bad_training_flags_are_one_line_errors_before_any_work(tfrecord_dir, tm
     assert not model_dir.exists()  # nothing written, no 200 MB checkpoint
 
 
+@pytest.mark.slow
 def test_model_dir_that_is_a_file_is_a_one_line_error(tfrecord_dir, tmp_path):
     path = tmp_path / 'model'
     path.write_text('not a directory')
@@ -56,6 +55,7 @@ def five_class_checkpoint(tmp_path_factory):
     return write_initial_checkpoint(str(tmp_path_factory.mktemp('five') / 'model.ckpt'), 5)
 
 
+@pytest.mark.slow
 def test_eval_of_a_checkpoint_with_another_class_count(five_class_checkpoint, tfrecord_dir,
                                                         tmp_path):
     proc = run_script(['eval_ssd.py', '--data_dir=' + tfrecord_dir,
@@ -65,6 +65,7 @@ def test_eval_of_a_checkpoint_with_another_class_count(five_class_checkpoint, tf
                            'pass --num_classes=5')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('script, flags', [
     ('export_ssd.py', []),
     ('simple_ssd_demo.py', ['--input=x.jpg']),
@@ -81,6 +82,7 @@ def test_export_and_demo_check_the_class_count_too(five_class_checkpoint, voc_sa
     assert_one_line_error(proc, 'was trained with 5 classes')
 
 
+@pytest.mark.slow
 def test_eval_and_demo_batch_size_zero(trained_model_dir, tfrecord_dir, voc_sample_dir,
                                        tmp_path):
     proc = run_script(['eval_ssd.py', '--data_dir=' + tfrecord_dir,
@@ -93,6 +95,7 @@ def test_eval_and_demo_batch_size_zero(trained_model_dir, tfrecord_dir, voc_samp
     assert_one_line_error(proc, '--batch_size=0 must be a positive integer')
 
 
+@pytest.mark.slow
 def test_output_paths_that_are_files_fail_before_inference(trained_model_dir, voc_sample_dir,
                                                            tmp_path):
     taken = tmp_path / 'taken'
