@@ -67,10 +67,21 @@ def _error_lines(output):
 @pytest.mark.slow
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_a_worker_whose_peer_never_starts_gives_up_naming_it(tfrecord_dir, tmp_path, driver):
+    """It waits the whole --collective_timeout_secs (counted from its 'Waiting' line), then
+    gives up in one line naming the silent peer."""
     ports = _free_ports(2)
     proc, log_path = _start_worker(tfrecord_dir, tmp_path, ports, driver, timeout_secs=10)
+    deadline = time.time() + PROCESS_TIMEOUT
+    while 'Waiting for the other 1 worker(s) to join' not in _read(log_path):
+        assert proc.poll() is None and time.time() < deadline, _read(log_path)[-4000:]
+        time.sleep(0.2)
+    waiting_seen = time.time()
     _finish(proc)
+    elapsed = time.time() - waiting_seen
     out = _read(log_path)
+    # the line is seen up to one poll (0.2 s) after the wait began; a worker that gave up at
+    # once (the message only echoing the flag) ends well within a second
+    assert elapsed >= 10 - 0.5, elapsed
     assert proc.returncode == 1, out[-4000:]
     assert 'Traceback' not in out, out[-4000:]
     errors = _error_lines(out)

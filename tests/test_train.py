@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import (AVAILABLE_DRIVERS, REPO_ROOT, TRAIN_FAST_FLAGS, assert_finite_losses,
-                      run_script, write_initial_checkpoint)
+                      run_script, write_initial_checkpoint, write_variables)
 from utility.training import precision as precision_lib
 from utility.training import schedule
 
@@ -33,22 +33,64 @@ def test_short_run_writes_checkpoint_params_and_finite_losses(trained_run):
     assert params['checkpoint_path'] is None  # trained from scratch
 
 
+def _trained_weights(prefix):
+    """{name: value} of a checkpoint's model weights (the optimizer's slots, the batch-norm
+    moving statistics and the global step left out: they move without the learning rate)."""
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith('ssd300/')
+            and not re.search(r'/Momentum$|/moving_(mean|variance)$', name)}
+
+
+def _backbone_checkpoint(trained_prefix, path):
+    """A ResNet-18 backbone checkpoint (resnet_v1_18 scope, no SSD layers) whose every weight
+    is the trained one + 0.5: restoring it would change every backbone weight."""
+    from net import ssd_net
+    new_layers = [s.strip() + '/' for s in ssd_net.default_exclude_scopes('resnet18').split(',')]
+    backbone = {name.replace('ssd300/', 'resnet_v1_18/', 1): value + np.float32(0.5)
+                for name, value in _trained_weights(trained_prefix).items()
+                if not any(name.startswith(scope) for scope in new_layers)}
+    assert len(backbone) > 20
+    return write_variables(path, backbone)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize('backbone', ['', 'backbone'])
 @pytest.mark.parametrize('driver', AVAILABLE_DRIVERS)
 def test_second_run_resumes_from_the_checkpoint(trained_model_dir, tfrecord_dir, tmp_path,
-                                                driver):
-    """Either driver resumes a checkpoint written by the default one (same names, same step)."""
+                                                driver, backbone):
+    """Either driver resumes a checkpoint written by the default one (same names, same step):
+    at a learning rate of 1e-30 (--end_learning_rate too: the rate never goes below it) the
+    resumed run saves the checkpoint's weights unchanged (a re-initialization, even with the
+    default seed, moves them; a backbone restore too). With a backbone --checkpoint_path, as
+    in the README's training command, the trained weights win and the log says the backbone
+    checkpoint is not used."""
     model_dir = str(tmp_path / 'model')
     shutil.copytree(trained_model_dir, model_dir)
+    before = _trained_weights(tf.train.latest_checkpoint(model_dir))
+    extra = []
+    if backbone:
+        extra = ['--checkpoint_path=' + _backbone_checkpoint(
+            tf.train.latest_checkpoint(model_dir), str(tmp_path / 'backbone' / 'resnet.ckpt'))]
     proc = run_script(['train_ssd.py', '--data_dir=' + tfrecord_dir, '--model_dir=' + model_dir,
-                       '--max_number_of_steps=3', '--driver=' + driver] + TRAIN_FAST_FLAGS)
+                       '--max_number_of_steps=3', '--driver=' + driver] + TRAIN_FAST_FLAGS
+                      + ['--learning_rate=1e-30', '--end_learning_rate=1e-30'] + extra)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert 'Resuming from' in out and 'model.ckpt-2' in out and driver + ' driver' in out
+    if backbone:
+        assert '--checkpoint_path is not used' in out, out[-3000:]
+        assert 'Initializing the backbone' not in out
     # exactly one more step was run, starting at global step 2
     assert re.search(r'step 3, loss', out) and not re.search(r'step [12], loss', out)
     assert_finite_losses(out, steps=[3])
     assert _ckpt_step(model_dir) == 3
+    after = _trained_weights(tf.train.latest_checkpoint(model_dir))
+    assert sorted(after) == sorted(before) and len(before) > 50
+    moved = {name: float(np.abs(after[name] - value).max()) for name, value in before.items()
+             if not np.array_equal(after[name], value)}
+    assert not moved, 'weights differ from the resumed checkpoint: %s' % sorted(
+        moved.items(), key=lambda item: -item[1])[:5]
 
 
 @pytest.mark.slow
