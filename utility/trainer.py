@@ -119,11 +119,16 @@ def fine_tune_settings(values, checkpoint):
 
 
 def anchor_preset(values):
-    """--anchor_preset, or the preset <data_dir>/manifest.json suggests, or 'voc'."""
+    """--anchor_preset, or the backbone's preset (mobilenet_v2: 'ssdlite'), or the preset
+    <data_dir>/manifest.json suggests, or 'voc'."""
     from dataset.manifest import MANIFEST_NAME, source_from_manifest
     from net import anchors
     if values.anchor_preset:
         return anchors.check_preset(values.anchor_preset)
+    from net import backbones
+    own = backbones.get_backbone(values.backbone).anchor_preset
+    if own:
+        return anchors.check_preset(own)
     suggested = source_from_manifest(values.data_dir)['anchor_preset']
     if suggested:
         log('Anchor preset %s (from %s).' % (suggested, os.path.join(
@@ -147,7 +152,7 @@ def build_params(values, num_replicas, data_format, use_amp, checkpoint_path, cl
         data_format=data_format,
         model_scope=values.model_scope,
         backbone=values.backbone, freeze_batch_norm=values.freeze_batch_norm,
-        batch_norm_decay=values.batch_norm_decay,
+        batch_norm_decay=values.batch_norm_decay, head=getattr(values, 'head', None),
         data_dir=values.data_dir,
         batch_size=values.batch_size,
         num_replicas=num_replicas,
