@@ -6,7 +6,10 @@ The backbone (net/backbones.py, chosen by name: 'vgg16' (default), 'resnet18', '
 'resnet50', 'resnet101') gives two source maps, at strides 8 and 16; the extra layers
 conv8..conv11 (on the stride-16 map) and the six multibox heads are the same for every
 backbone; the backbones themselves (VGG-16 reduced-fc, the ResNets) are built in
-net/backbones.py. Layout of the variables under the model scope (default ``ssd300``) for VGG-16::
+net/backbones.py. The exception is 'mobilenet_v2' (SSDLite): its maps are at strides 16 and
+32, its registry entry asks for SSDLite's extra layers (ssdlite_extra_layers: 1x1 -> 3x3
+depthwise/2 -> 1x1, batch norm, ReLU6) and, by default, SSDLite's depthwise-separable heads
+(``head='ssdlite'``; ``HEADS``). Layout of the variables under the model scope (default ``ssd300``) for VGG-16::
 
     ssd300/conv1/conv1_1/{weights,biases} ... ssd300/conv5/conv5_3/{weights,biases}
     ssd300/fc6/{weights [3,3,512,1024], biases}      (3x3, dilation 6)

@@ -216,8 +216,7 @@ def test_float_standin_converts_to_the_same_network(standin, tmp_path, capsys):
 def _first_and_last_filters(tflite):
     """Our own reading of the file: the first CONV_2D (MobilenetV2/Conv) and the last one
     before the classifier (Conv_1): (q, scales, zero points, bias q, bias scales) each."""
-    interpreter = tf.lite.Interpreter(model_path=tflite)
-    interpreter.allocate_tensors()
+    interpreter = converter.load_interpreter(tflite)  # LiteRT, or tf.lite where it is absent
     convs = [op for op in interpreter._get_ops_details() if op['op_name'] == 'CONV_2D']
     details = {t['index']: t for t in interpreter.get_tensor_details()}
     result = []
