@@ -561,12 +561,14 @@ def _inverted_residual(net, scope, expansion, depth, stride, data_format, end_po
 
 
 def mobilenet_v2_base(images, is_training=False, data_format='channels_last',
-                      freeze_batch_norm=False, batch_norm_decay=None):
+                      freeze_batch_norm=False, batch_norm_decay=None,
+                      input_scale=MOBILENET_INPUT_SCALE):
     """MobileNetV2 1.0 up to Conv_1 (see mobilenet_v2_layers), SAME padding everywhere.
 
     Args:
       images: float32 [B, H, W, 3] (or NCHW), RGB minus 127.5 (0-255 scale); scaled here by
-        1 / 127.5 to MobileNetV2's [-1, 1].
+        1 / 127.5 to MobileNetV2's [-1, 1] (`input_scale`; None: images are already in
+        [-1, 1], as the TFLite classifier files take them).
     Returns:
       (net, end_points): Conv_1's output (stride 32: 10x10x1280 for 300x300, 7x7 for 224)
       and {layer scope: output} ('expanded_conv_13/expand': stride 16, 19x19x576 at 300).
@@ -575,7 +577,8 @@ def mobilenet_v2_base(images, is_training=False, data_format='channels_last',
     end_points = {}
     with slim.arg_scope(mobilenet_arg_scope(is_training, freeze_batch_norm, data_format,
                                             batch_norm_decay)):
-        net = tf.multiply(images, MOBILENET_INPUT_SCALE, name='input_scale')
+        net = images if input_scale is None else tf.multiply(images, input_scale,
+                                                             name='input_scale')
         net = slim.conv2d(net, MOBILENET_V2_STEM_DEPTH, [3, 3], stride=2, scope='Conv')
         for scope, expansion, depth, stride in MOBILENET_V2_BLOCKS:
             net = _inverted_residual(net, scope, expansion, depth, stride, data_format,
@@ -595,12 +598,13 @@ def mobilenet_v2_source_maps(images, is_training=False, data_format='channels_la
     return [end_points['expanded_conv_13/expand'], net]
 
 
-def mobilenet_v2_classifier(images, num_classes=1001, data_format='channels_last'):
+def mobilenet_v2_classifier(images, num_classes=1001, data_format='channels_last',
+                            input_scale=MOBILENET_INPUT_SCALE):
     """MobileNetV2 1.0 with TF-slim's ImageNet classifier, inference mode: mobilenet_v2_base,
     global average pool, 1x1 conv 'Logits/Conv2d_1c_1x1' (weights + biases) -> logits [B,
     num_classes] (class 0 = background in the 1001-class files). For checking converted
     weights against their source (tools/check_mobilenet_conversion.py, the tests)."""
-    net, _ = mobilenet_v2_base(images, False, data_format)
+    net, _ = mobilenet_v2_base(images, False, data_format, input_scale=input_scale)
     axes = [1, 2] if data_format == 'channels_last' else [2, 3]
     net = tf.reduce_mean(net, axes, keepdims=True, name='Logits/AvgPool')
     net = slim.conv2d(net, num_classes, [1, 1], activation_fn=None, normalizer_fn=None,

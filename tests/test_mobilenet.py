@@ -130,11 +130,13 @@ def test_dequantize_matches_worked_numbers():
 
 
 def _standin_graph(seed=3):
-    """The slim-named classifier at 32x32 with random batch-norm statistics and gammas."""
+    """The slim-named classifier at 32x32 with random batch-norm statistics and gammas,
+    taking [-1, 1] input as the published TFLite files do (with the backbone's x 1/127.5 in
+    the graph, the TFLite converter folds it into the first convolution's weights)."""
     rng = np.random.RandomState(seed)
     images = tf.compat.v1.placeholder(tf.float32, [1, STANDIN_SIZE, STANDIN_SIZE, 3])
     with tf.compat.v1.variable_scope(SCOPE):
-        logits = backbones.mobilenet_v2_classifier(images, STANDIN_CLASSES)
+        logits = backbones.mobilenet_v2_classifier(images, STANDIN_CLASSES, input_scale=None)
     assigns = []
     for variable in tf.compat.v1.global_variables():
         shape = variable.shape.as_list()
@@ -152,11 +154,11 @@ def _standin_graph(seed=3):
 
 @pytest.fixture(scope='module')
 def standin(tmp_path_factory):
-    """{'float': path, 'int8': path, 'inputs': [N, 32, 32, 3] (RGB - 127.5), 'logits': the
+    """{'float': path, 'int8': path, 'inputs': [N, 32, 32, 3] in [-1, 1], 'logits': the
     TF model's logits on them}."""
     folder = tmp_path_factory.mktemp('standin')
     rng = np.random.RandomState(0)
-    inputs = rng.uniform(-127.5, 127.5, [4, STANDIN_SIZE, STANDIN_SIZE, 3]).astype(np.float32)
+    inputs = rng.uniform(-1, 1, [4, STANDIN_SIZE, STANDIN_SIZE, 3]).astype(np.float32)
     out = {'inputs': inputs}
     with tf.Graph().as_default():
         images, logits, assigns = _standin_graph()
@@ -185,6 +187,9 @@ def _convert(tflite, output, *extra):
 
 
 def _classifier_logits(checkpoint, inputs):
+    """The converted classifier (the backbone's input convention: RGB - 127.5) on `inputs` in
+    [-1, 1]."""
+    inputs = inputs * 127.5
     with tf.Graph().as_default():
         images = tf.compat.v1.placeholder(tf.float32, [None, STANDIN_SIZE, STANDIN_SIZE, 3])
         with tf.compat.v1.variable_scope(SCOPE):
