@@ -97,11 +97,17 @@ flags.DEFINE_string('backbone', DEFAULTS['backbone'],
                     'model/README.md.')
 flags.DEFINE_string('anchor_preset', '',
                     'Anchor sizes (net/anchors.py ANCHOR_PRESETS): voc (SSD300 on VOC, first '
-                    'scale 0.1) or coco (the caffe SSD300 COCO sizes, 21..315 pixels). Empty: '
-                    'the preset the converter recorded in <data_dir>/manifest.json (coco for '
-                    'COCO data), else voc. Or a json file of default-box sizes fitted to the '
-                    'data (python3 -m dataset.report --fit_anchors FILE.json), recorded whole. '
-                    'Recorded in params.json; resuming checks it.')
+                    'scale 0.1) or coco (the caffe SSD300 COCO sizes, 21..315 pixels), ssdlite '
+                    '(0.2..0.95, SSDLite\'s). Empty: the backbone\'s own preset if it has one '
+                    '(mobilenet_v2: ssdlite), else the preset the converter recorded in '
+                    '<data_dir>/manifest.json (coco for COCO data), else voc. Or a json file of '
+                    'default-box sizes fitted to the data (python3 -m dataset.report '
+                    '--fit_anchors FILE.json), recorded whole. Recorded in params.json; resuming '
+                    'checks it.')
+flags.DEFINE_enum('head', None, ['conv', 'ssdlite'],
+                  'Multibox heads: conv (SSD\'s 3x3 convolutions) or ssdlite (3x3 depthwise + '
+                  'batch norm + ReLU6, then 1x1). Default: the backbone\'s (mobilenet_v2: '
+                  'ssdlite; the others: conv). Recorded in params.json; resuming checks it.')
 flags.DEFINE_boolean('freeze_batch_norm', DEFAULTS['freeze_batch_norm'],
                      'ResNets: batch norm uses its moving statistics in training too and '
                      'gamma/beta stay fixed (for fine-tuning with few images per replica).')

@@ -80,6 +80,7 @@ DEFAULT_PARAMS = {
     'channel_order': None,         # VGG-16: 'bgr'; ResNets: 'rgb'
     'mean_rgb': None,              # subtracted on the 0-255 scale, (R, G, B)
     'freeze_batch_norm': False,    # ResNets: moving statistics in training too
+    'head': None,                  # net/ssd_net.HEADS; None: the backbone's ('conv', SSDLite's)
     'batch_norm_decay': BATCH_NORM_DECAY,
     # data
     'data_dir': DATA_DIR,

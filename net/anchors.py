@@ -45,6 +45,12 @@ ANCHOR_PRESETS = {
                                261 / 300.],
              'anchor_scale_end': 315 / 300.,
              'extra_anchor_scales': None},
+    # 'ssdlite': the TF Object Detection API's ssd_mobilenet_v2 / SSDLite sizes, s_k linear
+    #            from 0.2 to 0.95 over the six maps, the last extra square sqrt(0.95 * 1.0);
+    #            the default of --backbone mobilenet_v2 (maps 19, 10, 5, 3, 2, 1 at 300).
+    'ssdlite': {'anchor_scales': [0.2, 0.35, 0.5, 0.65, 0.8, 0.95],
+                'anchor_scale_end': 1.0,
+                'extra_anchor_scales': None},
 }
 
 

@@ -30,6 +30,16 @@ resnet101  ResNet v1, bottlenecks [3, 4, 23(, 3)],     block2/unit_3      block3
            TF-slim resnet_v1_101 layout                (512)              (1024)
 =========  ==========================================  =================  ================
 
+mobilenet_v2 (SSDLite) is the exception to the stride-8/16 pair: its two maps are at strides 16
+and 32 (19x19 and 10x10 at 300: ``expanded_conv_13/expand`` (576) and ``Conv_1`` (1280)), and
+its entry names its own extra layers ('ssdlite': four 1x1 -> 3x3 depthwise/2 -> 1x1 blocks,
+10 -> 5 -> 3 -> 2 -> 1), head ('ssdlite': depthwise-separable) and anchor preset ('ssdlite'),
+so its six maps are 19, 10, 5, 3, 2, 1. It is TF-slim's MobilenetV2 1.0 (``mobilenet_v2_layers``:
+variable names as TF-slim's under the model scope, BatchNorm epsilon 0.001, ReLU6, SAME padding),
+input RGB in [-1, 1] (mean 127.5, then x 1/127.5 inside the network). Its ImageNet weights come
+from a MobileNetV2 TFLite file (tools/convert_backbone_weights.py) or TF-slim's
+mobilenet_v2_1.0_224.ckpt (restored by name, checkpoint scope ``MobilenetV2``).
+
 As in the original SSD.TensorFlow code (its ``SSDBackbone``): the ResNet's stride-8 and
 stride-16 stages feed the first two heads, the SSD extra layers start from the stride-16 stage,
 and the stride-32 stage (block4) feeds nothing. Unlike the original, the unused stride-32 stage
@@ -421,6 +431,188 @@ def _resnet_builder(depth):
     return build
 
 
+# ============================================================================ MobileNetV2
+
+# TF-slim MobileNetV2's batch norm (its training_scope): decay 0.997 (the --batch_norm_decay
+# default), epsilon 0.001, gamma and beta.
+MOBILENET_BATCH_NORM_EPSILON = 1e-3
+# MobileNetV2's input convention: RGB scaled to [-1, 1]. The pipeline subtracts the mean (127.5
+# on the 0-255 scale); the backbone's first op multiplies by 1 / 127.5.
+MOBILENET_MEAN_RGB = (127.5, 127.5, 127.5)
+MOBILENET_INPUT_SCALE = 1.0 / 127.5
+# Checkpoint scope of TF-slim's MobilenetV2 (mobilenet_v2_1.0_224.ckpt, its TFLite files).
+MOBILENET_V2_SCOPE = 'MobilenetV2'
+MOBILENET_V2_EXPANSION = 6
+
+
+def _mobilenet_v2_blocks():
+    """TF-slim MobilenetV2 1.0's inverted-residual blocks as (scope, expansion, output
+    channels, stride): 'expanded_conv' (expansion 1, no expand layer), then expanded_conv_1
+    .. expanded_conv_16 with expansion 6; the stride sits on the depthwise convolution."""
+    layout = ((1, 16, 1), (6, 24, 2), (6, 24, 1), (6, 32, 2), (6, 32, 1), (6, 32, 1),
+              (6, 64, 2), (6, 64, 1), (6, 64, 1), (6, 64, 1), (6, 96, 1), (6, 96, 1),
+              (6, 96, 1), (6, 160, 2), (6, 160, 1), (6, 160, 1), (6, 320, 1))
+    return tuple(('expanded_conv' + ('_%d' % i if i else ''), t, c, s)
+                 for i, (t, c, s) in enumerate(layout))
+
+
+MOBILENET_V2_BLOCKS = _mobilenet_v2_blocks()
+# Stem and last layer (TF-slim names): 3x3/2 'Conv' with 32 filters, 1x1 'Conv_1' with 1280.
+MOBILENET_V2_STEM_DEPTH = 32
+MOBILENET_V2_LAST_DEPTH = 1280
+
+
+def mobilenet_v2_layers():
+    """Every convolution of MobileNetV2 1.0 (no classifier) in graph order, as (scope, kind,
+    weight shape in TF-slim layout): kind 'conv' ([kh, kw, in, out]) or 'depthwise' ([kh, kw,
+    in, 1], variable 'depthwise_weights'). Scopes relative to 'MobilenetV2'. Each layer has
+    BatchNorm; the one list the network, its checkpoint names and the converters follow."""
+    layers = [('Conv', 'conv', (3, 3, 3, MOBILENET_V2_STEM_DEPTH))]
+    channels = MOBILENET_V2_STEM_DEPTH
+    for scope, expansion, depth, _ in MOBILENET_V2_BLOCKS:
+        inner = channels * expansion
+        if expansion != 1:
+            layers.append((scope + '/expand', 'conv', (1, 1, channels, inner)))
+        layers.append((scope + '/depthwise', 'depthwise', (3, 3, inner, 1)))
+        layers.append((scope + '/project', 'conv', (1, 1, inner, depth)))
+        channels = depth
+    layers.append(('Conv_1', 'conv', (1, 1, channels, MOBILENET_V2_LAST_DEPTH)))
+    return tuple(layers)
+
+
+def mobilenet_v2_variable_shapes(scope=MOBILENET_V2_SCOPE):
+    """{checkpoint name: shape} of the backbone's variables, TF-slim names under `scope`:
+    '<layer>/weights' or '<layer>/depthwise_weights' and '<layer>/BatchNorm/{gamma, beta,
+    moving_mean, moving_variance}' for every layer of mobilenet_v2_layers()."""
+    shapes = {}
+    for layer, kind, shape in mobilenet_v2_layers():
+        prefix = '%s/%s/' % (scope, layer)
+        shapes[prefix + ('weights' if kind == 'conv' else 'depthwise_weights')] = tuple(shape)
+        channels = shape[3] if kind == 'conv' else shape[2]
+        for name in ('gamma', 'beta', 'moving_mean', 'moving_variance'):
+            shapes[prefix + 'BatchNorm/' + name] = (channels,)
+    return shapes
+
+
+def mobilenet_arg_scope(is_training, freeze_batch_norm=False, data_format='channels_last',
+                        batch_norm_decay=None):
+    """slim.conv2d / depthwise_conv2d with batch norm (TF-slim MobilenetV2's epsilon
+    0.001) and ReLU6, no biases, as TF-slim's mobilenet training_scope (weight decay is the
+    SSD loss's). Used by MobileNetV2 and by SSDLite's extra layers and heads."""
+    batch_norm_params = {'is_training': bool(is_training) and not freeze_batch_norm,
+                         'trainable': not freeze_batch_norm, 'data_format': data_format,
+                         'epsilon': MOBILENET_BATCH_NORM_EPSILON,
+                         'decay': defaults.BATCH_NORM_DECAY if batch_norm_decay is None
+                         else float(batch_norm_decay)}
+    with slim.arg_scope([slim.conv2d, depthwise_conv2d],
+                        weights_initializer=tf.compat.v1.truncated_normal_initializer(
+                            stddev=0.09),
+                        activation_fn=tf.nn.relu6,
+                        normalizer_fn=batch_norm,
+                        normalizer_params=batch_norm_params,
+                        padding='SAME',
+                        data_format=DATA_FORMATS[data_format]) as sc:
+        return sc
+
+
+@slim.add_arg_scope
+def depthwise_conv2d(net, stride, scope, padding='SAME', activation_fn=tf.nn.relu6,
+                     normalizer_fn=None, normalizer_params=None, weights_initializer=None,
+                     data_format='NHWC', outputs_collections=None):
+    """3x3 depthwise convolution (multiplier 1) -> normalizer_fn -> activation_fn, the layer
+    slim.separable_conv2d(net, None, [3, 3], depth_multiplier=1) builds (variable
+    '<scope>/depthwise_weights' [3, 3, channels, 1], a model variable; biases only without a
+    normalizer), on tf.nn.depthwise_conv2d (slim's goes through tf.compat.v1.layers, which
+    TF 2.21 no longer has)."""
+    channel = 3 if data_format == 'NHWC' else 1
+    channels = net.get_shape().as_list()[channel]
+    strides = [1, stride, stride, 1] if data_format == 'NHWC' else [1, 1, stride, stride]
+    with tf.compat.v1.variable_scope(scope, values=[net]) as sc:
+        weights = slim.model_variable(
+            'depthwise_weights', shape=[3, 3, channels, 1],
+            initializer=weights_initializer or tf.compat.v1.glorot_uniform_initializer())
+        out = tf.nn.depthwise_conv2d(net, weights, strides, padding, data_format=data_format)
+        if normalizer_fn is not None:
+            out = normalizer_fn(out, **dict(normalizer_params or {}))
+        else:
+            biases = slim.model_variable('biases', shape=[channels],
+                                         initializer=tf.compat.v1.zeros_initializer())
+            out = tf.nn.bias_add(out, biases, data_format=data_format)
+        if activation_fn is not None:
+            out = activation_fn(out)
+        return slim.utils.collect_named_outputs(outputs_collections, sc.name, out)
+
+
+def _inverted_residual(net, scope, expansion, depth, stride, data_format, end_points):
+    """TF-slim's expanded_conv: 1x1 expand (ReLU6; absent for expansion 1) -> 3x3 depthwise
+    (stride, ReLU6) -> 1x1 project (linear), + the input when the stride is 1 and the depth
+    unchanged."""
+    channels = net.get_shape().as_list()[channel_axis(data_format)]
+    with tf.compat.v1.variable_scope(scope, values=[net]):
+        out = net
+        if expansion != 1:
+            out = slim.conv2d(out, channels * expansion, [1, 1], scope='expand')
+            end_points[scope + '/expand'] = out
+        out = depthwise_conv2d(out, stride, 'depthwise')
+        out = slim.conv2d(out, depth, [1, 1], activation_fn=None, scope='project')
+        if stride == 1 and depth == channels:
+            out = tf.add(out, net, name='add')
+    return out
+
+
+def mobilenet_v2_base(images, is_training=False, data_format='channels_last',
+                      freeze_batch_norm=False, batch_norm_decay=None,
+                      input_scale=MOBILENET_INPUT_SCALE):
+    """MobileNetV2 1.0 up to Conv_1 (see mobilenet_v2_layers), SAME padding everywhere.
+
+    Args:
+      images: float32 [B, H, W, 3] (or NCHW), RGB minus 127.5 (0-255 scale); scaled here by
+        1 / 127.5 to MobileNetV2's [-1, 1] (`input_scale`; None: images are already in
+        [-1, 1], as the TFLite classifier files take them).
+    Returns:
+      (net, end_points): Conv_1's output (stride 32: 10x10x1280 for 300x300, 7x7 for 224)
+      and {layer scope: output} ('expanded_conv_13/expand': stride 16, 19x19x576 at 300).
+    """
+    check_data_format(data_format)
+    end_points = {}
+    with slim.arg_scope(mobilenet_arg_scope(is_training, freeze_batch_norm, data_format,
+                                            batch_norm_decay)):
+        net = images if input_scale is None else tf.multiply(images, input_scale,
+                                                             name='input_scale')
+        net = slim.conv2d(net, MOBILENET_V2_STEM_DEPTH, [3, 3], stride=2, scope='Conv')
+        for scope, expansion, depth, stride in MOBILENET_V2_BLOCKS:
+            net = _inverted_residual(net, scope, expansion, depth, stride, data_format,
+                                     end_points)
+            end_points[scope] = net
+        net = slim.conv2d(net, MOBILENET_V2_LAST_DEPTH, [1, 1], scope='Conv_1')
+        end_points['Conv_1'] = net
+    return net, end_points
+
+
+def mobilenet_v2_source_maps(images, is_training=False, data_format='channels_last',
+                             freeze_batch_norm=False, batch_norm_decay=None):
+    """[expanded_conv_13/expand (stride 16, 576), Conv_1 (stride 32, 1280)]: SSDLite's two
+    MobileNetV2 maps (19x19 and 10x10 for 300x300)."""
+    net, end_points = mobilenet_v2_base(images, is_training, data_format, freeze_batch_norm,
+                                        batch_norm_decay)
+    return [end_points['expanded_conv_13/expand'], net]
+
+
+def mobilenet_v2_classifier(images, num_classes=1001, data_format='channels_last',
+                            input_scale=MOBILENET_INPUT_SCALE):
+    """MobileNetV2 1.0 with TF-slim's ImageNet classifier, inference mode: mobilenet_v2_base,
+    global average pool, 1x1 conv 'Logits/Conv2d_1c_1x1' (weights + biases) -> logits [B,
+    num_classes] (class 0 = background in the 1001-class files). For checking converted
+    weights against their source (tools/check_mobilenet_conversion.py, the tests)."""
+    net, _ = mobilenet_v2_base(images, False, data_format, input_scale=input_scale)
+    axes = [1, 2] if data_format == 'channels_last' else [2, 3]
+    net = tf.reduce_mean(net, axes, keepdims=True, name='Logits/AvgPool')
+    net = slim.conv2d(net, num_classes, [1, 1], activation_fn=None, normalizer_fn=None,
+                      biases_initializer=tf.compat.v1.zeros_initializer(),
+                      data_format=DATA_FORMATS[data_format], scope='Logits/Conv2d_1c_1x1')
+    return tf.reshape(net, [-1, num_classes])
+
+
 # ============================================================================ registry
 
 Backbone = collections.namedtuple('Backbone', [
@@ -435,7 +627,11 @@ Backbone = collections.namedtuple('Backbone', [
     'checkpoint_model_scope',  # variable scope in the public ImageNet checkpoint
     'added_scopes',            # backbone scopes no ImageNet checkpoint has
     'batch_norm',              # True when the backbone has batch norm
-])
+    # Added later, with defaults (the SSD300 backbones'):
+    'extra_layers',            # 'ssd' (conv8..conv11) or 'ssdlite' (net/ssd_net.py)
+    'head',                    # default --head: 'conv' (SSD's 3x3) or 'ssdlite'
+    'anchor_preset',           # default --anchor_preset (None: the data's / 'voc')
+], defaults=('ssd', 'conv', None))
 
 
 def _resnet_entry(depth):
@@ -462,6 +658,15 @@ BACKBONES = collections.OrderedDict([
     ('resnet34', _resnet_entry(34)),
     ('resnet50', _resnet_entry(50)),
     ('resnet101', _resnet_entry(101)),
+    # SSDLite (Sandler et al. 2018): MobileNetV2's stride-16 expanded layer and last layer,
+    # then four SSDLite extra layers; depthwise-separable heads.
+    ('mobilenet_v2', Backbone(
+        name='mobilenet_v2', build=mobilenet_v2_source_maps,
+        source_layers=('expanded_conv_13/expand', 'Conv_1'), source_strides=(16, 32),
+        source_depths=(576, MOBILENET_V2_LAST_DEPTH), channel_order='rgb',
+        mean_rgb=MOBILENET_MEAN_RGB, checkpoint_model_scope=MOBILENET_V2_SCOPE,
+        added_scopes=(), batch_norm=True, extra_layers='ssdlite', head='ssdlite',
+        anchor_preset='ssdlite')),
 ])
 
 
@@ -501,6 +706,8 @@ def layer_scopes(name):
         return ('conv1',) + tuple(
             '%s/unit_%d/%s' % (block, k + 1, 'basic_v1' if bottleneck is None else 'bottleneck_v1')
             for block, units in blocks for k, (_, bottleneck, _) in enumerate(units))
+    if name == 'mobilenet_v2':
+        return tuple(layer for layer, _, _ in mobilenet_v2_layers())
     return None
 
 

@@ -6,7 +6,10 @@ The backbone (net/backbones.py, chosen by name: 'vgg16' (default), 'resnet18', '
 'resnet50', 'resnet101') gives two source maps, at strides 8 and 16; the extra layers
 conv8..conv11 (on the stride-16 map) and the six multibox heads are the same for every
 backbone; the backbones themselves (VGG-16 reduced-fc, the ResNets) are built in
-net/backbones.py. Layout of the variables under the model scope (default ``ssd300``) for VGG-16::
+net/backbones.py. The exception is 'mobilenet_v2' (SSDLite): its maps are at strides 16 and
+32, its registry entry asks for SSDLite's extra layers (ssdlite_extra_layers: 1x1 -> 3x3
+depthwise/2 -> 1x1, batch norm, ReLU6) and, by default, SSDLite's depthwise-separable heads
+(``head='ssdlite'``; ``HEADS``). Layout of the variables under the model scope (default ``ssd300``) for VGG-16::
 
     ssd300/conv1/conv1_1/{weights,biases} ... ssd300/conv5/conv5_3/{weights,biases}
     ssd300/fc6/{weights [3,3,512,1024], biases}      (3x3, dilation 6)
@@ -40,6 +43,21 @@ SSD_LAYER_SCOPES = ('multibox_head', 'additional_layers')
 EXTRA_SOURCE_LAYERS = ('conv8', 'conv9', 'conv10', 'conv11')
 
 
+# Multibox heads (--head; a backbone's entry names its default): 'conv' SSD's 3x3 convolutions,
+# 'ssdlite' SSDLite's depthwise-separable ones (3x3 depthwise + batch norm + ReLU6, then a 1x1
+# convolution with biases).
+HEADS = ('conv', 'ssdlite')
+
+
+def resolve_head(head, backbone=defaults.BACKBONE):
+    """`head` if given (one of HEADS, else ValueError), else the backbone's default."""
+    if head is None:
+        return backbones.get_backbone(backbone).head
+    if head not in HEADS:
+        raise ValueError('Unknown head %r; use one of %s (--head).' % (head, ', '.join(HEADS)))
+    return head
+
+
 def source_layers(backbone=defaults.BACKBONE):
     """end_points names of the six source maps, in anchor order (backbone's two + conv8..11)."""
     return tuple(backbones.get_backbone(backbone).source_layers) + EXTRA_SOURCE_LAYERS
@@ -63,13 +81,20 @@ def feature_shapes(backbone=defaults.BACKBONE, image_size=300):
     3, 1] for every registered backbone. ValueError when the input is too small."""
     sizes = list(backbones.source_map_sizes(backbone, image_size))
     size = sizes[-1]
-    for _, _, _, stride, padding in _EXTRA_LAYERS:
+    for _, _, _, stride, padding in extra_layer_table(backbone):
         size = (size + stride - 1) // stride if padding == 'SAME' else (size - 3) // stride + 1
         sizes.append(size)
     if min(sizes) < 1:
         raise ValueError('A %dx%d input is too small for SSD\'s six source maps (%s); use '
                          '--train_image_size=300.' % (image_size, image_size, sizes))
     return sizes
+
+
+def extra_layer_table(backbone=defaults.BACKBONE):
+    """The extra layers' (block, 1x1 filters, 3x3 filters, stride, padding) for `backbone`:
+    _EXTRA_LAYERS (SSD) or _SSDLITE_EXTRA_LAYERS, as its registry entry says."""
+    kind = backbones.get_backbone(backbone).extra_layers
+    return _SSDLITE_EXTRA_LAYERS if kind == 'ssdlite' else _EXTRA_LAYERS
 
 
 # Extra layers: (block, 1x1 filters, 3x3 filters, 3x3 stride, 3x3 padding), as the original
@@ -81,6 +106,11 @@ def feature_shapes(backbone=defaults.BACKBONE, image_size=300):
 # (5 -> 3 -> 1).
 _EXTRA_LAYERS = (('conv8', 256, 512, 2, 'SAME'), ('conv9', 128, 256, 2, 'SAME'),
                  ('conv10', 128, 256, 1, 'VALID'), ('conv11', 128, 256, 1, 'VALID'))
+# SSDLite's extra layers (the TF Object Detection API's ssd_mobilenet_v2 depths 512, 256, 256,
+# 128, each after a 1x1 of half as many): 1x1 -> 3x3 depthwise stride 2 SAME -> 1x1, batch norm
+# and ReLU6 after each: 10 -> 5 -> 3 -> 2 -> 1 on MobileNetV2's 10x10 map.
+_SSDLITE_EXTRA_LAYERS = (('conv8', 256, 512, 2, 'SAME'), ('conv9', 128, 256, 2, 'SAME'),
+                         ('conv10', 128, 256, 2, 'SAME'), ('conv11', 64, 128, 2, 'SAME'))
 
 
 def resolve_data_format(requested=defaults.AUTO):
@@ -118,6 +148,29 @@ def ssd_arg_scope(data_format='channels_last'):
             return sc
 
 
+def ssdlite_extra_layers(net, data_format='channels_last', batch_norm_scope=None):
+    """SSDLite's extra layers (_SSDLITE_EXTRA_LAYERS) on the backbone's last map.
+
+    Args:
+      net: MobileNetV2's Conv_1, [B, 10, 10, 1280] (or NCHW) for a 300x300 input.
+      batch_norm_scope: backbones.mobilenet_arg_scope(...) (batch norm + ReLU6).
+    Returns:
+      the four block outputs: 5x5x512, 3x3x256, 2x2x256, 1x1x128 for 300x300.
+    Variables: additional_layers/convN/convN_1 (1x1), convN_2_depthwise (3x3 depthwise
+      weights), convN_2 (1x1), each with BatchNorm.
+    """
+    del data_format  # in batch_norm_scope
+    outputs = []
+    with tf.compat.v1.variable_scope('additional_layers'), slim.arg_scope(batch_norm_scope):
+        for block, filters_1x1, filters_3x3, stride, _ in _SSDLITE_EXTRA_LAYERS:
+            with tf.compat.v1.variable_scope(block):
+                net = slim.conv2d(net, filters_1x1, [1, 1], scope=block + '_1')
+                net = backbones.depthwise_conv2d(net, stride, block + '_2_depthwise')
+                net = slim.conv2d(net, filters_3x3, [1, 1], scope=block + '_2')
+            outputs.append(net)
+    return outputs
+
+
 def extra_layers(net, data_format='channels_last'):
     """SSD's extra feature layers conv8..conv11 on top of the backbone's stride-16 map.
 
@@ -139,8 +192,13 @@ def extra_layers(net, data_format='channels_last'):
     return outputs
 
 
-def multibox_head(feature_maps, num_classes, anchors_per_location, data_format='channels_last'):
+def multibox_head(feature_maps, num_classes, anchors_per_location, data_format='channels_last',
+                  head='conv', batch_norm_scope=None):
     """One 3x3 loc conv (k*4) and one 3x3 cls conv (k*num_classes) per source map, no activation.
+
+    head='ssdlite': each of them is instead a 3x3 depthwise convolution with batch norm and
+    ReLU6 (under `batch_norm_scope`, backbones.mobilenet_arg_scope; variables loc_i_depthwise,
+    cls_i_depthwise) followed by a 1x1 convolution loc_i / cls_i with biases, no activation.
 
     Args:
       feature_maps: list of source maps in `data_format`, [B, H_i, W_i, C_i] (or NCHW).
@@ -154,9 +212,15 @@ def multibox_head(feature_maps, num_classes, anchors_per_location, data_format='
     cls_list, loc_list = [], []
     with tf.compat.v1.variable_scope('multibox_head'):
         for i, (feature, k) in enumerate(zip(feature_maps, anchors_per_location)):
-            loc = slim.conv2d(feature, k * 4, [3, 3], activation_fn=None, scope='loc_%d' % i)
-            cls = slim.conv2d(feature, k * num_classes, [3, 3], activation_fn=None,
-                              scope='cls_%d' % i)
+            if head == 'ssdlite':
+                loc = _separable_predictor(feature, k * 4, 'loc_%d' % i, batch_norm_scope)
+                cls = _separable_predictor(feature, k * num_classes, 'cls_%d' % i,
+                                           batch_norm_scope)
+            else:
+                loc = slim.conv2d(feature, k * 4, [3, 3], activation_fn=None,
+                                  scope='loc_%d' % i)
+                cls = slim.conv2d(feature, k * num_classes, [3, 3], activation_fn=None,
+                                  scope='cls_%d' % i)
             if data_format == 'channels_first':  # back to NHWC so anchors are (y, x, k)
                 loc = tf.transpose(loc, [0, 2, 3, 1])
                 cls = tf.transpose(cls, [0, 2, 3, 1])
@@ -172,9 +236,17 @@ def multibox_head(feature_maps, num_classes, anchors_per_location, data_format='
     return cls_logits, loc_preds
 
 
+def _separable_predictor(feature, filters, scope, batch_norm_scope):
+    """SSDLite's box / class predictor: 3x3 depthwise (BN, ReLU6) -> 1x1 with biases."""
+    with slim.arg_scope(batch_norm_scope):
+        net = backbones.depthwise_conv2d(feature, 1, scope + '_depthwise')
+        return slim.conv2d(net, filters, [1, 1], activation_fn=None, normalizer_fn=None,
+                           biases_initializer=tf.compat.v1.zeros_initializer(), scope=scope)
+
+
 def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
            data_format='channels_last', scope=defaults.MODEL_SCOPE, backbone=defaults.BACKBONE,
-           freeze_batch_norm=False, batch_norm_decay=None):
+           freeze_batch_norm=False, batch_norm_decay=None, head=None):
     """Builds SSD300 (a backbone + extra layers + multibox heads).
 
     Args:
@@ -194,6 +266,8 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
       freeze_batch_norm: ResNets: moving statistics in training too, gamma/beta frozen.
       batch_norm_decay: ResNets: decay of the batch-norm moving averages (None: the
         backbone's default, defaults.BATCH_NORM_DECAY).
+      head: one of HEADS, None: the backbone's ('ssdlite' for mobilenet_v2, else 'conv').
+        The SSDLite extra layers and heads have batch norm with the backbone's settings.
     Returns:
       cls_logits: float32 [B, 8732, num_classes], unnormalized class scores.
       loc_preds: float32 [B, 8732, 4], encoded box offsets; anchor order (layer, y, x, anchor
@@ -229,10 +303,17 @@ def ssd300(inputs, num_classes, anchors_per_location, is_training=False,
             sources = spec.build(net, is_training=is_training, data_format=data_format,
                                  freeze_batch_norm=freeze_batch_norm,
                                  batch_norm_decay=batch_norm_decay)
-            extras = extra_layers(sources[-1], data_format)
+            head = resolve_head(head, backbone)
+            batch_norm_scope = backbones.mobilenet_arg_scope(
+                is_training, freeze_batch_norm, data_format, batch_norm_decay)
+            if spec.extra_layers == 'ssdlite':
+                extras = ssdlite_extra_layers(sources[-1], data_format, batch_norm_scope)
+            else:
+                extras = extra_layers(sources[-1], data_format)
             feature_maps = list(sources) + extras
             cls_logits, loc_preds = multibox_head(feature_maps, num_classes,
-                                                  anchors_per_location, data_format)
+                                                  anchors_per_location, data_format, head,
+                                                  batch_norm_scope)
         end_points = collections.OrderedDict(slim.utils.convert_collection_to_dict(collection))
         for name, feature in zip(names, feature_maps):
             end_points[name] = feature

@@ -65,6 +65,9 @@ def make_params(**overrides):
     for key, value in derived.items():
         if params[key] is None:
             params[key] = value
+    params['head'] = ssd_net.resolve_head(params['head'], backbone.name)
+    if 'anchor_preset' not in overrides and backbone.anchor_preset:
+        params['anchor_preset'] = backbone.anchor_preset
     params['anchor_spec'] = overrides.get('anchor_spec') or anchor_lib.ssd300_anchor_spec(
         ssd_net.feature_shapes(backbone.name, int(params['train_image_size'])),
         image_size=int(params['train_image_size']),
@@ -262,7 +265,7 @@ def model_fn(features, labels, mode, params):
         is_training=is_training, data_format=params['data_format'],
         scope=params['model_scope'], backbone=params['backbone'],
         freeze_batch_norm=params['freeze_batch_norm'],
-        batch_norm_decay=params['batch_norm_decay'])
+        batch_norm_decay=params['batch_norm_decay'], head=params.get('head'))
 
     if mode == ModeKeys.PREDICT:
         detections = postprocess(cls_logits, loc_preds, params, anchors)

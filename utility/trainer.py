@@ -123,7 +123,8 @@ def fine_tune_settings(values, checkpoint):
 
 def anchor_preset(values):
     """--anchor_preset (a preset name, or the fitted sizes of a json file as a dict: params.json
-    records them whole, so the model does not need the file), or the preset
+    records them whole, so the model does not need the file), or the backbone's preset
+    (mobilenet_v2: 'ssdlite'), or the preset
     <data_dir>/manifest.json suggests, or 'voc'."""
     from dataset.manifest import MANIFEST_NAME, source_from_manifest
     from net import anchors
@@ -132,6 +133,10 @@ def anchor_preset(values):
         return anchors.read_preset_file(values.anchor_preset)
     if values.anchor_preset:
         return anchors.check_preset(values.anchor_preset)
+    from net import backbones
+    own = backbones.get_backbone(values.backbone).anchor_preset
+    if own:
+        return anchors.check_preset(own)
     suggested = source_from_manifest(values.data_dir)['anchor_preset']
     if suggested:
         log('Anchor preset %s (from %s).' % (suggested, os.path.join(
@@ -183,7 +188,7 @@ def build_params(values, num_replicas, data_format, use_amp, checkpoint_path, cl
         data_format=data_format,
         model_scope=values.model_scope,
         backbone=values.backbone, freeze_batch_norm=values.freeze_batch_norm,
-        batch_norm_decay=values.batch_norm_decay,
+        batch_norm_decay=values.batch_norm_decay, head=getattr(values, 'head', None),
         data_dir=values.data_dir,
         batch_size=values.batch_size,
         num_replicas=num_replicas,

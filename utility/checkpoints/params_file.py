@@ -34,8 +34,8 @@ from utility.checkpoints.files import has_checkpoint
 # data_format is not among them: tf_slim stores convolution kernels as [h, w, in, out] in both
 # layouts, so a model trained channels_first resumes (and runs) channels_last.
 MODEL_KEYS = ('backbone', 'num_classes', 'train_image_size', 'model_scope', 'anchor_preset',
-              'anchor_spec')
-_FLAG_OF = {'backbone': '--backbone', 'num_classes': '--num_classes',
+              'anchor_spec', 'head')
+_FLAG_OF = {'backbone': '--backbone', 'num_classes': '--num_classes', 'head': '--head',
             'train_image_size': '--train_image_size', 'model_scope': '--model_scope',
             'anchor_preset': '--anchor_preset'}
 # The keys every params.json train_ssd.py writes has and a resumed run relies on; a file without
