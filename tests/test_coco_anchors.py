@@ -46,7 +46,7 @@ def test_voc_preset_is_the_original_spec_and_the_default():
 
 
 def test_unknown_preset_is_one_line_naming_the_choices():
-    with pytest.raises(ValueError, match=r"unknown anchor preset 'kitti'; use one of coco, voc"):
+    with pytest.raises(ValueError, match=r"unknown anchor preset 'kitti'; use one of coco, ssdlite, voc "):
         ssd_model.make_params(anchor_preset='kitti')
 
 

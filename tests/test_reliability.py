@@ -184,6 +184,7 @@ def flag_values_in_params(params, flags):
     return pairs
 
 
+@pytest.mark.slow
 def test_params_json_records_what_the_run_used(trained_model_dir, tfrecord_dir):
     """Every training flag of the run that params.json holds is recorded with the run's value,
     most of them not the defaults (a params.json of defaults fails)."""
